@@ -1,0 +1,3 @@
+"""Keras callbacks of keras_margins."""
+
+from keras_margins.callbacks.margin_monitor import MarginMonitor

@@ -1,0 +1,58 @@
+"""The embedded real dataset: scikit-learn's bundled ``load_digits`` (no download).
+
+1 797 8×8 grey-scale handwritten digits (UCI optdigits test set), 10 classes. Pixels are
+scaled to [0, 1] and flattened to 64 features (float32).
+"""
+
+import numpy as np
+
+
+def _load():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.data / 16.0).astype("float32")
+    y = bunch.target.astype("int32")
+    return x, y
+
+
+def digits_classification(test_fraction=0.25, seed=0):
+    """Stratified train/test split: ``((x_train, y_train), (x_test, y_test))``.
+
+    Example:
+        >>> (x, y), (xt, yt) = km.data.digits_classification()
+        >>> x.shape, xt.shape   # ((1347, 64), (450, 64))
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"`test_fraction` must be in (0, 1); got {test_fraction}.")
+    x, y = _load()
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(test_fraction * len(idx)))
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    train_idx = rng.permutation(np.concatenate(train_idx))
+    test_idx = rng.permutation(np.concatenate(test_idx))
+    return (x[train_idx], y[train_idx]), (x[test_idx], y[test_idx])
+
+
+def digits_zero_shot(train_classes=(0, 1, 2, 3, 4), seed=0):
+    """Class-disjoint split of the metric-learning papers: train on ``train_classes``,
+    retrieve among the others. Returns ``((x_train, y_train), (x_test, y_test))``; labels keep
+    their digit values.
+
+    Example:
+        >>> (x, y), (xt, yt) = km.data.digits_zero_shot()
+        >>> sorted(set(yt))   # [5, 6, 7, 8, 9]
+    """
+    x, y = _load()
+    train_classes = np.asarray(train_classes)
+    is_train = np.isin(y, train_classes)
+    if is_train.all() or not is_train.any():
+        raise ValueError("`train_classes` must be a non-empty proper subset of 0..9.")
+    rng = np.random.default_rng(seed)
+    tr = rng.permutation(np.flatnonzero(is_train))
+    te = rng.permutation(np.flatnonzero(~is_train))
+    return (x[tr], y[tr]), (x[te], y[te])

@@ -1,0 +1,5 @@
+"""Keras layers that own weights: classification heads and L2 normalisation."""
+
+from keras_margins.layers._base import ClassHead
+from keras_margins.layers.l2_normalize import L2Normalize
+from keras_margins.layers.largest_margin_head import LargestMarginHead

@@ -1,0 +1,27 @@
+"""L2 normalisation layer (the last layer of an exported embedding model)."""
+
+import keras
+
+from keras_margins import ops as kmops
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class L2Normalize(keras.layers.Layer):
+    """``x / max(||x||, 1e-12)`` along ``axis``; zero rows stay zero (never NaN).
+
+    Example:
+        >>> emb = km.layers.L2Normalize()(backbone.output)
+    """
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = axis
+
+    def call(self, inputs):
+        return kmops.l2_normalize(inputs, axis=self.axis)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}

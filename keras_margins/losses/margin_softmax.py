@@ -1,0 +1,142 @@
+"""The generalised margin softmax losses on a cosine head (SPEC §1.2-1.4)."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_margins.losses._base import MarginLoss
+from keras_margins.ops import margin_softmax, sample_margin
+from keras_margins.ops._common import check_positive
+
+
+def _with_sample_margin(loss, labels, cos, weight):
+    """loss_i + λ·(−γ_i): per-sample form of L + λ·R_sm (SPEC §1.4, R_sm = −mean γ)."""
+    if weight:
+        return loss - weight * sample_margin(labels, cos)
+    return loss
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class MarginSoftmax(MarginLoss):
+    """Generalised margin softmax (GM-Softmax) on cosines, Zhou et al. 2022 (SPEC §1.2):
+
+    L = −log e^{s·ψ(θ_y)} / (e^{s·ψ(θ_y)} + Σ_{j≠y} e^{s·cos θ_j}),  ψ(θ) = cos(m1·θ+m2) − m3,
+
+    plus ``sample_margin_weight`` · R_sm (SPEC §1.4). ``y_pred`` are the (N, C) cosines of a
+    cosine head (``LargestMarginHead``, ``PEDCCHead``); ``y_true`` integer labels.
+    The insightface "combined" margin is ``MarginSoftmax(64, m1=1.0, m2=0.3, m3=0.2)``.
+
+    Example:
+        >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
+        >>> model.compile("adam", loss=km.losses.MarginSoftmax(64.0, m2=0.3, m3=0.2))
+        >>> model.fit(x, y)
+    """
+
+    def __init__(self, scale=64.0, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
+        check_positive(scale, "scale")
+        if m1 < 1.0 or not 0.0 <= m2 < math.pi or m3 < 0.0:
+            raise ValueError(
+                f"margins must satisfy m1 >= 1, 0 <= m2 < π, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}."
+            )
+        if sample_margin_weight < 0:
+            raise ValueError(f"`sample_margin_weight` must be >= 0; got {sample_margin_weight}.")
+        kwargs.setdefault("name", _default_name(type(self)))
+        super().__init__(
+            scale=float(scale),
+            m1=float(m1),
+            m2=float(m2),
+            m3=float(m3),
+            sample_margin_weight=float(sample_margin_weight),
+            **kwargs,
+        )
+
+    def per_sample(self, labels, cos):
+        loss = margin_softmax(labels, cos, self.scale, self.m1, self.m2, self.m3)
+        return _with_sample_margin(loss, labels, cos, self.sample_margin_weight)
+
+
+def _default_name(cls):
+    out = []
+    for i, ch in enumerate(cls.__name__):
+        if ch.isupper() and i and not cls.__name__[i - 1].isupper():
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+class _Preset(MarginSoftmax):
+    """A MarginSoftmax with fixed (m1, m2, m3) roles; config holds only the preset's args."""
+
+    def __init__(self, scale, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
+        preset_args = {k: kwargs.pop(k) for k in list(kwargs) if k in ("margin",)}
+        super().__init__(scale, m1, m2, m3, sample_margin_weight, **kwargs)
+        self._preset_args = preset_args
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("m1", "m2", "m3"):
+            config.pop(key)
+        config.update(self._preset_args)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class NormFace(_Preset):
+    """NormFace (Wang et al. 2017): normalised softmax, s·cos θ logits, no margin.
+
+    MarginSoftmax with m = (1, 0, 0) (SPEC §1.2); default s = 16.
+
+    Example:
+        >>> model.compile("adam", loss=km.losses.NormFace(scale=16.0))
+    """
+
+    def __init__(self, scale=16.0, sample_margin_weight=0.0, **kwargs):
+        super().__init__(scale, sample_margin_weight=sample_margin_weight, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class SphereFace(_Preset):
+    """Normalised SphereFace (Liu et al. 2017): ψ(θ) = (−1)^k cos(m·θ) − 2k, k = ⌊mθ/π⌋.
+
+    MarginSoftmax with m1 = ``margin`` (SPEC §1.2); defaults s = 30, m = 1.5.
+
+    Example:
+        >>> model.compile("adam", loss=km.losses.SphereFace(scale=30.0, margin=1.5))
+    """
+
+    def __init__(self, scale=30.0, margin=1.5, sample_margin_weight=0.0, **kwargs):
+        super().__init__(
+            scale, m1=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class CosFace(_Preset):
+    """CosFace / AM-Softmax (Wang et al. 2018): target logit s·(cos θ_y − m).
+
+    MarginSoftmax with m3 = ``margin`` (SPEC §1.2); defaults s = 64, m = 0.35.
+
+    Example:
+        >>> model.compile("adam", loss=km.losses.CosFace(scale=64.0, margin=0.35))
+    """
+
+    def __init__(self, scale=64.0, margin=0.35, sample_margin_weight=0.0, **kwargs):
+        super().__init__(
+            scale, m3=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class ArcFace(_Preset):
+    """ArcFace (Deng et al. 2019): target logit s·cos(θ_y + m), with the fallback
+    cos θ − m·sin m where θ + m > π (SPEC §1.2). Defaults s = 64, m = 0.5 rad.
+
+    Example:
+        >>> model.compile("adam", loss=km.losses.ArcFace(scale=64.0, margin=0.5))
+    """
+
+    def __init__(self, scale=64.0, margin=0.5, sample_margin_weight=0.0, **kwargs):
+        super().__init__(
+            scale, m2=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
+        )

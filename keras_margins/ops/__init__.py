@@ -1,0 +1,10 @@
+"""Functional core of keras_margins: pure ``keras.ops`` functions, one formula each."""
+
+from keras_margins.ops._common import l2_normalize
+from keras_margins.ops.cosine import cosine_similarity
+from keras_margins.ops.margin_softmax import (
+    largest_margin_softmax,
+    margin_softmax,
+    margin_target,
+)
+from keras_margins.ops.margins import class_margin, sample_margin, zero_centroid

@@ -1,0 +1,144 @@
+"""Shared building blocks of the functional core (private).
+
+Everything here is written in ``keras.ops`` so it runs on every Keras backend and under XLA.
+The validation helpers only inspect *static* shapes, plus concrete label values when a
+tensor is eager; they never add graph ops that could break ``jit_compile=True``.
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+#: Normalisation floor. ``x / max(||x||, EPS)`` turns a zero vector into a zero vector
+#: (cosine 0 with everything) instead of NaN.
+EPS = 1e-12
+#: Finite stand-in for -inf in masked reductions (all loss maths runs in float32).
+NEG_LARGE = -1e30
+
+
+def is_concrete(x):
+    """True when ``x`` holds values we may read now (eager TF tensor, NumPy, JAX array)."""
+    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+        return True
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.executing_eagerly() and hasattr(x, "numpy")
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    return False
+
+
+def static_shape(x):
+    """Static shape as a tuple of ints / None."""
+    return tuple(ops.convert_to_tensor(x).shape if not hasattr(x, "shape") else x.shape)
+
+
+def check_rank(x, rank, name, what):
+    shape = static_shape(x)
+    if len(shape) != rank:
+        raise ValueError(
+            f"`{name}` must be a rank-{rank} tensor {what}; got shape {shape}."
+        )
+    return shape
+
+
+def check_not_nan(x, name):
+    """Raise if an eager tensor holds NaN/inf (skipped while tracing)."""
+    if is_concrete(x):
+        arr = np.asarray(ops.convert_to_numpy(x))
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"`{name}` contains NaN or inf values.")
+
+
+def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
+    """Integer labels of shape (N,) from (N,) or (N, 1); validated where possible.
+
+    Shapes are checked statically. Values (0 <= label < num_classes, integral) are checked
+    when the tensor is concrete (eager mode); inside ``jit_compile`` graphs they cannot be.
+    """
+    shape = static_shape(labels)
+    if len(shape) == 2 and shape[1] == 1:
+        labels = ops.reshape(labels, (-1,))
+        shape = (shape[0],)
+    if len(shape) != 1:
+        raise ValueError(
+            f"`{name}` must be integer class ids of shape (N,) or (N, 1); got shape {shape}."
+        )
+    if batch_size is not None and shape[0] is not None and shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` has {shape[0]} entries but the scores/features have {batch_size} rows."
+        )
+    if is_concrete(labels):
+        arr = np.asarray(ops.convert_to_numpy(labels))
+        if arr.size:
+            if arr.dtype.kind == "f" and (
+                not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
+            ):
+                raise ValueError(f"`{name}` must hold integer class ids; got {arr[:5]}...")
+            lo, hi = arr.min(), arr.max()
+            if lo < 0 or (num_classes is not None and hi >= num_classes):
+                bound = f"[0, {num_classes - 1}]" if num_classes is not None else ">= 0"
+                raise ValueError(
+                    f"`{name}` must lie in {bound}; got values in [{int(lo)}, {int(hi)}]."
+                )
+    return ops.cast(labels, "int32")
+
+
+def as_float(x, name, rank=2, what="(N, D)"):
+    """float32 (or float64) tensor of the given rank; half precision is promoted."""
+    x = ops.convert_to_tensor(x)
+    check_rank(x, rank, name, what)
+    if keras.backend.standardize_dtype(x.dtype) != "float64":
+        x = ops.cast(x, "float32")
+    check_not_nan(x, name)
+    return x
+
+
+def check_scores(cos, name="cos"):
+    """Class-score matrix (N, C) with C >= 2; returns (tensor, C)."""
+    cos = as_float(cos, name, 2, "(N, C) of class scores")
+    num_classes = static_shape(cos)[1]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"`{name}` must have at least 2 classes (columns); got {num_classes}.")
+    return cos, num_classes
+
+
+def check_positive(value, name):
+    if not value > 0:
+        raise ValueError(f"`{name}` must be > 0; got {value}.")
+
+
+def l2_normalize(x, axis=-1):
+    """``x / max(||x||, EPS)`` along ``axis``: zero vectors stay zero, no NaN."""
+    sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(sq, EPS * EPS))
+
+
+def target_mask(labels, num_classes, dtype="bool"):
+    """(N, C) boolean mask of the target column, built by comparison (fuses under XLA)."""
+    classes = ops.arange(num_classes, dtype="int32")
+    return ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
+
+
+def take_target(values, labels):
+    """values[i, labels[i]] as (N,), a gather (no one-hot)."""
+    return ops.squeeze(ops.take_along_axis(values, ops.expand_dims(labels, 1), axis=1), 1)
+
+
+def masked_logsumexp(x, mask, axis=-1):
+    """log Σ_{mask} exp(x) along ``axis``, and whether the row had any entry.
+
+    Rows without any selected entry return 0 (not -inf) together with ``valid=False`` so the
+    caller can zero them; gradients stay finite everywhere.
+    """
+    x_masked = ops.where(mask, x, NEG_LARGE)
+    row_max = ops.stop_gradient(ops.max(x_masked, axis=axis, keepdims=True))
+    valid = ops.any(mask, axis=axis)
+    row_max = ops.where(ops.expand_dims(valid, axis), row_max, 0.0)
+    summed = ops.sum(ops.where(mask, ops.exp(x_masked - row_max), 0.0), axis=axis)
+    out = ops.log(ops.where(valid, summed, 1.0)) + ops.squeeze(row_max, axis)
+    return ops.where(valid, out, 0.0), valid
