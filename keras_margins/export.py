@@ -1,0 +1,395 @@
+"""Export the embedding part of a margin model to TF Serving's SavedModel layout.
+
+A model trained with a margin head is served without its head: the artifact is the backbone
+followed by L2 normalisation, written as a SavedModel to ``<base_dir>/<version>/`` (the
+layout TF Serving polls), plus a ``models.config`` (TF Serving ``model_config_list``) beside
+the model folders. The SavedModel needs neither ``keras`` nor ``keras_margins`` to load.
+
+The serving contract (stable, documented):
+
+* signature ``serving_default``: input ``inputs`` float32 ``(N, *input_shape)`` ->
+  output ``embedding`` float32 ``(N, D)`` (unit rows when ``normalize=True``);
+* optional signature ``scores`` (``include_scores=True``): input ``inputs`` -> output
+  ``scores`` float32 ``(N, C)``, the head's class scores at inference (argmax = class).
+
+Example:
+    >>> path = km.export.export_embedding_model(model, "saved_models/digits")
+    >>> body = km.export.rest_request(x[:2])            # POST to .../v1/models/digits:predict
+    >>> req = km.export.grpc_request(x[:2], "digits")   # PredictionService.Predict
+"""
+
+import os
+import re
+import shutil
+import uuid
+
+import keras
+import numpy as np
+
+from keras_margins.layers import ClassHead, L2Normalize
+
+INPUT_NAME = "inputs"
+EMBEDDING_OUTPUT = "embedding"
+SCORES_OUTPUT = "scores"
+SERVING_SIGNATURE = "serving_default"
+SCORES_SIGNATURE = "scores"
+MODELS_CONFIG = "models.config"
+_VERSION_RE = re.compile(r"^[0-9]+$")
+
+
+# ----------------------------------------------------------------------------- model surgery
+def split_head(model):
+    """``(embedding_part, head, scorer)`` of a model.
+
+    * a ``MarginModel`` (anything with public ``.backbone``/``.head``): its backbone, its head,
+      and the model itself as scorer (``call`` gives the head's scores);
+    * a ``Sequential``/functional model whose last layer is a ``km.layers.ClassHead``: the
+      layers before the head, the head, the full model;
+    * any other Keras model: treated as an embedding model, ``head = scorer = None``.
+
+    Raises ``ValueError`` for a head alone, a model with nothing before its head, or a model
+    that contains a head without ending in it.
+    """
+    if isinstance(model, ClassHead):
+        raise ValueError(
+            f"`model` is the head {model.name!r} alone; pass the full model or its backbone."
+        )
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(f"`model` must be a Keras model; got {type(model).__name__}.")
+    if hasattr(model, "backbone") and hasattr(model, "head"):
+        if not isinstance(model.backbone, keras.layers.Layer):
+            raise ValueError("`model.backbone` is not a Keras model: no embedding part to export.")
+        return model.backbone, model.head, (model if model.head is not None else None)
+    layers = list(getattr(model, "layers", []))
+    heads = [layer for layer in layers if isinstance(layer, ClassHead)]
+    if not heads:
+        return model, None, None
+    head = layers[-1]
+    if not isinstance(head, ClassHead):
+        raise ValueError(
+            f"`model` contains the head {heads[0].name!r} but does not end in it; pass the "
+            "embedding model itself."
+        )
+    if isinstance(model, keras.Sequential):
+        part = layers[:-1]
+        if not part:
+            raise ValueError(f"`model` has no embedding part: it is only the head {head.name!r}.")
+        return keras.Sequential(part, name=f"{model.name}_embedding"), head, model
+    try:
+        features = head.input
+    except (AttributeError, ValueError) as err:
+        raise ValueError(f"cannot find the input of head {head.name!r} in `model`: {err}") from err
+    if any(features is tensor for tensor in model.inputs):
+        raise ValueError(f"`model` has no embedding part: its inputs go straight into {head.name!r}.")
+    return keras.Model(model.inputs, features, name=f"{model.name}_embedding"), head, model
+
+
+def _input_shape(models, input_shape):
+    if input_shape is not None:
+        return tuple(input_shape)
+    for model in models:
+        try:
+            inputs = model.inputs
+        except (AttributeError, ValueError):
+            inputs = None
+        if inputs:
+            if len(inputs) != 1:
+                raise ValueError(f"`model` must have exactly one input; it has {len(inputs)}.")
+            return tuple(inputs[0].shape[1:])
+    raise ValueError(
+        f"cannot infer the input shape of {models[0].name!r} (not built on a keras.Input); "
+        "pass `input_shape` (per example, without the batch axis)."
+    )
+
+
+def embedding_model(model, normalize=True, input_shape=None):
+    """A functional Keras model ``inputs -> embedding`` (the head dropped, L2-normalised).
+
+    Shares weights with ``model``; what ``export_embedding_model`` writes is exactly this.
+
+    Example:
+        >>> emb = km.export.embedding_model(model)      # model = Sequential([backbone, head])
+        >>> emb.predict(x).shape                        # (N, D), unit rows
+    """
+    part, _, _ = split_head(model)
+    shape = _input_shape([part, model], input_shape)
+    inputs = keras.Input(shape, name=INPUT_NAME)
+    features = part(inputs)
+    if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:
+        got = getattr(features, "shape", type(features).__name__)
+        raise ValueError(f"the embedding part of `model` must output one (N, D) tensor; got {got}.")
+    if normalize:
+        features = L2Normalize(name="l2_normalize")(features)
+    return keras.Model(inputs, features, name=f"{part.name}_serving")
+
+
+# ----------------------------------------------------------------------------- versions / paths
+def _versions(base_dir):
+    if not os.path.isdir(base_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(base_dir) if _VERSION_RE.match(n))
+
+
+def _version_dir(base_dir, version):
+    if not isinstance(base_dir, (str, os.PathLike)) or not str(base_dir).strip():
+        raise ValueError(f"`base_dir` must be a non-empty path; got {base_dir!r}.")
+    base_dir = os.path.abspath(os.fspath(base_dir))
+    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
+        raise ValueError(f"`base_dir` {base_dir!r} exists and is not a directory.")
+    if version is None:
+        version = (_versions(base_dir) or [0])[-1] + 1
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"`version` must be an integer >= 1 or None; got {version!r}.")
+    target = os.path.join(base_dir, str(version))
+    if os.path.exists(target):
+        raise ValueError(f"version {version} already exists at {target!r}; exports never overwrite.")
+    try:
+        os.makedirs(base_dir, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create `base_dir` {base_dir!r}: {err}") from err
+    return base_dir, version, target
+
+
+# ----------------------------------------------------------------------------- export
+def export_embedding_model(
+    model,
+    base_dir,
+    version=None,
+    normalize=True,
+    include_scores=False,
+    input_shape=None,
+    models_config=None,
+    serving_root="/models",
+):
+    """Write the embedding part of ``model`` as a TF Serving SavedModel; return its path.
+
+    Args:
+        model: a ``Sequential``/functional model ending in a ``km.layers`` head, a
+            ``km.models.MarginModel``, or a plain embedding model (N, ...) -> (N, D).
+        base_dir: the model's folder, e.g. ``"saved_models/digits"``; its name is the TF
+            Serving model name. The SavedModel goes to ``base_dir/<version>/``.
+        version: integer >= 1; ``None`` takes the next free one (1, 2, ...). An existing
+            version is never overwritten (``ValueError``).
+        normalize: append L2 normalisation (unit embeddings, cosine = dot product).
+        include_scores: also export signature ``scores`` (the head's class scores).
+        input_shape: per-example input shape, only for models not built on a ``keras.Input``.
+        models_config: where to write/update the ``models.config`` listing every model
+            under the parent of ``base_dir`` (default ``<parent>/models.config``); ``False``
+            skips it.
+        serving_root: the parent folder as the server sees it (``/models`` in the docker
+            image); ``None`` writes absolute local paths.
+
+    Signatures: ``serving_default``: ``inputs`` float32 -> ``embedding`` float32 (N, D);
+    ``scores``: ``inputs`` -> ``scores`` float32 (N, C).
+
+    Example:
+        >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
+        >>> model.compile("adam", loss=km.losses.ArcFace()); model.fit(x, y)
+        >>> km.export.export_embedding_model(model, "saved_models/digits")  # .../digits/1
+    """
+    import tensorflow as tf
+
+    embed = embedding_model(model, normalize=normalize, input_shape=input_shape)
+    _, head, scorer = split_head(model)
+    if include_scores and scorer is None:
+        raise ValueError("`include_scores=True` needs a model with a class head; `model` has none.")
+    base_dir, version, target = _version_dir(base_dir, version)
+    in_dtype = embed.inputs[0].dtype
+    spec = tf.TensorSpec((None, *embed.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
+
+    def serve_embedding(inputs):
+        out = embed(tf.cast(inputs, in_dtype), training=False)
+        return {EMBEDDING_OUTPUT: tf.cast(out, tf.float32)}
+
+    def serve_scores(inputs):
+        out = scorer(tf.cast(inputs, in_dtype), training=False)
+        return {SCORES_OUTPUT: tf.cast(out, tf.float32)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(embed)
+    archive.add_endpoint(SERVING_SIGNATURE, serve_embedding, input_signature=[spec])
+    if include_scores:
+        archive.track(scorer)
+        archive.add_endpoint(SCORES_SIGNATURE, serve_scores, input_signature=[spec])
+    staging = os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex}")
+    try:
+        archive.write_out(staging, verbose=False)
+        os.rename(staging, target)  # atomic: TF Serving never sees a half-written version
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if models_config is not False:
+        root = os.path.dirname(base_dir)
+        update_models_config(root, config_path=models_config, serving_root=serving_root)
+    return target
+
+
+# ----------------------------------------------------------------------------- models.config
+def _exported_models(root):
+    names = []
+    for name in sorted(os.listdir(root)):
+        folder = os.path.join(root, name)
+        if os.path.isdir(folder) and any(
+            os.path.isfile(os.path.join(folder, str(v), "saved_model.pb")) for v in _versions(folder)
+        ):
+            names.append(name)
+    return names
+
+
+def update_models_config(root, config_path=None, serving_root="/models"):
+    """Write or update TF Serving's ``model_config_list`` for every model under ``root``.
+
+    A model is a folder of ``root`` with at least one ``<int>/saved_model.pb``. Entries already
+    in the file are kept (their other fields too); the base path of each model found on disk
+    is set to ``<serving_root>/<name>`` (or the absolute local path when ``serving_root`` is
+    None). Returns the config path.
+
+    Example:
+        >>> km.export.update_models_config("saved_models")      # saved_models/models.config
+        >>> # docker run -v $PWD/saved_models:/models tensorflow/serving \\
+        >>> #     --model_config_file=/models/models.config
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2 as pb
+
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise ValueError(f"`root` {root!r} is not a directory.")
+    config_path = os.fspath(config_path) if config_path else os.path.join(root, MODELS_CONFIG)
+    config = pb.ModelServerConfig()
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            try:
+                text_format.Parse(f.read(), config)
+            except text_format.ParseError as err:
+                raise ValueError(f"`config_path` {config_path!r} is not a models.config: {err}") from err
+    entries = {entry.name: entry for entry in config.model_config_list.config}
+    for name in _exported_models(root):
+        entry = entries.get(name) or config.model_config_list.config.add(name=name)
+        entry.base_path = (
+            os.path.join(root, name) if serving_root is None else f"{serving_root.rstrip('/')}/{name}"
+        )
+        entry.model_platform = "tensorflow"
+    with open(config_path, "w") as f:
+        f.write(text_format.MessageToString(config))
+    return config_path
+
+
+# ----------------------------------------------------------------------------- requests
+def _batch(x, name="x"):
+    array = np.asarray(x, dtype="float32")
+    if array.ndim < 1:
+        raise ValueError(f"`{name}` must be a batch (N, ...) of examples; got a scalar.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"`{name}` contains NaN or infinity, which JSON/TF Serving cannot carry.")
+    return array
+
+
+def rest_request(x, signature_name=SERVING_SIGNATURE, input_name=None):
+    """The JSON body (a dict) for ``POST /v1/models/<name>:predict``, TF Serving's row format.
+
+    ``{"signature_name": ..., "instances": [row, ...]}``, one row per example of the batch
+    ``x`` (N, ...); with ``input_name`` each row is ``{input_name: row}`` instead. The reply is
+    ``{"predictions": [...]}``: one embedding (or score row) per instance.
+
+    Example:
+        >>> body = km.export.rest_request(x[:2])
+        >>> json.dumps(body)   # curl -d @body.json localhost:8501/v1/models/digits:predict
+    """
+    rows = _batch(x).tolist()
+    if input_name is not None:
+        rows = [{input_name: row} for row in rows]
+    return {"signature_name": signature_name, "instances": rows}
+
+
+def rest_url(model_name, host="localhost", port=8501, version=None):
+    """``http://host:port/v1/models/<name>[/versions/<v>]:predict``."""
+    path = f"v1/models/{model_name}" + ("" if version is None else f"/versions/{int(version)}")
+    return f"http://{host}:{port}/{path}:predict"
+
+
+def grpc_request(
+    x, model_name, signature_name=SERVING_SIGNATURE, input_name=INPUT_NAME, version=None
+):
+    """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for ``PredictionService``.
+
+    ``x`` (N, ...) goes into ``inputs[input_name]`` as a float32 ``TensorProto`` of shape
+    (N, ...), matching the exported signature. Needs ``tensorflow-serving-api``.
+
+    Example:
+        >>> request = km.export.grpc_request(x[:2], "digits")
+        >>> stub.Predict(request, 10.0).outputs["embedding"]   # prediction_service_pb2_grpc
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow_serving.apis import predict_pb2
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "grpc_request needs tensorflow-serving-api: pip install --no-deps "
+            "tensorflow-serving-api grpcio"
+        ) from err
+    if not model_name:
+        raise ValueError(f"`model_name` must be a non-empty string; got {model_name!r}.")
+    array = _batch(x)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(array, dtype=tf.float32))
+    return request
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_cli(subparsers):
+    """Register ``keras-margins export MODEL.keras BASE_DIR`` on an argparse ``subparsers``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export the embedding part of a .keras model for TF Serving",
+        description=(
+            "Load a .keras model (head or MarginModel or embedding model), drop the head, add "
+            "L2 normalisation and write a SavedModel to BASE_DIR/<next version>/ with signature "
+            f"'{SERVING_SIGNATURE}': '{INPUT_NAME}' -> '{EMBEDDING_OUTPUT}' (float32); update "
+            f"{MODELS_CONFIG} in BASE_DIR's parent."
+        ),
+    )
+    parser.add_argument("model", help="path of a .keras model")
+    parser.add_argument("base_dir", help="model folder, e.g. saved_models/digits")
+    parser.add_argument("--version", type=int, default=None, help="default: next free integer")
+    parser.add_argument(
+        "--no-normalize", dest="normalize", action="store_false", help="skip L2 normalisation"
+    )
+    parser.add_argument(
+        "--scores", dest="include_scores", action="store_true",
+        help=f"also export signature '{SCORES_SIGNATURE}' (class scores of the head)",
+    )
+    parser.add_argument(
+        "--serving-root", default="/models",
+        help="BASE_DIR's parent as the server sees it, in models.config (default /models)",
+    )
+    parser.add_argument(
+        "--no-config", dest="models_config", action="store_const", const=False, default=None,
+        help=f"do not write {MODELS_CONFIG}",
+    )
+    parser.set_defaults(func=run_cli, command="export")
+    return parser
+
+
+def run_cli(args):
+    """Run the ``export`` subcommand from parsed arguments; prints the version folder."""
+    if not os.path.isfile(args.model):
+        raise ValueError(f"`model` {args.model!r} is not a file (expected a .keras model).")
+    model = keras.models.load_model(args.model, safe_mode=True)
+    path = export_embedding_model(
+        model,
+        args.base_dir,
+        version=args.version,
+        normalize=args.normalize,
+        include_scores=args.include_scores,
+        models_config=args.models_config,
+        serving_root=args.serving_root,
+    )
+    signatures = SERVING_SIGNATURE + (f", {SCORES_SIGNATURE}" if args.include_scores else "")
+    print(f"exported {path} (signatures: {signatures}; input '{INPUT_NAME}', output "
+          f"'{EMBEDDING_OUTPUT}')")
+    return 0
