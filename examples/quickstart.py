@@ -38,8 +38,8 @@ def build_model(num_classes=10, dim=64, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--scale", type=float, default=16.0)
-    parser.add_argument("--margin", type=float, default=0.3)
+    parser.add_argument("--scale", type=float, default=64.0)
+    parser.add_argument("--margin", type=float, default=0.5)
     parser.add_argument("--out", default="saved_models/quickstart.keras")
     args = parser.parse_args(argv)
 

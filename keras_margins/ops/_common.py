@@ -90,10 +90,12 @@ def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
 
 def as_float(x, name, rank=2, what="(N, D)"):
     """float32 (or float64) tensor of the given rank; half precision is promoted."""
+    if hasattr(x, "assign"):  # a variable: read it (keras.ops gathers need a tensor)
+        x = x * 1
     x = ops.convert_to_tensor(x)
     check_rank(x, rank, name, what)
-    if keras.backend.standardize_dtype(x.dtype) != "float64":
-        x = ops.cast(x, "float32")
+    dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
+    x = ops.cast(x, dtype)
     check_not_nan(x, name)
     return x
 

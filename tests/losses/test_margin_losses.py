@@ -1,0 +1,118 @@
+"""Loss classes of the margin-softmax family: values, presets, config, training."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_margins as km
+
+PRESETS = [
+    (km.losses.NormFace(), (16.0, 1.0, 0.0, 0.0)),
+    (km.losses.SphereFace(), (30.0, 1.5, 0.0, 0.0)),
+    (km.losses.CosFace(), (64.0, 1.0, 0.0, 0.35)),
+    (km.losses.ArcFace(), (64.0, 1.0, 0.5, 0.0)),
+]
+
+
+@pytest.mark.parametrize("loss,params", PRESETS, ids=lambda p: getattr(p, "name", ""))
+def test_presets_use_paper_defaults_and_mean_of_op(loss, params):
+    s, m1, m2, m3 = params
+    assert (loss.scale, loss.m1, loss.m2, loss.m3) == (s, m1, m2, m3)
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(-1, 1, (10, 4)).astype("float32")
+    y = rng.integers(0, 4, 10)
+    want = np.mean(np.asarray(km.ops.margin_softmax(y, cos, s, m1, m2, m3)))
+    assert float(loss(y, cos)) == pytest.approx(want, rel=1e-6)
+    assert float(loss(y[:, None], cos)) == pytest.approx(want, rel=1e-6)  # (N, 1) labels
+    sw = rng.uniform(0, 1, 10)
+    per = np.asarray(km.ops.margin_softmax(y, cos, s, m1, m2, m3))
+    assert float(loss(y, cos, sample_weight=sw)) == pytest.approx(np.sum(per * sw) / 10, rel=1e-5)
+
+
+def test_sample_margin_weight_adds_lambda_times_rsm():
+    rng = np.random.default_rng(1)
+    cos = rng.uniform(-1, 1, (8, 5)).astype("float32")
+    y = rng.integers(0, 5, 8)
+    rsm = 0.0
+    for i in range(8):
+        rsm += max(cos[i, j] for j in range(5) if j != y[i]) - cos[i, y[i]]
+    rsm /= 8
+    for base, reg in (
+        (km.losses.LMSoftmax(5.0), km.losses.LMSoftmax(5.0, sample_margin_weight=2.0)),
+        (km.losses.ArcFace(), km.losses.ArcFace(sample_margin_weight=2.0)),
+    ):
+        assert float(reg(y, cos)) == pytest.approx(float(base(y, cos)) + 2.0 * rsm, rel=1e-5)
+
+
+def test_lm_softmax_divide_by_scale_and_alias():
+    assert km.losses.LMSoftmax is km.losses.LargestMarginSoftmax
+    cos = np.random.default_rng(2).uniform(-1, 1, (6, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+    a = float(km.losses.LMSoftmax(8.0)(y, cos))
+    b = float(km.losses.LMSoftmax(8.0, divide_by_scale=True)(y, cos))
+    assert b == pytest.approx(a / 8.0, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        km.losses.MarginSoftmax(32.0, m1=1.2, m2=0.1, m3=0.05, sample_margin_weight=0.3),
+        km.losses.NormFace(8.0),
+        km.losses.SphereFace(20.0, 1.35),
+        km.losses.CosFace(30.0, 0.2),
+        km.losses.ArcFace(30.0, 0.3, sample_margin_weight=1.0),
+        km.losses.LargestMarginSoftmax(6.0, sample_margin_weight=0.5, divide_by_scale=True),
+    ],
+)
+def test_config_roundtrip(loss):
+    clone = km.testing.config_roundtrip(loss)
+    cos = np.random.default_rng(3).uniform(-1, 1, (5, 4)).astype("float32")
+    y = np.array([0, 1, 2, 3, 0])
+    assert float(clone(y, cos)) == pytest.approx(float(loss(y, cos)), rel=1e-7)
+
+
+def test_invalid_hyperparameters():
+    with pytest.raises(ValueError, match="scale"):
+        km.losses.ArcFace(scale=-1.0)
+    with pytest.raises(ValueError, match="m1"):
+        km.losses.SphereFace(margin=0.5)
+    with pytest.raises(ValueError, match="sample_margin_weight"):
+        km.losses.LMSoftmax(sample_margin_weight=-1.0)
+
+
+def test_eager_out_of_range_labels_raise():
+    with pytest.raises(ValueError, match="labels"):
+        km.losses.ArcFace()(np.array([0, 5]), np.zeros((2, 3), "float32"))
+
+
+def test_mixed_precision_fit_has_no_nan():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    (x, y), _ = km.data.digits_classification()
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32), km.layers.LargestMarginHead(10)])
+    model.compile("adam", loss=km.losses.ArcFace(), jit_compile=True)
+    hist = model.fit(x[:256], y[:256], epochs=2, batch_size=64, verbose=0)
+    assert np.all(np.isfinite(hist.history["loss"]))
+
+
+def _digits_accuracy(loss, epochs):
+    keras.utils.set_random_seed(0)
+    (x, y), (xt, yt) = km.data.digits_classification()
+    backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(64)])
+    model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
+    model.compile(keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"], jit_compile=True)
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    return model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"]
+
+
+def test_fast_fit_learns_digits():
+    assert _digits_accuracy(km.losses.ArcFace(), epochs=6) > 0.90
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "loss",
+    [km.losses.ArcFace(), km.losses.CosFace(), km.losses.LMSoftmax(), km.losses.SphereFace(), km.losses.NormFace(), km.losses.LMSoftmax(sample_margin_weight=1.0)],
+    ids=["arcface", "cosface", "lm_softmax", "sphereface", "normface", "lm_softmax_rsm"],
+)
+def test_paper_defaults_reach_95_percent_on_digits(loss):
+    assert _digits_accuracy(loss, epochs=20) >= 0.95

@@ -1,0 +1,107 @@
+"""cosine_similarity, sample_margin, class_margin, zero_centroid vs NumPy references."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+
+
+def ref_cosine(x, w):
+    out = np.zeros((x.shape[0], w.shape[1]))
+    for i in range(x.shape[0]):
+        for j in range(w.shape[1]):
+            nx, nw = np.linalg.norm(x[i]), np.linalg.norm(w[:, j])
+            out[i, j] = 0.0 if nx == 0 or nw == 0 else x[i] @ w[:, j] / (nx * nw)
+    return out
+
+
+def ref_sample_margin(labels, cos):
+    return np.array(
+        [cos[i, y] - max(cos[i, j] for j in range(cos.shape[1]) if j != y) for i, y in enumerate(labels)]
+    )
+
+
+def ref_class_margin(w):
+    best = math.pi
+    for a in range(w.shape[1]):
+        for b in range(w.shape[1]):
+            if a != b:
+                c = w[:, a] @ w[:, b] / (np.linalg.norm(w[:, a]) * np.linalg.norm(w[:, b]))
+                best = min(best, math.acos(max(-1, min(1, c))))
+    return best
+
+
+def ref_zero_centroid(w):
+    total = np.zeros(w.shape[0])
+    for k in range(w.shape[1]):
+        total += w[:, k] / np.linalg.norm(w[:, k])
+    return float(total @ total)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cosine_similarity_random(seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.normal(size=(9, 6)), rng.normal(size=(6, 4))
+    np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x.astype("float32"), w.astype("float32"))), ref_cosine(x, w), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x, w)), ref_cosine(x, w), atol=1e-12)
+
+
+def test_cosine_zero_rows_are_zero_with_finite_gradient():
+    x = tf.Variable(np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]], "float32"))
+    w = tf.Variable(np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], "float32"))
+    with tf.GradientTape() as tape:
+        cos = km.ops.cosine_similarity(x, w)
+        loss = tf.reduce_sum(km.ops.margin_softmax([0, 1], cos, 64.0, m2=0.5))
+    gx, gw = tape.gradient(loss, [x, w])
+    np.testing.assert_allclose(cos.numpy()[0], [0.0, 0.0])
+    assert np.all(np.isfinite(gx.numpy())) and np.all(np.isfinite(gw.numpy()))
+    assert np.isfinite(loss.numpy())
+
+
+def test_cosine_mismatched_dims():
+    with pytest.raises(ValueError, match="kernel"):
+        km.ops.cosine_similarity(np.ones((2, 3)), np.ones((4, 5)))
+    with pytest.raises(ValueError, match="features"):
+        km.ops.cosine_similarity(np.ones((2, 3, 1)), np.ones((3, 5)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sample_margin_random(seed):
+    rng = np.random.default_rng(seed)
+    cos = rng.uniform(-1, 1, size=(12, 5))
+    labels = rng.integers(0, 5, size=12)
+    labels[:2] = [0, 4]
+    np.testing.assert_allclose(np.asarray(km.ops.sample_margin(labels, cos)), ref_sample_margin(labels, cos), atol=1e-12)
+
+
+def test_sample_margin_hand_case():
+    got = np.asarray(km.ops.sample_margin([0, 1], np.array([[0.9, 0.1, -0.2], [0.5, -0.5, 0.4]])))
+    np.testing.assert_allclose(got, [0.8, -1.0], atol=1e-12)
+    got = np.asarray(km.ops.sample_margin(np.array([[1]]), np.array([[-1.0, 1.0]])))  # (N,1) labels
+    np.testing.assert_allclose(got, [2.0])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_class_margin_and_zero_centroid_random(seed):
+    w = np.random.default_rng(seed).normal(size=(5, 7))
+    assert float(km.ops.class_margin(w)) == pytest.approx(ref_class_margin(w), abs=1e-9)
+    assert float(km.ops.zero_centroid(w)) == pytest.approx(ref_zero_centroid(w), rel=1e-10)
+
+
+def test_simplex_has_maximal_class_margin_and_zero_centroid():
+    c = 4
+    simplex = np.eye(c) - 1.0 / c  # columns: centred one-hots, a regular simplex
+    assert float(km.ops.class_margin(simplex)) == pytest.approx(math.acos(-1 / (c - 1)), abs=1e-7)
+    assert float(km.ops.zero_centroid(simplex)) == pytest.approx(0.0, abs=1e-12)
+    assert float(km.ops.class_margin(np.eye(3))) == pytest.approx(math.pi / 2)
+    assert float(km.ops.zero_centroid(np.eye(2))) == pytest.approx(2.0)
+
+
+def test_kernel_validation():
+    with pytest.raises(ValueError, match="kernel"):
+        km.ops.class_margin(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="kernel"):
+        km.ops.zero_centroid(np.ones((3,)))
