@@ -203,6 +203,8 @@ def export_embedding_model(
 
     def serve_scores(inputs):
         out = scorer(tf.cast(inputs, in_dtype), training=False)
+        if isinstance(out, dict):  # a MarginModel left in its evaluate-time dict mode
+            out = out[SCORES_OUTPUT]
         return {SCORES_OUTPUT: tf.cast(out, tf.float32)}
 
     archive = keras.export.ExportArchive()
