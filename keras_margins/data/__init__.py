@@ -1,3 +1,14 @@
 """Data: the embedded digits dataset, P×K sampling, TFDS loaders."""
 
 from keras_margins.data.digits import digits_classification, digits_zero_shot
+from keras_margins.data.tfds_loaders import (
+    TFDS_DATASETS,
+    caltech_birds2011,
+    cars196,
+    cifar10,
+    cifar100,
+    load_tfds,
+    mnist,
+    split_classes,
+    stanford_online_products,
+)
