@@ -8,4 +8,5 @@
 __version__ = "0.1.0"
 
 from keras_margins import callbacks, data, layers, losses, metrics, ops, regularizers, testing  # noqa: E402
+from keras_margins import miners  # noqa: E402
 from keras_margins import export  # noqa: E402

@@ -1,6 +1,7 @@
 """Functional core of keras_margins: pure ``keras.ops`` functions, one formula each."""
 
 from keras_margins.ops._common import l2_normalize
+from keras_margins.ops.circle import circle_class_level, circle_from_similarity, circle_pairwise
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.margin_softmax import (
     largest_margin_softmax,
@@ -8,3 +9,4 @@ from keras_margins.ops.margin_softmax import (
     margin_target,
 )
 from keras_margins.ops.margins import class_margin, sample_margin, zero_centroid
+from keras_margins.ops.pairs import pair_masks, pairwise_cosine

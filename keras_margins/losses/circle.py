@@ -1,0 +1,92 @@
+"""Circle loss classes (Sun et al., CVPR 2020; SPEC §2)."""
+
+import keras
+
+from keras_margins.losses._base import MarginLoss
+from keras_margins.miners._base import Miner
+from keras_margins.ops.circle import _check_hparams, circle_class_level, circle_pairwise
+
+try:  # Keras >= 3.6
+    from keras.src.backend import set_keras_mask as _set_keras_mask
+except ImportError:  # pragma: no cover - older Keras 3
+
+    def _set_keras_mask(tensor, mask):
+        tensor._keras_mask = mask
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class CircleLoss(MarginLoss):
+    """Class-level Circle loss on the (N, C) cosines of a cosine head (SPEC §2.1, Eq. 6 of
+    Sun et al. 2020 with one positive s_p = cos θ_y and the C − 1 negatives cos θ_j).
+
+    Defaults m = 0.25, γ = 256 (the paper's face-recognition setting); numerically safe at
+    γ = 256 (softplus of two log-sum-exps, never the product of exponentials).
+
+    Example:
+        >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
+        >>> model.compile("adam", loss=km.losses.CircleLoss(margin=0.25, gamma=256.0))
+        >>> model.fit(x, y)
+    """
+
+    def __init__(self, margin=0.25, gamma=256.0, **kwargs):
+        _check_hparams(margin, gamma)
+        kwargs.setdefault("name", "circle_loss")
+        super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
+
+    def per_sample(self, labels, cos):
+        return circle_class_level(labels, cos, self.margin, self.gamma)
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class PairCircleLoss(MarginLoss):
+    """Pair-wise Circle loss on embeddings (N, D) (SPEC §2.1; Sun et al. 2020, Eq. 1/6).
+
+    In-batch cosine similarities; positives = same label except self, negatives = other
+    labels, optionally restricted by a ``km.miners`` miner. The batch loss is the mean over
+    the anchors that have at least one positive and one negative (0 when none has), as in
+    pytorch-metric-learning. Defaults m = 0.4, γ = 80 (the paper's fine-grained retrieval
+    setting). ``needs = "embedding"``: use it on a headless ``km.models.MarginModel`` or any
+    model whose output is the embedding. Train with class-balanced batches
+    (``km.data.pk_batches``) so that anchors have positives.
+
+    Same value as ``keras.losses.Circle`` on L2-normalised embeddings whenever every anchor
+    has a positive and a negative, with these differences: the weights α are stop-gradient
+    here (the paper's and PML's convention; Keras differentiates through them), embeddings
+    are normalised here (Keras expects unit inputs), anchors without a positive or a negative
+    are excluded from the mean here (Keras masks anchors whose loss is exactly 0, which also
+    drops valid anchors whose softplus underflows), and Keras' LSE over an empty set uses −inf.
+
+    Example:
+        >>> model = keras.Sequential([backbone])              # outputs embeddings (N, D)
+        >>> model.compile("adam", loss=km.losses.PairCircleLoss(miner=km.miners.MultiSimilarityMiner()))
+        >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)
+    """
+
+    needs = "embedding"
+
+    def __init__(self, margin=0.4, gamma=80.0, miner=None, **kwargs):
+        _check_hparams(margin, gamma)
+        if isinstance(miner, dict):
+            miner = keras.saving.deserialize_keras_object(miner)
+        if miner is not None and not isinstance(miner, Miner):
+            raise ValueError(
+                f"`miner` must be None or a km.miners object (e.g. km.miners.BatchHardMiner()); "
+                f"got {miner!r}."
+            )
+        kwargs.setdefault("name", "pair_circle_loss")
+        super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
+        self.miner = miner
+
+    def call(self, y_true, y_pred):
+        loss, valid = circle_pairwise(
+            y_true, y_pred, self.margin, self.gamma, miner=self.miner, return_valid=True
+        )
+        _set_keras_mask(loss, valid)  # Keras' reduction then averages over valid anchors.
+        return loss
+
+    def get_config(self):
+        config = super().get_config()
+        config["miner"] = (
+            None if self.miner is None else keras.saving.serialize_keras_object(self.miner)
+        )
+        return config

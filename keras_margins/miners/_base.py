@@ -1,0 +1,45 @@
+"""Base class of the pair miners (private).
+
+A miner maps (labels, embeddings) to two static-shape boolean masks ``(pos_mask, neg_mask)``
+of shape (N, N): which (anchor, positive) and (anchor, negative) pairs a pair loss should use.
+Masks are built only from comparisons, ``argmin``/``argmax`` and reductions (no
+``boolean_mask``, no data-dependent shapes), so every miner runs under ``jit_compile=True``.
+Mined masks are always subsets of the label masks (``km.ops.pair_masks``).
+"""
+
+from keras import ops
+
+from keras_margins.ops._common import as_labels
+from keras_margins.ops.pairs import pair_masks, pairwise_cosine
+
+
+class Miner:
+    """Base of ``km.miners``: subclasses implement ``mine(pos, neg, sim)``.
+
+    ``__call__(labels, embeddings)`` works on cosine similarity of the L2-normalised
+    embeddings; ``masks_from_similarity(labels, sim)`` reuses a similarity matrix a loss has
+    already computed (``PairCircleLoss`` does this).
+    """
+
+    def __call__(self, labels, embeddings):
+        sim = pairwise_cosine(embeddings)
+        labels = as_labels(labels, batch_size=sim.shape[0])
+        return self.masks_from_similarity(labels, sim)
+
+    def masks_from_similarity(self, labels, sim):
+        pos, neg = pair_masks(labels)
+        return self.mine(pos, neg, ops.cast(sim, "float32"))
+
+    def mine(self, pos, neg, sim):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,110 @@
+"""Circle loss (Sun et al., CVPR 2020), class-level and pair-wise forms (SPEC §2).
+
+Both forms share one per-anchor core, :func:`circle_from_similarity`: given an anchor's
+similarities to a set of positives and a set of negatives (selected by boolean masks),
+
+    α_p = [1 + m − s_p]_+,   α_n = [s_n + m]_+          (stop-gradient, as in every reference)
+    L   = softplus( LSE_p(−γ·α_p·(s_p − (1 − m))) + LSE_n(γ·α_n·(s_n − m)) )
+
+which equals log[1 + Σ_n e^{γ α_n (s_n − Δ_n)} · Σ_p e^{−γ α_p (s_p − Δ_p)}] (SPEC §2.1, the
+paper's Eq. 6) without ever forming the overflowing product. The LSEs are masked (no −inf
+arithmetic); anchors without a positive or without a negative get 0 and finite gradients.
+"""
+
+from keras import ops
+
+from keras_margins.ops._common import (
+    as_labels,
+    check_positive,
+    check_scores,
+    masked_logsumexp,
+    target_mask,
+)
+from keras_margins.ops.pairs import pair_masks, pairwise_cosine
+
+
+def _check_hparams(margin, gamma):
+    check_positive(gamma, "gamma")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"`margin` (relaxation m) must be in [0, 1); got {margin}.")
+
+
+def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
+    """Per-row Circle loss of a similarity matrix (N, M) and whether each row was valid.
+
+    ``pos_mask`` / ``neg_mask`` (N, M) boolean select each row's positives and negatives.
+    Returns ``(loss, valid)``, both (N,); ``loss`` is 0 where ``valid`` is False (no positive
+    or no negative). Computes in float32.
+    """
+    sim = ops.cast(sim, "float32")
+    alpha_p = ops.stop_gradient(ops.relu(1.0 + margin - sim))
+    alpha_n = ops.stop_gradient(ops.relu(sim + margin))
+    logit_p = -gamma * alpha_p * (sim - (1.0 - margin))
+    logit_n = gamma * alpha_n * (sim - margin)
+    lse_p, has_p = masked_logsumexp(logit_p, pos_mask, axis=1)
+    lse_n, has_n = masked_logsumexp(logit_n, neg_mask, axis=1)
+    valid = ops.logical_and(has_p, has_n)
+    loss = ops.where(valid, ops.softplus(lse_p + lse_n), 0.0)
+    return loss, valid
+
+
+def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
+    """Per-sample class-level Circle loss, shape (N,) (Sun et al. 2020, Eq. 6; SPEC §2.1).
+
+    One positive similarity s_p = cos θ_y and C − 1 negatives s_n = cos θ_j (j ≠ y), the
+    cosines of a cosine head (``LargestMarginHead``). Paper defaults for face recognition:
+    m = 0.25, γ = 256. It equals :func:`circle_pairwise` of the features against the class
+    weights used as reference embeddings.
+
+    Example:
+        >>> cos = km.ops.cosine_similarity(features, head.kernel)
+        >>> loss = km.ops.circle_class_level(labels, cos, margin=0.25, gamma=256.0)
+        >>> loss.shape  # (N,)
+    """
+    _check_hparams(margin, gamma)
+    cos, num_classes = check_scores(cos)
+    labels = as_labels(labels, num_classes, cos.shape[0])
+    is_target = target_mask(labels, cos.shape[1])
+    loss, _ = circle_from_similarity(cos, is_target, ops.logical_not(is_target), margin, gamma)
+    return loss
+
+
+def circle_pairwise(
+    labels,
+    embeddings,
+    margin=0.4,
+    gamma=80.0,
+    pos_mask=None,
+    neg_mask=None,
+    return_valid=False,
+    miner=None,
+):
+    """Per-anchor pair-wise Circle loss on in-batch cosine similarity, shape (N,) (SPEC §2.1).
+
+    For anchor i the positives are the other samples of its class, the negatives the samples
+    of other classes; similarities are cosines of the L2-normalised embeddings (N, D). An
+    anchor without a positive or a negative gets 0. Optional ``pos_mask``/``neg_mask`` (N, N)
+    boolean (from a ``km.miners`` miner) further restrict the pairs (they are AND-ed with the
+    label masks); ``miner`` (a ``km.miners`` object) computes them from the same similarity
+    matrix. ``return_valid=True`` also returns the (N,) mask of anchors that have both.
+    Paper defaults for fine-grained retrieval: m = 0.4, γ = 80.
+
+    Example:
+        >>> loss = km.ops.circle_pairwise(labels, embeddings, margin=0.4, gamma=80.0)
+        >>> loss.shape  # (N,)
+        >>> km.ops.circle_pairwise([0, 1], np.eye(2))   # no positive pair -> [0., 0.]
+    """
+    _check_hparams(margin, gamma)
+    sim = pairwise_cosine(embeddings)
+    labels = as_labels(labels, batch_size=sim.shape[0])
+    pos, neg = pair_masks(labels)
+    if miner is not None:
+        if pos_mask is not None or neg_mask is not None:
+            raise ValueError("Pass either `miner` or `pos_mask`/`neg_mask`, not both.")
+        pos_mask, neg_mask = miner.masks_from_similarity(labels, sim)
+    if pos_mask is not None:
+        pos = ops.logical_and(pos, ops.cast(pos_mask, "bool"))
+    if neg_mask is not None:
+        neg = ops.logical_and(neg, ops.cast(neg_mask, "bool"))
+    loss, valid = circle_from_similarity(sim, pos, neg, margin, gamma)
+    return (loss, valid) if return_valid else loss

@@ -1,0 +1,170 @@
+"""km.losses.CircleLoss / PairCircleLoss: reductions, keras.losses.Circle agreement, saving."""
+
+import importlib.util
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+
+_spec = importlib.util.spec_from_file_location(
+    "circle_refs", pathlib.Path(__file__).parents[1] / "ops" / "test_circle.py"
+)
+refs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(refs)
+
+
+def test_circle_loss_is_batch_mean_of_reference():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=9)
+    cos = np.clip(rng.normal(scale=0.5, size=(9, 5)), -1, 1).astype("float32")
+    want = refs.ref_circle_class_level(labels, cos.astype("float64"), 0.25, 256.0)
+    loss = km.losses.CircleLoss()
+    np.testing.assert_allclose(float(loss(labels, cos)), want.mean(), rtol=1e-5)
+    weights = rng.random(9).astype("float32")
+    np.testing.assert_allclose(
+        float(loss(labels[:, None], cos, sample_weight=weights)),
+        np.sum(want * weights) / 9,
+        rtol=1e-5,
+    )
+
+
+def test_pair_circle_mean_over_valid_anchors():
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 0, 1, 1, 2, 3, 3, 4])  # anchors 4 and 7 have no positive
+    emb = rng.normal(size=(8, 5)).astype("float32")
+    per_anchor, valid = refs.ref_circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0)
+    loss = km.losses.PairCircleLoss()
+    np.testing.assert_allclose(float(loss(labels, emb)), per_anchor[valid].mean(), rtol=1e-5)
+    weights = rng.random(8).astype("float32")
+    np.testing.assert_allclose(
+        float(loss(labels, emb, sample_weight=weights)),
+        np.sum(per_anchor * weights) / valid.sum(),
+        rtol=1e-5,
+    )
+
+
+def test_pair_circle_no_valid_anchor_is_zero_with_finite_gradient():
+    emb = tf.Variable(np.random.default_rng(2).normal(size=(5, 4)).astype("float32"))
+    loss_fn = km.losses.PairCircleLoss(gamma=256.0)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(np.arange(5), emb)
+    grad = tape.gradient(loss, emb)
+    assert float(loss) == 0.0
+    assert grad is None or np.all(np.isfinite(grad.numpy()))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_agrees_with_keras_circle_where_definitions_coincide(seed):
+    """Same forward value as keras.losses.Circle on unit embeddings where every anchor has a
+    positive and a negative; gradients differ only by the stop-gradient on the weights."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), 4)
+    emb = refs.ref_unit(rng.normal(size=(16, 8))).astype("float32")
+    ours = km.losses.PairCircleLoss(margin=0.4, gamma=80.0)(labels, emb)
+    theirs = keras.losses.Circle(margin=0.4, gamma=80.0)(labels, emb)
+    np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-5)
+    # Keras' per-anchor function equals ours anchor by anchor
+    np.testing.assert_allclose(
+        np.asarray(km.ops.circle_pairwise(labels, emb)),
+        np.asarray(keras.losses.circle(labels, emb, margin=0.4, gamma=80.0)),
+        rtol=1e-5,
+    )
+    # difference: Keras differentiates through the self-paced weights alpha
+    var = tf.Variable(emb)
+    with tf.GradientTape(persistent=True) as tape:
+        l_ours = km.losses.PairCircleLoss()(labels, var)
+        l_keras = keras.losses.Circle()(labels, var)
+    g_ours, g_keras = tape.gradient(l_ours, var).numpy(), tape.gradient(l_keras, var).numpy()
+    assert np.all(np.isfinite(g_ours)) and not np.allclose(g_ours, g_keras, rtol=1e-3)
+
+
+def test_keras_circle_differs_on_unnormalised_embeddings():
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), 3)
+    emb = 3.0 * rng.normal(size=(9, 4)).astype("float32")
+    ours = float(km.losses.PairCircleLoss()(labels, emb))
+    unit = float(keras.losses.Circle()(labels, refs.ref_unit(emb).astype("float32")))
+    np.testing.assert_allclose(ours, unit, rtol=1e-5)  # ours normalises, Keras expects unit input
+
+
+def test_pair_circle_with_miner_uses_mined_masks():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 3)
+    emb = rng.normal(size=(12, 6)).astype("float32")
+    miner = km.miners.BatchHardMiner()
+    pos, neg = miner(labels, emb)
+    per_anchor, valid = refs.ref_circle_pairwise(
+        labels, emb.astype("float64"), 0.4, 80.0, np.asarray(pos), np.asarray(neg)
+    )
+    got = km.losses.PairCircleLoss(miner=miner)(labels, emb)
+    np.testing.assert_allclose(float(got), per_anchor[valid].mean(), rtol=1e-5)
+
+
+def test_mixed_precision_inputs_compute_in_float32():
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(3), 4)
+    emb16 = rng.normal(size=(12, 8)).astype("float16")
+    got = km.losses.PairCircleLoss(gamma=256.0)(labels, emb16)
+    want = km.losses.PairCircleLoss(gamma=256.0)(labels, emb16.astype("float32"))
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
+    cos16 = np.clip(rng.normal(size=(12, 4)), -1, 1).astype("float16")
+    assert np.isfinite(float(km.losses.CircleLoss()(labels, cos16)))
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        km.losses.CircleLoss(margin=0.3, gamma=128.0),
+        km.losses.PairCircleLoss(),
+        km.losses.PairCircleLoss(miner=km.miners.SemiHardMiner(margin=0.3)),
+    ],
+)
+def test_config_roundtrip(loss):
+    clone = km.testing.config_roundtrip(loss)
+    assert clone.needs == loss.needs
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="gamma"):
+        km.losses.CircleLoss(gamma=-1.0)
+    with pytest.raises(ValueError, match="margin"):
+        km.losses.PairCircleLoss(margin=-0.1)
+    with pytest.raises(ValueError, match="miner"):
+        km.losses.PairCircleLoss(miner="hard")
+
+
+def test_class_level_fit_and_save_load(tmp_path):
+    (x, y), (xt, yt) = km.data.digits_classification()
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32), km.layers.LargestMarginHead(10)]
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        loss=km.losses.CircleLoss(),
+        metrics=["accuracy"],
+        jit_compile=True,
+    )
+    model.fit(x, y, epochs=4, batch_size=64, verbose=0)
+    _, acc = model.evaluate(xt, yt, verbose=0)
+    assert acc > 0.85
+    km.testing.assert_save_load_identical(model, xt[:16], tmp_path)
+
+
+def test_pair_circle_fit_improves_and_saves(tmp_path):
+    (x, y), _ = km.data.digits_zero_shot()
+    ds = km.data.pk_batches((x, y), p=5, k=6, seed=0, steps_per_epoch=10)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)])
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        loss=km.losses.PairCircleLoss(miner=km.miners.MultiSimilarityMiner()),
+        jit_compile=True,
+    )
+    history = model.fit(ds, epochs=4, verbose=0, shuffle=False)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+    reloaded = km.testing.assert_save_load_identical(model, x[:16], tmp_path)
+    assert isinstance(reloaded.loss.miner, km.miners.MultiSimilarityMiner)

@@ -1,0 +1,220 @@
+"""km.ops.circle_class_level / circle_pairwise against NumPy references written here."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+
+
+def _lse(values):
+    values = np.asarray(values, dtype="float64")
+    top = values.max()
+    return top + np.log(np.sum(np.exp(values - top)))
+
+
+def _softplus(v):
+    return max(v, 0.0) + np.log1p(np.exp(-abs(v)))
+
+
+def ref_circle_anchor(s_pos, s_neg, m, gamma):
+    """Sun et al. 2020 Eq. 6 for one anchor, explicit loops, float64."""
+    if len(s_pos) == 0 or len(s_neg) == 0:
+        return 0.0
+    terms_p = [-gamma * max(1 + m - s, 0.0) * (s - (1 - m)) for s in s_pos]
+    terms_n = [gamma * max(s + m, 0.0) * (s - m) for s in s_neg]
+    return _softplus(_lse(terms_p) + _lse(terms_n))
+
+
+def ref_circle_class_level(labels, cos, m, gamma):
+    out = []
+    for i, y in enumerate(labels):
+        negs = [cos[i, j] for j in range(cos.shape[1]) if j != y]
+        out.append(ref_circle_anchor([cos[i, y]], negs, m, gamma))
+    return np.array(out)
+
+
+def ref_unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def ref_circle_pairwise(labels, emb, m, gamma, pos_mask=None, neg_mask=None):
+    unit = ref_unit(np.asarray(emb, "float64"))
+    n = len(labels)
+    out, valid = [], []
+    for i in range(n):
+        pos, neg = [], []
+        for j in range(n):
+            s = float(unit[i] @ unit[j])
+            if j != i and labels[j] == labels[i] and (pos_mask is None or pos_mask[i, j]):
+                pos.append(s)
+            if labels[j] != labels[i] and (neg_mask is None or neg_mask[i, j]):
+                neg.append(s)
+        out.append(ref_circle_anchor(pos, neg, m, gamma))
+        valid.append(bool(pos) and bool(neg))
+    return np.array(out), np.array(valid)
+
+
+def _cosines(rng, n, c):
+    x = ref_unit(rng.normal(size=(n, 8)))
+    w = ref_unit(rng.normal(size=(c, 8)))
+    return x, w, x @ w.T
+
+
+@pytest.mark.parametrize("gamma", [1.0, 80.0, 256.0])
+@pytest.mark.parametrize("margin", [0.0, 0.25, 0.4])
+def test_class_level_matches_reference(gamma, margin):
+    rng = np.random.default_rng(int(gamma) + int(100 * margin))
+    labels = rng.integers(0, 6, size=12)
+    _, _, cos = _cosines(rng, 12, 6)
+    got = km.ops.circle_class_level(labels, cos.astype("float32"), margin, gamma)
+    want = ref_circle_class_level(labels, cos.astype("float32").astype("float64"), margin, gamma)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(got))
+
+
+def test_class_level_hand_made():
+    # cos_y = 1, cos_other = -1: both alphas vanish -> softplus(0 + 0)... value log 2.
+    cos = np.array([[1.0, -1.0], [-0.25, 1.0]], "float32")
+    got = np.asarray(km.ops.circle_class_level([0, 0], cos, margin=0.25, gamma=256.0))
+    # row 0: alpha_p = 0.25, alpha_n = [-1 + 0.25]_+ = 0 -> softplus(-256*0.25*0.25 + 0)
+    np.testing.assert_allclose(got[0], _softplus(-16.0), rtol=1e-5)
+    # row 1: s_p = -0.25: alpha_p = 1.5, term_p = -256*1.5*(-1) = 384; s_n = 1: alpha_n = 1.25,
+    # term_n = 256*1.25*0.75 = 240 -> softplus(624) = 624 (no overflow at gamma=256)
+    np.testing.assert_allclose(got[1], 624.0, rtol=1e-6)
+
+
+def test_class_level_equals_pairwise_against_class_weights():
+    """Class-level Circle == pair-wise Circle of features vs the class weights as references."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, size=10)
+    x = rng.normal(size=(10, 8)).astype("float32")
+    w = rng.normal(size=(8, 5)).astype("float32")
+    class_level = km.ops.circle_class_level(labels, km.ops.cosine_similarity(x, w), 0.25, 256.0)
+    sim = km.ops.pairwise_cosine(x, w.T)
+    pos, neg = km.ops.pair_masks(labels, np.arange(5))
+    pairwise, valid = km.ops.circle_from_similarity(sim, pos, neg, 0.25, 256.0)
+    np.testing.assert_allclose(np.asarray(class_level), np.asarray(pairwise), rtol=1e-6)
+    assert np.all(np.asarray(valid))
+    # and both equal the per-anchor NumPy reference on (features, proxies)
+    unit_x, unit_w = ref_unit(x.astype("float64")), ref_unit(w.T.astype("float64"))
+    want = [
+        ref_circle_anchor(
+            [unit_x[i] @ unit_w[labels[i]]],
+            [unit_x[i] @ unit_w[j] for j in range(5) if j != labels[i]],
+            0.25,
+            256.0,
+        )
+        for i in range(10)
+    ]
+    np.testing.assert_allclose(np.asarray(class_level), want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 80.0, 256.0])
+def test_pairwise_matches_reference(gamma):
+    rng = np.random.default_rng(int(gamma))
+    labels = rng.integers(0, 4, size=16)
+    labels[0] = 9  # an anchor without positives -> 0
+    emb = rng.normal(size=(16, 8)).astype("float32")
+    got = np.asarray(km.ops.circle_pairwise(labels, emb, 0.4, gamma))
+    want, valid = ref_circle_pairwise(labels, emb.astype("float64"), 0.4, gamma)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    assert got[0] == 0.0 and not valid[0]
+    _, got_valid = km.ops.circle_pairwise(labels, emb, 0.4, gamma, return_valid=True)
+    np.testing.assert_array_equal(np.asarray(got_valid), valid)
+
+
+def test_pairwise_with_masks_matches_reference():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 3, size=12)
+    emb = rng.normal(size=(12, 6)).astype("float32")
+    pos_mask = rng.random((12, 12)) < 0.6
+    neg_mask = rng.random((12, 12)) < 0.6
+    got = km.ops.circle_pairwise(labels, emb, pos_mask=pos_mask, neg_mask=neg_mask)
+    want, _ = ref_circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0, pos_mask, neg_mask)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
+
+
+def test_no_positive_gives_zero_and_finite_gradients():
+    emb = tf.Variable(np.random.default_rng(0).normal(size=(4, 5)).astype("float32"))
+    labels = np.array([0, 1, 2, 3])
+    for gamma in (80.0, 256.0):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(km.ops.circle_pairwise(labels, emb, 0.4, gamma))
+        grad = tape.gradient(loss, emb)
+        assert float(loss) == 0.0
+        assert np.all(np.isfinite(grad.numpy()))
+
+
+def test_gradients_are_finite_and_alphas_stop_gradient():
+    """Gradient equals the analytic one with alphas held constant (SPEC §2.1)."""
+    rng = np.random.default_rng(1)
+    cos = tf.Variable(rng.uniform(-0.9, 0.9, size=(3, 4)).astype("float64"))
+    labels = np.array([0, 1, 3])
+    m, gamma = 0.25, 4.0
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(km.ops.circle_class_level(labels, cos, m, gamma))
+    grad = tape.gradient(loss, cos).numpy()
+    c = cos.numpy()
+    want = np.zeros_like(c)
+    for i, y in enumerate(labels):
+        a_p = max(1 + m - c[i, y], 0)
+        t_p = -gamma * a_p * (c[i, y] - (1 - m))
+        negs = [j for j in range(4) if j != y]
+        t_n = np.array([gamma * max(c[i, j] + m, 0) * (c[i, j] - m) for j in negs])
+        total = t_p + _lse(t_n)
+        sig = 1 / (1 + np.exp(-total))
+        want[i, y] = sig * (-gamma * a_p)
+        soft = np.exp(t_n - _lse(t_n))
+        for w, j in zip(soft, negs):
+            want[i, j] = sig * w * gamma * max(c[i, j] + m, 0)
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)
+
+
+def test_zero_embeddings_and_one_class_batch_are_safe():
+    emb = np.zeros((4, 3), "float32")
+    assert np.all(np.isfinite(km.ops.circle_pairwise([0, 0, 1, 1], emb)))
+    assert np.all(np.asarray(km.ops.circle_pairwise([2, 2, 2, 2], np.eye(4, 3))) == 0.0)
+
+
+def test_works_under_xla():
+    fn = tf.function(
+        lambda y, e: km.ops.circle_pairwise(y, e, miner=km.miners.BatchHardMiner()),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    y, e = rng.integers(0, 3, size=8), rng.normal(size=(8, 4)).astype("float32")
+    np.testing.assert_allclose(
+        fn(y, e).numpy(),
+        np.asarray(km.ops.circle_pairwise(y, e, miner=km.miners.BatchHardMiner())),
+        rtol=1e-5,
+    )
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="gamma"):
+        km.ops.circle_class_level([0], np.zeros((1, 3)), gamma=0.0)
+    with pytest.raises(ValueError, match="margin"):
+        km.ops.circle_pairwise([0, 1], np.eye(2), margin=1.5)
+    with pytest.raises(ValueError, match="embeddings"):
+        km.ops.circle_pairwise([0, 1], np.ones(2))
+    with pytest.raises(ValueError, match="labels"):
+        km.ops.circle_pairwise([0, 1, 2], np.eye(2))
+    with pytest.raises(ValueError, match="labels"):
+        km.ops.circle_class_level([0, 5], np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        km.ops.circle_pairwise([0, 1], np.array([[np.nan, 1.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="miner"):
+        km.ops.circle_pairwise(
+            [0, 1], np.eye(2), pos_mask=np.ones((2, 2), bool), miner=km.miners.AllPairsMiner()
+        )
+
+
+def test_pair_masks_reference():
+    labels = np.array([0, 1, 0, 2, 1])
+    pos, neg = km.ops.pair_masks(labels)
+    want_pos = np.array([[i != j and labels[i] == labels[j] for j in range(5)] for i in range(5)])
+    np.testing.assert_array_equal(np.asarray(pos), want_pos)
+    np.testing.assert_array_equal(np.asarray(neg), labels[:, None] != labels[None, :])
+    assert keras.backend.standardize_dtype(pos.dtype) == "bool"
