@@ -1,0 +1,3 @@
+"""Task models: a backbone plus a head, for losses that need more than class scores."""
+
+from keras_margins.models.margin_model import MarginModel

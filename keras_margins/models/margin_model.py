@@ -1,0 +1,192 @@
+"""``MarginModel``: backbone + head task model for losses that need the embedding
+(DESIGN.md contract 4; shared protocol in the project notes)."""
+
+import inspect
+
+import keras
+
+_NEEDS = ("scores", "embedding", "model")
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class MarginModel(keras.Model):
+    """A ``keras.Model`` made of ``backbone`` (inputs -> embedding (N, D)) and an optional
+    ``head`` (embedding -> class scores (N, C)), which routes the embedding, the scores and
+    the labels to the compiled loss with a single backbone pass per step.
+
+    Every head and loss of the library works inside it: the loss's ``needs`` attribute
+    (default ``"scores"``, see ``km.losses.MarginLoss``) selects what it receives:
+
+    * ``"scores"``: ``loss(y, scores, sample_weight)`` (cosine-head losses, VirtualSoftmax,
+      any Keras loss or loss name);
+    * ``"embedding"``: ``loss(y, embedding, sample_weight)`` (pair-wise losses);
+    * ``"model"``: ``loss.compute_model_loss(y, outputs, model, sample_weight)`` with
+      ``outputs = {"embedding": e, "scores": s or None}`` (POD, loss ensembles). It returns
+      the scalar ``Loss.__call__`` would (reduced, scaled for ``tf.distribute`` like
+      ``keras.losses.Loss`` does). If it accepts a ``training`` argument, it gets it.
+
+    Regulariser and ``add_loss`` terms (``self.losses``) are added as Keras does. A loss with
+    ``build_state(model)`` gets it called once per loss object at ``compile`` (also on
+    reload, before weights and optimizer slots are restored): it creates its variables with
+    ``model.add_weight`` so the model trains and saves them. A loss with ``logs(model)``
+    (``{name: scalar}``) has those values added to the fit/evaluate logs. Compiled metrics
+    (e.g. ``"accuracy"``) see the scores, or the embedding when there is no head.
+
+    How one pass is shared (design choice): ``call(x, training=True)`` returns the dict
+    ``{"embedding", "scores"}`` that Keras' own train step hands to ``compute_loss`` and
+    ``compute_metrics`` (overridden here), so no tensor is stashed on the model (safe for
+    ``jit_compile=True`` and ``MirroredStrategy`` replica threads). During ``evaluate`` /
+    ``test_on_batch`` a Python-level switch, read when the step is traced, makes the
+    inference-mode call return the same dict; ``predict`` and ``model(x)`` return the plain
+    (N, C) scores (or the (N, D) embedding without a head). Only if ``compute_loss`` is
+    called by hand with bare scores does a loss needing the embedding recompute it.
+
+    Args:
+        backbone: a Keras layer or model mapping inputs to embeddings (N, D).
+        head: optional head layer mapping embeddings to (N, C) class scores.
+
+    Example:
+        >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
+        >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"], jit_compile=True)
+        >>> model.fit(x, y, callbacks=[km.callbacks.PODDelta()]); model.predict(x)  # (N, 10)
+    """
+
+    def __init__(self, backbone, head=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(backbone, keras.layers.Layer):
+            raise ValueError(
+                f"`backbone` must be a Keras layer or model producing (N, D) embeddings; "
+                f"got {type(backbone).__name__}."
+            )
+        if head is not None and not isinstance(head, keras.layers.Layer):
+            raise ValueError(f"`head` must be a Keras layer or None; got {type(head).__name__}.")
+        self.backbone = backbone
+        self.head = head
+        self._dict_in_inference = False
+        self._stateful_losses = ()
+
+    # ----------------------------------------------------------------------------- forward
+    def build(self, input_shape):
+        embedding = self.backbone(keras.KerasTensor(tuple(input_shape)))
+        if self.head is not None:
+            self.head(embedding)
+
+    def call(self, inputs, training=None):
+        embedding = self.backbone(inputs, training=training)
+        if self.head is None:
+            outputs = {"embedding": embedding}
+        else:
+            outputs = {"embedding": embedding, "scores": self.head(embedding, training=training)}
+        if training or self._dict_in_inference:
+            return outputs
+        return outputs.get("scores", embedding)
+
+    def _lock_state(self):
+        # Like Keras' Functional/Sequential: losses may add their state (build_state) after
+        # the model is built, at compile time.
+        pass
+
+    # ------------------------------------------------------------------------ loss routing
+    def compile(self, *args, **kwargs):
+        super().compile(*args, **kwargs)
+        self._build_loss_state()
+
+    def compile_from_config(self, config):
+        # Trainer.compile_from_config skips overridden compile(); same steps, with the
+        # loss state created before the optimizer slots so their order matches the file.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def _build_loss_state(self):
+        loss = getattr(self, "loss", None)
+        needs = getattr(loss, "needs", "scores")
+        if needs not in _NEEDS:
+            raise ValueError(f"`loss.needs` must be one of {_NEEDS}; got {needs!r}.")
+        if hasattr(loss, "build_state") and not any(loss is s for s in self._stateful_losses):
+            loss.build_state(self)
+            self._stateful_losses = self._stateful_losses + (loss,)
+
+    def _routed_outputs(self, x, y_pred):
+        """{"embedding", "scores"} from the step's forward pass (see class docstring)."""
+        if isinstance(y_pred, dict):
+            return {"embedding": y_pred["embedding"], "scores": y_pred.get("scores")}
+        if self.head is None:
+            return {"embedding": y_pred, "scores": None}
+        return {"embedding": None, "scores": y_pred}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        outputs = self._routed_outputs(x, y_pred)
+        loss = getattr(self, "loss", None)
+        needs = getattr(loss, "needs", "scores")
+        if needs != "scores" and outputs["embedding"] is None:
+            outputs["embedding"] = self.backbone(x, training=training)
+        terms = []
+        if needs == "scores":
+            if self._compile_loss is not None:
+                scores = outputs["scores"] if self.head is not None else outputs["embedding"]
+                value = self._compile_loss(y, scores, sample_weight)
+                if value is not None:
+                    terms.append(value)
+        elif needs == "embedding":
+            terms.append(loss(y, outputs["embedding"], sample_weight))
+        else:
+            kwargs = {}
+            if "training" in inspect.signature(loss.compute_model_loss).parameters:
+                kwargs["training"] = training
+            terms.append(loss.compute_model_loss(y, outputs, self, sample_weight, **kwargs))
+        terms.extend(self._aggregate_additional_loss(extra) for extra in self.losses)
+        if not terms:
+            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
+        return terms[0] if len(terms) == 1 else keras.ops.sum(keras.ops.stack(terms))
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        outputs = self._routed_outputs(x, y_pred)
+        scores = outputs["scores"] if outputs["scores"] is not None else outputs["embedding"]
+        if scores is None:
+            scores = self.backbone(x, training=False)
+        results = super().compute_metrics(x, y, scores, sample_weight=sample_weight)
+        loss = getattr(self, "loss", None)
+        if hasattr(loss, "logs"):
+            results = dict(results)
+            results.update(loss.logs(self))
+        return results
+
+    # ------------------------------------------------- inference output switch (one pass)
+    def _with_outputs(self, structured, method, *args, **kwargs):
+        previous = self._dict_in_inference
+        self._dict_in_inference = structured
+        try:
+            return method(*args, **kwargs)
+        finally:
+            self._dict_in_inference = previous
+
+    def evaluate(self, *args, **kwargs):
+        return self._with_outputs(True, super().evaluate, *args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        return self._with_outputs(True, super().test_on_batch, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        return self._with_outputs(False, super().predict, *args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        return self._with_outputs(False, super().predict_on_batch, *args, **kwargs)
+
+    # ---------------------------------------------------------------------- serialisation
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "head": None if self.head is None else keras.saving.serialize_keras_object(self.head),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        head = config.pop("head", None)
+        head = None if head is None else keras.saving.deserialize_keras_object(head)
+        return cls(backbone, head, **config)
