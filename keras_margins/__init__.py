@@ -10,3 +10,4 @@ __version__ = "0.1.0"
 from keras_margins import callbacks, data, layers, losses, metrics, ops, regularizers, testing  # noqa: E402
 from keras_margins import miners  # noqa: E402
 from keras_margins import export  # noqa: E402
+from keras_margins import models  # noqa: E402
