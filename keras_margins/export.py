@@ -119,7 +119,7 @@ def embedding_model(model, normalize=True, input_shape=None):
         got = getattr(features, "shape", type(features).__name__)
         raise ValueError(f"the embedding part of `model` must output one (N, D) tensor; got {got}.")
     if normalize:
-        features = L2Normalize(name="l2_normalize")(features)
+        features = L2Normalize(name="l2_normalize", dtype="float32")(features)
     return keras.Model(inputs, features, name=f"{part.name}_serving")
 
 

@@ -88,6 +88,19 @@ def test_plain_embedding_model_is_exported_as_is(tmp_path):
         km.export.export_embedding_model(backbone, tmp_path / "plain", include_scores=True)
 
 
+def test_mixed_precision_model_exports_float32(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    model, backbone = _head_model()
+    path = km.export.export_embedding_model(model, tmp_path / "mp")
+    keras.mixed_precision.set_global_policy("float32")
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    assert fn.structured_input_signature[1]["inputs"].dtype == tf.float32
+    out = fn(inputs=tf.constant(_x()))["embedding"]
+    assert out.dtype == tf.float32
+    ref = _np_normalize(np.asarray(backbone.predict(_x(), verbose=0), "float32"))
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- versions, errors
 def test_export_twice_gives_versions_1_and_2_and_never_overwrites(tmp_path):
     model, _ = _head_model()
