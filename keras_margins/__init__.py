@@ -11,3 +11,4 @@ from keras_margins import callbacks, data, layers, losses, metrics, ops, regular
 from keras_margins import miners  # noqa: E402
 from keras_margins import export  # noqa: E402
 from keras_margins import models  # noqa: E402
+from keras_margins import plots  # noqa: E402  (matplotlib is imported on first use)
