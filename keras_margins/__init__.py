@@ -11,4 +11,5 @@ from keras_margins import callbacks, data, layers, losses, metrics, ops, regular
 from keras_margins import miners  # noqa: E402
 from keras_margins import export  # noqa: E402
 from keras_margins import models  # noqa: E402
+from keras_margins import tuning  # noqa: E402
 from keras_margins import plots  # noqa: E402  (matplotlib is imported on first use)
