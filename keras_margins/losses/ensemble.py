@@ -1,0 +1,207 @@
+"""Learned-weight ensemble of losses (Zabihzadeh et al. 2021/2023; SPEC §4)."""
+
+import inspect
+import math
+
+import keras
+from keras import ops
+
+from keras_margins.ops._common import check_positive
+
+try:  # Keras 3: divide by the replica count under tf.distribute, as keras.losses.Loss does
+    from keras.src.losses.loss import scale_loss_for_distribution as _scale_for_distribution
+except ImportError:  # pragma: no cover
+
+    def _scale_for_distribution(value):
+        return value
+
+
+_NEEDS = ("scores", "embedding", "model")
+#: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).
+_MEAN_FLOOR = 1e-12
+#: Smallest initial a_k: a_k = 0 is a stationary point of c_k = a_k² + 1/(4m).
+_MIN_A = 1e-3
+
+
+def _as_loss(loss):
+    if isinstance(loss, dict):
+        loss = keras.saving.deserialize_keras_object(loss)
+    elif isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if not isinstance(loss, keras.losses.Loss):
+        raise ValueError(
+            f"`losses` must hold keras.losses.Loss objects (e.g. km.losses.ArcFace()); got {loss!r}."
+        )
+    if getattr(loss, "needs", "scores") not in _NEEDS:
+        raise ValueError(f"`losses`: {loss.name} has needs={loss.needs!r}; expected one of {_NEEDS}.")
+    return loss
+
+
+def _unique_names(losses):
+    names = []
+    for k, loss in enumerate(losses):
+        name = loss.name
+        names.append(name if name not in names else f"{name}_{k}")
+    return names
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class LossEnsemble(keras.losses.Loss):
+    """Several losses on one embedding / head with learned weights (SPEC §4):
+
+        L = Σ_k c_k · (mean_j L̄_j / L̄_k) · L_k + penalty_scale · η · (Σ_k c_k − 1)²,
+        c_k = a_k² + 1/(4m),
+
+    where m = ``len(losses)``, the a_k are trainable (initialised so that c_k = prior_k / Σ prior),
+    and L̄_k is the running mean of |L_k| over the training steps so far (a constant in the
+    gradient), which puts all losses on one scale. Each member gets what its ``needs`` asks
+    (``"scores"``: the head output, ``"embedding"``: the backbone output, ``"model"``:
+    ``compute_model_loss``). Use it through ``km.models.MarginModel``, which calls
+    ``build_state(model)``: the a_k and the running means become variables of the model,
+    trained by its optimizer and saved in ``.keras``; ``logs(model)`` puts every c_k in the fit
+    logs as ``c_<loss name>``. ``.coefficients`` gives the current c_k (K,) (None before).
+
+    The running mean uses |L_k| (equal to the paper's for non-negative losses, and keeps the
+    ratio positive for losses such as LM-Softmax that can go negative); it is updated only in
+    training steps. ``penalty_scale`` (100) × ``eta`` (100) is the published penalty weight.
+
+    Example:
+        >>> model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(10))
+        >>> model.compile("adam", loss=km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()]))
+        >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)   # logs c_arc_face, ...
+    """
+
+    needs = "model"
+
+    def __init__(
+        self,
+        losses,
+        prior=None,
+        eta=100.0,
+        penalty_scale=100.0,
+        normalize_by_running_mean=True,
+        name="loss_ensemble",
+        **kwargs,
+    ):
+        if not isinstance(losses, (list, tuple)) or not losses:
+            raise ValueError(f"`losses` must be a non-empty list of losses; got {losses!r}.")
+        self.members = [_as_loss(loss) for loss in losses]
+        if prior is not None:
+            prior = [float(p) for p in prior]
+            if len(prior) != len(self.members) or not all(p > 0 for p in prior):
+                raise ValueError(
+                    f"`prior` must hold {len(self.members)} positive numbers (one per loss); "
+                    f"got {prior}."
+                )
+        check_positive(eta, "eta")
+        check_positive(penalty_scale, "penalty_scale")
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(name=name, **kwargs)
+        self.prior = prior
+        self.eta = float(eta)
+        self.penalty_scale = float(penalty_scale)
+        self.normalize_by_running_mean = bool(normalize_by_running_mean)
+        self.names = _unique_names(self.members)
+        self._a = self._running_mean = self._steps = None
+
+    # ---------------------------------------------------------------- state (owned by model)
+    def initial_a(self):
+        """a_k with a_k² + 1/(4m) = prior_k / Σ prior (floored at 1e-3), as a list."""
+        count = len(self.members)
+        prior = self.prior or [1.0] * count
+        floor = 1.0 / (4.0 * count)
+        return [max(math.sqrt(max(p / sum(prior) - floor, 0.0)), _MIN_A) for p in prior]
+
+    def build_state(self, model):
+        """Create a_k (trainable) and the running means (non-trainable) on ``model``."""
+        count = len(self.members)
+        self._a = model.add_weight(
+            shape=(count,),
+            initializer=keras.initializers.Constant(self.initial_a()),
+            trainable=True,
+            name="loss_ensemble_a",
+        )
+        self._running_mean = model.add_weight(
+            shape=(count,), initializer="zeros", trainable=False,
+            name="loss_ensemble_running_mean", aggregation="mean",
+        )
+        self._steps = model.add_weight(
+            shape=(), initializer="zeros", trainable=False,
+            name="loss_ensemble_steps", aggregation="only_first_replica",
+        )
+        for member in self.members:
+            if hasattr(member, "build_state"):
+                member.build_state(model)
+
+    @property
+    def coefficients(self):
+        """Current c_k = a_k² + 1/(4m), shape (K,); None until ``build_state`` ran."""
+        if self._a is None:
+            return None
+        return ops.square(ops.convert_to_tensor(self._a)) + 1.0 / (4.0 * len(self.members))
+
+    def logs(self, model):
+        coefficients = self.coefficients
+        return {f"c_{name}": coefficients[k] for k, name in enumerate(self.names)}
+
+    # ----------------------------------------------------------------------------- the loss
+    def _member_value(self, member, y, outputs, model, sample_weight, training):
+        needs = getattr(member, "needs", "scores")
+        if needs == "model":
+            kwargs = {}
+            if "training" in inspect.signature(member.compute_model_loss).parameters:
+                kwargs["training"] = training
+            return member.compute_model_loss(y, outputs, model, sample_weight, **kwargs)
+        value = outputs[needs if needs == "embedding" else "scores"]
+        if value is None:
+            raise ValueError(f"`losses`: {member.name} needs class scores but the model has no head.")
+        return member(y, value, sample_weight=sample_weight)
+
+    def _normaliser(self, values, training):
+        """mean_j L̄_j / L̄_k (no gradient), updating the running means in training."""
+        current = ops.stop_gradient(ops.abs(values))
+        if training:
+            steps = self._steps + 1.0
+            mean = self._running_mean + (current - self._running_mean) / steps
+            self._running_mean.assign(mean)
+            self._steps.assign(steps)
+        else:  # evaluation: use the training means (the batch itself before any training)
+            mean = ops.where(self._steps > 0, ops.convert_to_tensor(self._running_mean), current)
+        mean = ops.maximum(mean, _MEAN_FLOOR)
+        return ops.stop_gradient(ops.mean(mean) / mean)
+
+    def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
+        if self._a is None:
+            raise ValueError(
+                "LossEnsemble has no coefficient variables: use it through "
+                "km.models.MarginModel (which calls build_state(model) at compile)."
+            )
+        values = ops.stack(
+            [
+                ops.cast(self._member_value(m, y, outputs, model, sample_weight, training), "float32")
+                for m in self.members
+            ]
+        )
+        coefficients = self.coefficients
+        if self.normalize_by_running_mean:
+            values = values * self._normaliser(values, training)
+        penalty = self.penalty_scale * self.eta * ops.square(ops.sum(coefficients) - 1.0)
+        return ops.sum(coefficients * values) + _scale_for_distribution(penalty)
+
+    def call(self, y_true, y_pred):
+        raise ValueError(
+            "LossEnsemble combines losses on the embedding and on the head: compile it on a "
+            "km.models.MarginModel (it has needs='model'), not on a plain keras.Model."
+        )
+
+    # ------------------------------------------------------------------------ serialisation
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            losses=[keras.saving.serialize_keras_object(m) for m in self.members],
+            prior=self.prior,
+            eta=self.eta,
+            penalty_scale=self.penalty_scale,
+            normalize_by_running_mean=self.normalize_by_running_mean,
+        )
+        return config

@@ -1,0 +1,161 @@
+"""km.losses.LossEnsemble through km.models.MarginModel (SPEC §4)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+
+PENALTY = 100.0 * 100.0  # penalty_scale * eta defaults
+
+
+def _model(dim=8, classes=5):
+    backbone = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(dim)]
+    )
+    return km.models.MarginModel(backbone, km.layers.LargestMarginHead(classes))
+
+
+def _members():
+    return [km.losses.ArcFace(scale=16.0, margin=0.3), km.losses.PairCircleLoss()]
+
+
+def _batch(n=20, seed=0):
+    (x, y), _ = km.data.digits_zero_shot()
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(y), n, replace=False)
+    return x[idx], y[idx]
+
+
+def test_prior_sets_initial_coefficients():
+    members = [km.losses.NormFace(), km.losses.ArcFace(), km.losses.CosFace(), km.losses.CircleLoss()]
+    ens = km.losses.LossEnsemble(members, prior=[2, 1, 2, 3])
+    assert ens.coefficients is None
+    model = _model()
+    model.compile("adam", loss=ens)
+    np.testing.assert_allclose(ens.coefficients.numpy(), [0.25, 0.125, 0.25, 0.375], rtol=1e-6)
+    uniform = km.losses.LossEnsemble(_members())
+    _model().compile("adam", loss=uniform)
+    np.testing.assert_allclose(uniform.coefficients.numpy(), [0.5, 0.5], rtol=1e-6)
+
+
+def test_value_and_running_means_match_reference():
+    x, y = _batch()
+    model = _model()
+    members = _members()
+    ens = km.losses.LossEnsemble(members, prior=[3, 1])
+    model.compile("adam", loss=ens)
+    outputs = model(x, training=True)
+    raw = np.array(
+        [float(members[0](y, outputs["scores"])), float(members[1](y, outputs["embedding"]))]
+    )
+    a = ens._a.numpy().astype("float64")
+    c = a**2 + 1.0 / 8.0
+    # step 1: running mean = the batch losses -> each normalised loss = their mean
+    got1 = float(ens.compute_model_loss(y, outputs, model, training=True))
+    want1 = np.sum(c * raw.mean() / raw * raw) + PENALTY * (c.sum() - 1) ** 2
+    np.testing.assert_allclose(got1, want1, rtol=1e-5)
+    np.testing.assert_allclose(ens._running_mean.numpy(), raw, rtol=1e-6)
+    # step 2 with other values (scaled sample weights): cumulative mean
+    weights = np.full(len(y), 2.0, "float32")
+    got2 = float(ens.compute_model_loss(y, outputs, model, weights, training=True))
+    raw2 = 2.0 * raw
+    mean = raw + (raw2 - raw) / 2.0
+    want2 = np.sum(c * mean.mean() / mean * raw2) + PENALTY * (c.sum() - 1) ** 2
+    np.testing.assert_allclose(got2, want2, rtol=1e-5)
+    np.testing.assert_allclose(ens._running_mean.numpy(), mean, rtol=1e-6)
+    assert float(ens._steps.numpy()) == 2.0
+    # evaluation does not update the means
+    ens.compute_model_loss(y, outputs, model, training=False)
+    np.testing.assert_allclose(ens._running_mean.numpy(), mean, rtol=1e-6)
+
+
+def test_gradient_on_a_k():
+    x, y = _batch()
+    model = _model()
+    ens = km.losses.LossEnsemble(_members(), prior=[1, 4])
+    model.compile("adam", loss=ens)
+    outputs = {k: tf.stop_gradient(v) for k, v in model(x, training=True).items()}
+    ens._a.assign([0.6, 0.5])  # c = a² + 1/8: sum c = 0.86
+    with tf.GradientTape() as tape:
+        total = ens.compute_model_loss(y, outputs, model, training=True)
+    grad = tape.gradient(total, ens._a.value).numpy()
+    normalised = np.full(2, ens._running_mean.numpy().mean())  # step 1: each = mean loss
+    a = np.array([0.6, 0.5])
+    s = np.sum(a**2 + 0.125)
+    want = 2 * a * (normalised + 2 * PENALTY * (s - 1))
+    np.testing.assert_allclose(grad, want, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    (x, y), _ = km.data.digits_zero_shot()
+    ds = km.data.pk_batches((x, y), p=5, k=8, seed=0, steps_per_epoch=20)
+    model = _model()
+    ens = km.losses.LossEnsemble(_members(), prior=[1, 1])
+    model.compile(keras.optimizers.Adam(1e-2), loss=ens, metrics=["accuracy"], jit_compile=True)
+    history = model.fit(ds, epochs=4, verbose=0, shuffle=False)
+    return model, ens, history, x
+
+
+def test_coefficients_move_stay_positive_and_sum_to_one(trained):
+    model, ens, history, _ = trained
+    c = ens.coefficients.numpy()
+    assert np.all(c > 0)
+    assert np.max(np.abs(c - 0.5)) > 5e-3, c  # moved away from the prior
+    assert abs(c.sum() - 1.0) < 0.01, c.sum()
+    # each c_k is in the fit logs, every epoch, and the model learned (accuracy on train)
+    for name in ("c_arc_face", "c_pair_circle_loss"):
+        assert len(history.history[name]) == 4
+    np.testing.assert_allclose(history.history["c_arc_face"][-1], c[0], rtol=1e-5)
+    assert history.history["accuracy"][-1] > 0.9
+    # the a_k are trainable variables of the model, the running means are not
+    assert any(v is ens._a for v in model.trainable_variables)
+    assert any(v is ens._running_mean for v in model.non_trainable_variables)
+
+
+def test_ensemble_model_round_trips_through_keras_file(trained, tmp_path):
+    model, ens, _, x = trained
+    reloaded = km.testing.assert_save_load_identical(model, x[:32], tmp_path)
+    loaded = reloaded.loss
+    assert isinstance(loaded, km.losses.LossEnsemble) and loaded is not ens
+    np.testing.assert_allclose(loaded.coefficients.numpy(), ens.coefficients.numpy(), rtol=0)
+    np.testing.assert_allclose(loaded._running_mean.numpy(), ens._running_mean.numpy(), rtol=0)
+    assert float(loaded._steps.numpy()) == 80.0
+    assert isinstance(loaded.members[1], km.losses.PairCircleLoss)
+
+
+def test_config_roundtrip():
+    ens = km.losses.LossEnsemble(
+        [km.losses.ArcFace(), km.losses.PairCircleLoss(miner=km.miners.BatchHardMiner())],
+        prior=[2, 1],
+        eta=10.0,
+    )
+    clone = km.testing.config_roundtrip(ens)
+    assert clone.prior == [2.0, 1.0] and clone.eta == 10.0
+    assert isinstance(clone.members[1].miner, km.miners.BatchHardMiner)
+
+
+def test_bad_arguments_and_misuse():
+    with pytest.raises(ValueError, match="losses"):
+        km.losses.LossEnsemble([])
+    with pytest.raises(ValueError, match="losses"):
+        km.losses.LossEnsemble([object()])
+    with pytest.raises(ValueError, match="prior"):
+        km.losses.LossEnsemble(_members(), prior=[1.0])
+    with pytest.raises(ValueError, match="prior"):
+        km.losses.LossEnsemble(_members(), prior=[1.0, 0.0])
+    with pytest.raises(ValueError, match="eta"):
+        km.losses.LossEnsemble(_members(), eta=0.0)
+    ens = km.losses.LossEnsemble(_members())
+    with pytest.raises(ValueError, match="MarginModel"):
+        ens(np.zeros(4), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="MarginModel"):
+        ens.compute_model_loss(np.zeros(2), {"embedding": np.ones((2, 3)), "scores": None}, None)
+    headless = km.models.MarginModel(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+    ens = km.losses.LossEnsemble([km.losses.ArcFace()])
+    headless.compile("adam", loss=ens)
+    with pytest.raises(ValueError, match="no head"):
+        ens.compute_model_loss(np.zeros(2), {"embedding": np.ones((2, 3)), "scores": None}, headless)
