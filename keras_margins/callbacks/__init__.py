@@ -2,3 +2,4 @@
 
 from keras_margins.callbacks.margin_monitor import MarginMonitor
 from keras_margins.callbacks.retrieval_evaluation import RetrievalEvaluation
+from keras_margins.callbacks.pod_delta import PODDelta

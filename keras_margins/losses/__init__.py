@@ -4,6 +4,8 @@ from keras_margins.losses._base import MarginLoss
 from keras_margins.losses.circle import CircleLoss, PairCircleLoss
 from keras_margins.losses.ensemble import LossEnsemble
 from keras_margins.losses.largest_margin_softmax import LargestMarginSoftmax, LMSoftmax
+from keras_margins.losses.pod import POD
+from keras_margins.losses.virtual_softmax import VirtualSoftmax
 from keras_margins.losses.margin_softmax import (
     ArcFace,
     CosFace,

@@ -1,0 +1,63 @@
+"""δ schedule of the POD loss (Zhu & Zu, public training script; SPEC §3.2)."""
+
+import keras
+
+_SOURCES = {"logits": "logit_norm_sum", "features": "feature_norm_sum"}
+
+
+class PODDelta(keras.callbacks.Callback):
+    """Sets the POD loss's δ after each epoch e (0-based): δ = α·(e+1)·mean_norm (SPEC §3.2).
+
+    δ keeps its initial value (the loss's ``delta``, 0.05 by default) during epoch 0.
+    ``mean_norm`` is the mean over the epoch's training samples of ||x·C|| (``norm_source=
+    "logits"``, what the authors' script computes: the norm of the logit vector against the
+    centroids) or of ||x|| (``"features"``). The norms are accumulated by ``km.losses.POD``
+    inside the training step (no extra pass over the data). Adds ``pod_delta`` to the logs.
+
+    Args:
+        alpha: the schedule's α (0.01 in the authors' script).
+        norm_source: ``"logits"`` or ``"features"``.
+        loss: the ``POD`` loss; default: the model's compiled loss (or the POD member of a
+            ``LossEnsemble``).
+
+    Example:
+        >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"])
+        >>> model.fit(x, y, epochs=30, callbacks=[km.callbacks.PODDelta(alpha=0.01)])
+    """
+
+    def __init__(self, alpha=0.01, norm_source="logits", loss=None):
+        super().__init__()
+        if not alpha > 0:
+            raise ValueError(f"`alpha` must be > 0; got {alpha}.")
+        if norm_source not in _SOURCES:
+            raise ValueError(f"`norm_source` must be one of {tuple(_SOURCES)}; got {norm_source!r}.")
+        self.alpha = float(alpha)
+        self.norm_source = norm_source
+        self.loss = loss
+
+    def _pod(self):
+        loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
+        candidates = [loss] + list(getattr(loss, "members", []))
+        for candidate in candidates:
+            if getattr(candidate, "state", None) is not None and "delta" in candidate.state:
+                return candidate
+        raise ValueError(
+            "PODDelta needs a km.losses.POD compiled on a km.models.MarginModel "
+            "(its δ variable is created at compile time); pass it as `loss=` if nested."
+        )
+
+    def on_train_begin(self, logs=None):
+        self._pod()  # fail early
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for key in ("logit_norm_sum", "feature_norm_sum", "count"):
+            self._pod().state[key].assign(0.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self._pod().state
+        count = float(keras.ops.convert_to_numpy(state["count"]))
+        if count > 0:
+            mean_norm = float(keras.ops.convert_to_numpy(state[_SOURCES[self.norm_source]])) / count
+            state["delta"].assign(self.alpha * (epoch + 1) * mean_norm)
+        if logs is not None:
+            logs["pod_delta"] = float(keras.ops.convert_to_numpy(state["delta"]))

@@ -1,0 +1,51 @@
+"""Cosine head on fixed PEDCC centroids (Zhu & Zu, arXiv 2111.15449; SPEC §3)."""
+
+import keras
+from keras import ops
+
+from keras_margins import ops as kmops
+from keras_margins.layers._base import ClassHead
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class PEDCCHead(ClassHead):
+    """(N, D) features -> (N, C) cosines to C predefined evenly-distributed class centroids.
+
+    The centroids (``km.ops.pedcc_centroids(C, D, seed)``: exact regular simplex for
+    C ≤ D+1, repulsion otherwise; SPEC §3.1) are a non-trainable (D, C) weight at
+    ``.kernel``: saved in ``.keras`` files and restored from them on load, never retrained.
+    argmax of the output is the class (SPEC §3.2, inference). Train with ``km.losses.POD``
+    inside ``km.models.MarginModel``, or with any cosine loss (``ArcFace``, ``LMSoftmax``...)
+    in a plain ``keras.Sequential``.
+
+    Example:
+        >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
+        >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"], jit_compile=True)
+        >>> model.fit(x, y, callbacks=[km.callbacks.PODDelta()])
+    """
+
+    def __init__(self, num_classes, seed=0, **kwargs):
+        super().__init__(num_classes, **kwargs)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"`seed` must be an integer; got {seed!r}.")
+        self.seed = seed
+
+    def build(self, input_shape):
+        dim = self._feature_dim(input_shape)
+        centroids = kmops.pedcc_centroids(self.num_classes, dim, self.seed)
+        # Generated once here; a reloaded model overwrites them with the saved values.
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(dim, self.num_classes),
+            initializer=lambda shape, dtype=None: ops.cast(centroids, dtype),
+            trainable=False,
+        )
+
+    def call(self, inputs):
+        self._check_features(inputs)
+        return kmops.cosine_similarity(inputs, self.kernel)
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config

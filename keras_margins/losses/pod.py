@@ -1,0 +1,97 @@
+"""POD loss for PEDCC heads (Zhu & Zu, arXiv 2111.15449; SPEC §3.2)."""
+
+import keras
+from keras import ops
+
+from keras_margins.losses._base import MarginLoss
+from keras_margins.ops import pod_terms
+from keras_margins.ops.virtual_softmax import safe_norm
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class POD(MarginLoss):
+    """POD loss (SPEC §3.2): NaC term + ``decorrelation_weight`` · decorrelation term,
+
+    NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))²,
+    L_sc = Σ_{a≠b} Σ_ab² / (D−1), Σ = RᵀR/(B−1), r_i = x_i/||x_i|| − c_{y_i},
+
+    on the embedding x (before any normalisation) and the fixed centroids of a
+    ``km.layers.PEDCCHead``. Softmax-free. It needs the embedding and the head, so it runs in
+    ``km.models.MarginModel`` (``needs = "model"``). δ is a non-trainable variable of the
+    model (created by ``build_state``, saved with it), starting at ``delta``; the
+    ``km.callbacks.PODDelta`` callback applies the paper's schedule using the per-epoch mean
+    norms this loss accumulates in training steps. With sample weights each sample's share of
+    the batch loss (NaC_i + weight·L_sc) is weighted.
+
+    Example:
+        >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
+        >>> model.compile("adam", loss=km.losses.POD(delta=0.05), metrics=["accuracy"])
+        >>> model.fit(x, y, epochs=30, callbacks=[km.callbacks.PODDelta()])
+    """
+
+    needs = "model"
+
+    def __init__(self, delta=0.05, decorrelation_weight=1.0, **kwargs):
+        if not delta >= 0:
+            raise ValueError(f"`delta` must be >= 0; got {delta}.")
+        if not decorrelation_weight >= 0:
+            raise ValueError(f"`decorrelation_weight` must be >= 0; got {decorrelation_weight}.")
+        kwargs.setdefault("name", "pod")
+        super().__init__(delta=float(delta), decorrelation_weight=float(decorrelation_weight), **kwargs)
+        self.state = None
+
+    # ------------------------------------------------------------ state owned by the model
+    def build_state(self, model):
+        """δ (starting at ``delta``) and the running sums of ||x·C|| and ||x|| over the epoch."""
+
+        def weight(name, value, aggregation):
+            return model.add_weight(
+                name=name,
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                aggregation=aggregation,
+            )
+
+        self.state = {
+            "delta": weight("pod_delta", self.delta, "only_first_replica"),
+            "logit_norm_sum": weight("pod_logit_norm_sum", 0.0, "sum"),
+            "feature_norm_sum": weight("pod_feature_norm_sum", 0.0, "sum"),
+            "count": weight("pod_norm_count", 0.0, "sum"),
+        }
+
+    def logs(self, model):
+        if self.state is None:
+            return {}
+        return {"pod_delta": ops.convert_to_tensor(self.state["delta"])}
+
+    def _accumulate_norms(self, features, centroids):
+        logits = ops.matmul(features, centroids)
+        self.state["logit_norm_sum"].assign_add(ops.sum(safe_norm(logits, 1)))
+        self.state["feature_norm_sum"].assign_add(ops.sum(safe_norm(features, 1)))
+        self.state["count"].assign_add(ops.cast(ops.shape(features)[0], "float32"))
+
+    # ----------------------------------------------------------------------------- the loss
+    def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
+        head = getattr(model, "head", None)
+        if head is None or not hasattr(head, "kernel"):
+            raise ValueError("POD needs a model whose `.head` has centroids at `.kernel` (PEDCCHead).")
+        features = ops.cast(outputs["embedding"], "float32")
+        centroids = ops.cast(head.kernel, "float32")
+        if self.state is None:
+            delta = self.delta
+        else:
+            delta = ops.convert_to_tensor(self.state["delta"])
+            if training:
+                self._accumulate_norms(ops.stop_gradient(features), centroids)
+        packed = {"features": features, "centroids": centroids, "delta": delta}
+        return self(y, packed, sample_weight=sample_weight)
+
+    def per_sample(self, labels, y_pred):
+        if not isinstance(y_pred, dict):
+            raise ValueError(
+                "POD needs the embedding and the head's centroids: compile it on a "
+                "km.models.MarginModel(backbone, km.layers.PEDCCHead(C)), not a keras.Sequential."
+            )
+        nac, decorrelation = pod_terms(labels, y_pred["features"], y_pred["centroids"], y_pred["delta"])
+        return nac + self.decorrelation_weight * decorrelation

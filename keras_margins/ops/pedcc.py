@@ -1,0 +1,72 @@
+"""Predefined evenly-distributed class centroids (PEDCC; Zhu & Zu, SPEC §3.1).
+
+Runs once, at build time, in NumPy (the result becomes a fixed, non-trainable weight).
+"""
+
+import numpy as np
+
+
+def _random_orthonormal(rng, dim, k):
+    """(dim, k) matrix with orthonormal columns (QR of a Gaussian, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((dim, k)))
+    return q * np.sign(np.diag(r))
+
+
+def _simplex(num_classes, dim, rng):
+    """C unit vectors with pairwise cosine exactly −1/(C−1), summing to 0, in R^D (C ≤ D+1).
+
+    The centred one-hots e_k − 1/C span a (C−1)-dim space; their coordinates in an
+    orthonormal basis of it are rotated into R^D by a random orthonormal map.
+    """
+    centred = np.eye(num_classes) - 1.0 / num_classes
+    _, _, vt = np.linalg.svd(centred)
+    coords = centred @ vt[: num_classes - 1].T  # (C, C-1)
+    coords /= np.linalg.norm(coords, axis=1, keepdims=True)
+    return coords @ _random_orthonormal(rng, dim, num_classes - 1).T  # (C, D)
+
+
+def _repulsion(num_classes, dim, rng, iterations, step):
+    """Points on S^{D−1} pushed apart by inverse-square forces (Coulomb energy descent).
+
+    Each step moves u_m along the tangential part of F_m = Σ_n (u_m − u_n)/d_mn³ (distances
+    floored at 1e-2), with a step that decays geometrically, then renormalises.
+    """
+    u = rng.standard_normal((num_classes, dim))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    decay = (1e-3) ** (1.0 / max(iterations - 1, 1))
+    for it in range(iterations):
+        diff = u[:, None, :] - u[None, :, :]
+        dist = np.maximum(np.linalg.norm(diff, axis=-1), 1e-2)
+        np.fill_diagonal(dist, np.inf)
+        force = np.sum(diff / dist[..., None] ** 3, axis=1)
+        force -= np.sum(force * u, axis=1, keepdims=True) * u
+        scale = np.max(np.linalg.norm(force, axis=1))
+        u = u + (step * decay**it / max(scale, 1e-12)) * force
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return u
+
+
+def pedcc_centroids(num_classes, dim, seed=0, iterations=1000, step=0.1):
+    """(D, C) NumPy float32 array of unit columns evenly spread on the sphere (SPEC §3.1).
+
+    C ≤ D+1: the exact regular simplex (Gram matrix 1 on the diagonal, −1/(C−1) elsewhere,
+    zero centroid), randomly rotated into R^D. C > D+1: iterative repulsion on the sphere
+    (``iterations`` steps of decaying size ``step``). Deterministic for a given ``seed``.
+
+    Example:
+        >>> c = km.ops.pedcc_centroids(10, 32)      # (32, 10)
+        >>> np.round(c.T @ c, 4)[0, 1]              # -0.1111 = -1/9
+    """
+    for name, value, low in (("num_classes", num_classes, 2), ("dim", dim, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+            raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
+    if not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise ValueError(f"`iterations` must be an integer >= 1; got {iterations!r}.")
+    if not step > 0:
+        raise ValueError(f"`step` must be > 0; got {step}.")
+    rng = np.random.default_rng(seed)
+    if num_classes <= dim + 1:
+        rows = _simplex(num_classes, dim, rng)
+    else:
+        rows = _repulsion(num_classes, dim, rng, iterations, step)
+    return np.ascontiguousarray(rows.T, dtype="float32")

@@ -1,0 +1,55 @@
+"""POD loss on predefined class centroids (Zhu & Zu, arXiv 2111.15449; SPEC §3.2)."""
+
+from keras import ops
+
+from keras_margins.ops._common import EPS, as_labels, l2_normalize, static_shape, take_target
+from keras_margins.ops.virtual_softmax import features_and_kernel
+
+
+def _check_delta(delta):
+    if isinstance(delta, (int, float)) and not delta >= 0:
+        raise ValueError(f"`delta` must be >= 0; got {delta}.")
+
+
+def pod_terms(labels, features, centroids, delta=0.05):
+    """The two POD terms: per-sample NaC (N,) and the batch decorrelation term ().
+
+    NaC_i = (1 − x_i·c_{y_i} / sqrt(||x_i||² + δ²))², the squared (1 − cosine) between
+    [x_i, δ] and [c_{y_i}, 0]. Decorrelation: with residuals r_i = x_i/||x_i|| − c_{y_i}
+    (not batch-centred) and Σ = RᵀR/(B−1), L_sc = Σ_{a≠b} Σ_ab² / (D−1). Centroid columns are
+    normalised (a no-op for PEDCC). ``delta`` may be a float or a scalar tensor/variable.
+    """
+    _check_delta(delta)
+    features, centroids = features_and_kernel(features, centroids, "(D, C) of class centroids")
+    batch, dim = static_shape(features)
+    if batch is not None and batch < 2:
+        raise ValueError(f"`features` needs at least 2 rows for the decorrelation term; got {batch}.")
+    if dim is not None and dim < 2:
+        raise ValueError(f"`features` must have D >= 2; got D={dim}.")
+    centroids = l2_normalize(centroids, axis=0)
+    labels = as_labels(labels, static_shape(centroids)[1], batch)
+    delta = ops.cast(delta, features.dtype)
+    dot_y = take_target(ops.matmul(features, centroids), labels)
+    sq_norm = ops.sum(ops.square(features), axis=1)
+    nac = ops.square(1.0 - dot_y * ops.rsqrt(ops.maximum(sq_norm + ops.square(delta), EPS * EPS)))
+    residual = l2_normalize(features, axis=1) - ops.take(ops.transpose(centroids), labels, axis=0)
+    n = ops.cast(ops.shape(features)[0], features.dtype)
+    cov = ops.matmul(ops.transpose(residual), residual) / (n - 1.0)
+    off_diagonal = ops.sum(ops.square(cov)) - ops.sum(ops.square(ops.diagonal(cov)))
+    d = ops.cast(ops.shape(features)[1], features.dtype)
+    return nac, off_diagonal / (d - 1.0)
+
+
+def pod_loss(labels, features, centroids, delta=0.05, decorrelation_weight=1.0):
+    """POD loss (), SPEC §3.2: mean_i NaC_i + ``decorrelation_weight`` · L_sc.
+
+    NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))² pulls each feature onto its fixed centroid
+    (δ > 0 penalises small norms and keeps x = 0 finite); L_sc decorrelates the residuals
+    x̂_i − c_{y_i} across feature dimensions. Centroids (D, C): ``km.ops.pedcc_centroids``.
+
+    Example:
+        >>> c = km.ops.pedcc_centroids(10, 32)
+        >>> loss = km.ops.pod_loss(labels, features, c, delta=0.05)   # scalar
+    """
+    nac, decorrelation = pod_terms(labels, features, centroids, delta)
+    return ops.mean(nac) + decorrelation_weight * decorrelation
