@@ -92,12 +92,17 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     def evaluate(self):
         """Current scores as a dict (without the prefix)."""
         model = self.embedding_model if self.embedding_model is not None else self.model
-        embeddings = model.predict(self.x, batch_size=self.batch_size, verbose=0)
-        if isinstance(embeddings, (list, tuple, dict)) or np.ndim(embeddings) != 2:
-            raise ValueError(
-                "The embedding model must output one (N, D) tensor; pass `embedding_model=` "
-                "when the trained model outputs something else."
-            )
+        # Direct calls in inference mode: no per-epoch predict-function / data-adapter setup.
+        parts = []
+        for start in range(0, len(self.x), self.batch_size):
+            out = model(self.x[start : start + self.batch_size], training=False)
+            if isinstance(out, (list, tuple, dict)) or len(out.shape) != 2:
+                raise ValueError(
+                    "The embedding model must output one (N, D) tensor; pass "
+                    "`embedding_model=` when the trained model outputs something else."
+                )
+            parts.append(keras.ops.convert_to_numpy(out))
+        embeddings = np.concatenate(parts)
         return retrieval_scores(
             embeddings, self.y, k=self.k, chunk_size=self.chunk_size, metric=self.metric
         )

@@ -1,0 +1,118 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import types
+
+import keras
+import numpy as np
+import pytest
+
+import keras_margins as km
+from keras_margins import cli
+
+
+def _table_value(text, label):
+    for line in text.splitlines():
+        if line.startswith(label + "  "):
+            return float(line[len(label):].split()[0])
+    raise AssertionError(f"{label!r} not in:\n{text}")
+
+
+def test_train_then_evaluate_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--loss", "arcface", "--scale", "16", "--margin", "0.3",
+                     "--epochs", "4", "--verbose", "0", "--output-dir", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    for label in ("test accuracy", "MAP@R", "P@1", "class margin", "mean sample margin"):
+        assert label in text
+    accuracy = _table_value(text, "test accuracy")
+    assert accuracy > 0.85  # 4 epochs of ArcFace on digits already classify well
+    # Artifacts: a reloadable model, TensorBoard event files, the numbers as JSON.
+    model = keras.models.load_model(out / "model.keras", safe_mode=True)
+    events = [f for _, _, files in os.walk(out / "logs") for f in files if "tfevents" in f]
+    assert events
+    saved = json.loads((out / "results.json").read_text())["results"]
+    (_, _), (xt, yt) = km.data.digits_classification()
+    pred = np.argmax(model.predict(xt, verbose=0), axis=1)
+    assert saved["accuracy"] == pytest.approx(np.mean(pred == yt))
+    assert saved["accuracy"] == pytest.approx(accuracy, abs=5e-5)
+    emb = model.layers[0].predict(xt, verbose=0)
+    assert saved["map_at_r"] == pytest.approx(km.metrics.retrieval_scores(emb, yt)["map_at_r"])
+    margin = float(keras.ops.convert_to_numpy(km.ops.class_margin(model.layers[-1].kernel)))
+    assert saved["class_margin"] == pytest.approx(margin, abs=1e-6)
+
+    assert cli.main(["evaluate", str(out / "model.keras")]) == 0
+    again = capsys.readouterr().out
+    assert _table_value(again, "MAP@R") == pytest.approx(saved["map_at_r"], abs=5e-5)
+    assert _table_value(again, "test accuracy") == pytest.approx(accuracy)
+
+
+def test_zero_shot_and_plain_softmax(tmp_path, capsys):
+    code = cli.main(["train", "--dataset", "digits-zero-shot", "--loss", "softmax", "--epochs",
+                     "2", "--verbose", "0", "--no-jit", "--output-dir", str(tmp_path)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" not in text  # unseen classes: retrieval only
+    assert 0.0 < _table_value(text, "MAP@R") <= 1.0
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.output_shape == (None, 5)  # head over the 5 training classes
+
+
+def test_bad_arguments_exit_with_message(tmp_path, capsys):
+    assert cli.main(["train", "--loss", "softmax", "--scale", "3", "--output-dir",
+                     str(tmp_path)]) == 2
+    assert "--scale" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(tmp_path / "missing.keras")]) == 2
+    assert "not a file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--loss", "no-such-loss"])
+
+
+def test_modules_register_their_own_subcommands(monkeypatch, capsys):
+    calls = []
+
+    def add_subcommand(subparsers):
+        p = subparsers.add_parser("hello")
+        p.add_argument("--who", default="world")
+        p.set_defaults(func=lambda args: calls.append(args.who) or 0)
+
+    monkeypatch.setitem(sys.modules, "keras_margins.fakeplugin",
+                        types.SimpleNamespace(add_subcommand=add_subcommand))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    cli.register_plugins(sub, names=("fakeplugin", "module_that_does_not_exist"))
+    args = parser.parse_args(["hello", "--who", "km"])
+    assert args.func(args) == 0 and calls == ["km"]
+    assert capsys.readouterr().err == ""  # a missing module is silently skipped
+
+
+def test_real_plugins_appear_when_their_modules_exist():
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"train", "evaluate"} <= set(commands)
+    for module, command in (("export", "export"), ("tuning", "tune")):
+        present = hasattr(km, module) and (
+            hasattr(getattr(km, module), "add_subcommand") or hasattr(getattr(km, module), "add_cli")
+        )
+        if present:
+            assert command in commands
+
+
+@pytest.mark.slow
+def test_console_script_default_train_under_a_minute(tmp_path):
+    exe = shutil.which("keras-margins") or os.path.join(os.path.dirname(sys.executable),
+                                                        "keras-margins")
+    start = time.time()
+    proc = subprocess.run([exe, "train", "--output-dir", str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    elapsed = time.time() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _table_value(proc.stdout, "test accuracy") > 0.95
+    assert _table_value(proc.stdout, "MAP@R") > 0.85
+    assert elapsed < 60, elapsed
