@@ -295,10 +295,13 @@ def test_export_subcommand_via_add_cli(tmp_path, capsys):
         args.func(parser.parse_args(["export", str(tmp_path / "missing.keras"), str(base)]))
 
 
-def test_keras_margins_cli_main_runs_export(tmp_path):
+def test_keras_margins_cli_main_runs_export(tmp_path, capsys):
     cli = pytest.importorskip("keras_margins.cli", reason="keras_margins/cli.py not written yet")
     model_path, backbone = _saved_head_model(tmp_path)
     base = tmp_path / "saved_models" / "digits"
     assert cli.main(["export", model_path, str(base), "--scores"]) in (0, None)
     assert sorted(os.listdir(base)) == ["1"]
     _check_cli_export(base / "1", backbone, tmp_path / "saved_models" / "models.config", "/models")
+    assert cli.main(["export", model_path, str(base), "--version", "1"]) == 2  # never overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(os.listdir(base)) == ["1"]

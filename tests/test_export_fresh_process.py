@@ -102,7 +102,8 @@ def _margin_model():
     if model_cls is None:
         pytest.skip("km.models.MarginModel not written yet")
     backbone = _backbone()
-    model = model_cls(backbone, km.layers.LargestMarginHead(C))
+    head_cls = getattr(km.layers, "PEDCCHead", km.layers.LargestMarginHead)  # POD's pairing
+    model = model_cls(backbone, head_cls(C))
     model(np.zeros((1, D_IN), "float32"))
     return model, backbone
 
