@@ -80,7 +80,9 @@ def split_head(model):
     except (AttributeError, ValueError) as err:
         raise ValueError(f"cannot find the input of head {head.name!r} in `model`: {err}") from err
     if any(features is tensor for tensor in model.inputs):
-        raise ValueError(f"`model` has no embedding part: its inputs go straight into {head.name!r}.")
+        raise ValueError(
+            f"`model` has no embedding part: its inputs go straight into {head.name!r}."
+        )
     return keras.Model(model.inputs, features, name=f"{model.name}_embedding"), head, model
 
 
@@ -142,7 +144,9 @@ def _version_dir(base_dir, version):
         raise ValueError(f"`version` must be an integer >= 1 or None; got {version!r}.")
     target = os.path.join(base_dir, str(version))
     if os.path.exists(target):
-        raise ValueError(f"version {version} already exists at {target!r}; exports never overwrite.")
+        raise ValueError(
+            f"version {version} already exists at {target!r}; exports never overwrite."
+        )
     try:
         os.makedirs(base_dir, exist_ok=True)
     except OSError as err:
@@ -230,9 +234,8 @@ def _exported_models(root):
     names = []
     for name in sorted(os.listdir(root)):
         folder = os.path.join(root, name)
-        if os.path.isdir(folder) and any(
-            os.path.isfile(os.path.join(folder, str(v), "saved_model.pb")) for v in _versions(folder)
-        ):
+        versions = _versions(folder)
+        if any(os.path.isfile(os.path.join(folder, str(v), "saved_model.pb")) for v in versions):
             names.append(name)
     return names
 
@@ -263,13 +266,16 @@ def update_models_config(root, config_path=None, serving_root="/models"):
             try:
                 text_format.Parse(f.read(), config)
             except text_format.ParseError as err:
-                raise ValueError(f"`config_path` {config_path!r} is not a models.config: {err}") from err
+                raise ValueError(
+                    f"`config_path` {config_path!r} is not a models.config: {err}"
+                ) from err
     entries = {entry.name: entry for entry in config.model_config_list.config}
     for name in _exported_models(root):
         entry = entries.get(name) or config.model_config_list.config.add(name=name)
-        entry.base_path = (
-            os.path.join(root, name) if serving_root is None else f"{serving_root.rstrip('/')}/{name}"
-        )
+        if serving_root is None:
+            entry.base_path = os.path.join(root, name)
+        else:
+            entry.base_path = f"{serving_root.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
     with open(config_path, "w") as f:
         f.write(text_format.MessageToString(config))
