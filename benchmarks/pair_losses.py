@@ -1,0 +1,242 @@
+"""Pair-wise Circle loss (with each miner) against keras.losses.Circle: time and peak memory.
+
+For N in {256, 1024, 4096} embeddings of D = 128 (labels: N/4 classes of 4 samples, as in a
+P×K batch), each case is the loss *and its gradient* with respect to the embeddings, under
+``tf.function(jit_compile=True)`` and without XLA. ``keras.losses.Circle`` gets the
+L2-normalised embeddings (it expects unit vectors; ours normalises inside), so both compute
+the same quantity. Times: interleaved rounds, medians, paired ratios (see ``_timing.py``).
+
+Peak memory (honest, and how): one fresh subprocess per N runs with glibc's
+``MALLOC_MMAP_THRESHOLD_=65536`` so that every buffer above 64 KiB is its own mapping and is
+returned to the OS when freed. For each case it runs the compiled step twice (compilation and
+caches out of the way), resets the kernel's peak-RSS counter (``echo 5 >
+/proc/self/clear_refs``), runs the step once more and reports VmHWM − VmRSS-before: the
+extra resident memory the step needed at its peak. It is divided by N²·4 bytes (one float32
+N×N matrix) to show how memory grows. Linux only; elsewhere the column says "n/a".
+
+Usage:
+    python benchmarks/pair_losses.py                    # N = 256, 1024, 4096
+    python benchmarks/pair_losses.py --sizes 256 1024 --no-memory
+"""
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _timing  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_margins as km  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+
+OURS = "PairCircleLoss"
+KERAS = "keras.losses.Circle"
+#: SemiHardMiner tests every (a, p, n) triplet: an (N, N, N) boolean. Beyond these sizes it
+#: takes minutes per call (XLA) or tens of GB (no XLA, the tensor is materialised).
+SEMI_HARD_MAX_N = {True: 1024, False: 512}
+
+
+def miner_classes():
+    """Every concrete miner exported by km.miners, by class name."""
+    base = getattr(km.miners, "Miner", None)
+    out = {}
+    for name in sorted(dir(km.miners)):
+        obj = getattr(km.miners, name)
+        if isinstance(obj, type) and base is not None and issubclass(obj, base) and obj is not base:
+            out[name] = obj
+    return out
+
+
+def loss_functions():
+    """name -> loss callable (labels, embeddings) -> scalar."""
+    circle = keras.losses.Circle(gamma=80.0, margin=0.4)
+    fns = {
+        OURS: km.losses.PairCircleLoss(margin=0.4, gamma=80.0),
+        KERAS: lambda y, e: circle(y, keras.ops.normalize(e, axis=-1)),
+    }
+    for name, cls in miner_classes().items():
+        fns[f"{OURS} + {name}"] = km.losses.PairCircleLoss(margin=0.4, gamma=80.0, miner=cls())
+    return fns
+
+
+def feasible(name, n, xla):
+    return "SemiHard" not in name or n <= SEMI_HARD_MAX_N[xla]
+
+
+def make_inputs(n, dim, seed):
+    rng = np.random.default_rng(seed)
+    labels = tf.constant((np.arange(n) % max(n // 4, 2)).astype("int32"))
+    emb = tf.constant(rng.standard_normal((n, dim)).astype("float32"))
+    return labels, emb
+
+
+def make_step(loss_fn, labels, emb, xla):
+    @tf.function(jit_compile=xla)
+    def value_and_grad(y, e):
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            loss = loss_fn(y, e)
+        return loss, tape.gradient(loss, e)
+
+    def run():
+        loss, grad = value_and_grad(labels, emb)
+        grad.numpy()
+        return float(loss)
+
+    return run
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_extra_bytes(run):
+    """Peak resident memory above the current level while ``run`` executes (Linux)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status_kb("VmRSS")
+    run()
+    return max(0, _status_kb("VmHWM") - before) * 1024
+
+
+def memory_probe(n, dim, seed, xla_modes):
+    """Runs inside the subprocess: JSON {case|xla=..: bytes} on stdout."""
+    labels, emb = make_inputs(n, dim, seed)
+    out = {}
+    for name, fn in loss_functions().items():
+        for xla in xla_modes:
+            if not feasible(name, n, xla):
+                continue
+            run = make_step(fn, labels, emb, xla)
+            run()
+            run()
+            out[f"{name}|xla={'on' if xla else 'off'}"] = peak_extra_bytes(run)
+    print("MEMORY_JSON " + json.dumps(out), flush=True)
+
+
+def measure_memory(n, args):
+    if not os.path.exists("/proc/self/clear_refs"):
+        return {}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", str(n),
+           "--dim", str(args.dim), "--seed", str(args.seed)]
+    if args.no_xla_off:
+        cmd.append("--no-xla-off")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("MEMORY_JSON "):
+            return json.loads(line[len("MEMORY_JSON "):])
+    print(f"  memory probe for N={n} failed:\n{proc.stderr[-2000:]}", flush=True)
+    return {}
+
+
+def values_agree(labels, emb):
+    """Our loss and keras.losses.Circle on the same normalised inputs (plain, no miner)."""
+    ours = float(km.losses.PairCircleLoss(margin=0.4, gamma=80.0)(labels, emb))
+    theirs = float(keras.losses.Circle(gamma=80.0, margin=0.4)(
+        labels, keras.ops.normalize(emb, axis=-1)))
+    return ours, theirs
+
+
+def bench_size(n, args):
+    labels, emb = make_inputs(n, args.dim, args.seed)
+    cases, skipped = {}, []
+    for name, fn in loss_functions().items():
+        for xla in args.xla_modes:
+            key = f"{name}|xla={'on' if xla else 'off'}"
+            if not feasible(name, n, xla):
+                skipped.append(key)
+                continue
+            cases[key] = make_step(fn, labels, emb, xla)
+    results = _timing.measure(cases, args.repeats, args.warmup, args.seed)
+    memory = {} if args.no_memory else measure_memory(n, args)
+    ours, theirs = values_agree(labels, emb)
+    rows = []
+    for key, stats in results.items():
+        name, mode = key.split("|xla=")
+        ref = f"{KERAS}|xla={mode}"
+        row = {"n": n, "loss": name, "xla": mode, "time": stats,
+               "vs_keras": _timing.paired_ratio(results, key, ref) if ref in results else None,
+               "peak_bytes": memory.get(key)}
+        rows.append(row)
+    return rows, skipped, {"ours": ours, "keras": theirs}
+
+
+def table(rows):
+    headers = ["N", "loss", "XLA", "loss + grad", "÷ keras Circle", "peak extra memory",
+               "÷ N²·4 B"]
+    out = []
+    for r in rows:
+        mem = r["peak_bytes"]
+        out.append([
+            f"{r['n']:,}", r["loss"], r["xla"], _timing.fmt_ms(r["time"]),
+            _timing.fmt_ratio(r["vs_keras"]) if r["vs_keras"] else "—",
+            f"{mem / 2**20:.1f} MiB" if mem is not None else "n/a",
+            f"{mem / (4 * r['n'] ** 2):.1f}" if mem is not None else "n/a",
+        ])
+    return _timing.markdown_table(headers, out)
+
+
+def parse_args(argv):
+    parser = _timing.new_parser(__doc__.splitlines()[0], repeats=10)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096], help="N")
+    parser.add_argument("--dim", type=int, default=128, help="D")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--no-xla-off", action="store_true", help="time XLA on only")
+    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.xla_modes = (True,) if args.no_xla_off else (True, False)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.memory_probe is not None:
+        return memory_probe(args.memory_probe, args.dim, args.seed, args.xla_modes)
+    info = _timing.machine_info()
+    all_rows, skipped, agree = [], [], {}
+    for n in args.sizes:
+        print(f"N = {n}: compiling and timing ...", flush=True)
+        rows, skip, values = bench_size(n, args)
+        all_rows += rows
+        skipped += [f"N={n} {k}" for k in skip]
+        agree[n] = values
+    agreement = "; ".join(
+        f"N={n}: ours {v['ours']:.5f}, keras {v['keras']:.5f}" for n, v in agree.items()
+    )
+    notes = (
+        f"Loss value + gradient w.r.t. the (N, D={args.dim}) embeddings; labels N/4 classes × 4. "
+        f"Median of {args.repeats} interleaved rounds (± = half the IQR); ratios are medians of "
+        f"per-round paired ratios [IQR] against `keras.losses.Circle` in the same XLA mode "
+        f"(goal: ≤ 1.0). Peak extra memory: resident-set peak above the pre-step level in a "
+        f"fresh subprocess with every buffer > 64 KiB mmapped (so freed memory leaves RSS), "
+        f"reset through /proc/self/clear_refs; ÷ N²·4 B counts float32 N×N matrices.\n\n"
+        f"Same value check (no miner): {agreement}.\n\nMachine: {_timing.machine_line(info)}"
+    )
+    if skipped:
+        notes += ("\n\nNot run (the semi-hard miner's (N, N, N) triplet test is too large): "
+                  + ", ".join(skipped))
+    payload = {"benchmark": "pair_losses", "machine": info,
+               "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")},
+               "rows": all_rows, "skipped": skipped, "values": agree}
+    return _timing.report(args, "pair_losses", "Pair-wise Circle loss: time and memory", notes,
+                          table(all_rows), payload)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Smoke tests of benchmarks/*.py (tiny sizes) so the scripts never rot, plus the timing helpers."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _common(tmp_path):
+    return ["--repeats", "2", "--warmup", "1", "--out-dir", str(tmp_path / "results"),
+            "--markdown", str(tmp_path / "RESULTS.md")]
+
+
+def _check_reports(tmp_path, name):
+    payload = json.loads((tmp_path / "results" / f"{name}_latest.json").read_text())
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text
+    assert "cores" in text and payload["machine"]["tensorflow"] in text
+    return payload
+
+
+# ----------------------------------------------------------------------------- _timing helpers
+
+
+def test_summarize_and_paired_ratio():
+    timing = _load("_timing")
+    stats = timing.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 5.0
+    assert stats["q1"] == 2.0 and stats["q3"] == 4.0
+    assert stats["rel_iqr"] == pytest.approx(2.0 / 3.0)
+    results = {"a": {"times": [2.0, 4.0, 9.0]}, "b": {"times": [1.0, 4.0, 3.0]}}
+    ratio = timing.paired_ratio(results, "a", "b")
+    assert ratio["median"] == 2.0  # per-round ratios 2, 1, 3
+
+
+def test_measure_interleaves_and_counts_calls():
+    timing = _load("_timing")
+    calls = []
+    cases = {"x": lambda: calls.append("x"), "y": lambda: calls.append("y")}
+    out = timing.measure(cases, repeats=4, warmup=2, seed=1)
+    assert calls.count("x") == calls.count("y") == 2 + 1 + 4  # warm-up, probe, rounds
+    timed = calls[6:]
+    assert all({timed[2 * i], timed[2 * i + 1]} == {"x", "y"} for i in range(4))
+    assert out["x"]["n"] == 4 and len(out["y"]["times"]) == 4
+
+
+def test_update_markdown_replaces_only_its_section(tmp_path):
+    timing = _load("_timing")
+    md = tmp_path / "R.md"
+    timing.update_markdown(md, "a", "first A")
+    timing.update_markdown(md, "b", "only B")
+    timing.update_markdown(md, "a", "second A")
+    text = md.read_text()
+    assert "second A" in text and "first A" not in text and "only B" in text
+    assert text.count("<!-- a:start -->") == 1 and text.index("second A") < text.index("only B")
+
+
+def test_markdown_table_shape():
+    timing = _load("_timing")
+    table = timing.markdown_table(["h1", "h2"], [[1, 2], [3, 4]]).splitlines()
+    assert table == ["| h1 | h2 |", "|---|---|", "| 1 | 2 |", "| 3 | 4 |"]
+
+
+# ----------------------------------------------------------------------------- scripts
+
+
+def test_step_time_smoke(tmp_path):
+    step_time = _load("step_time")
+    argv = ["--classes", "12", "--batch", "8", "--dim", "6",
+            "--losses", "ArcFace", "CircleLoss (class-level)"] + _common(tmp_path)
+    payload = step_time.main(argv)
+    assert not payload["skipped"], payload["skipped"]
+    names = [r["loss"] for r in payload["rows"]]
+    assert names == ["softmax", "ArcFace", "CircleLoss (class-level)"]
+    for row in payload["rows"]:
+        for mode in ("on", "off"):
+            assert row[f"time_xla_{mode}"]["median"] > 0
+            assert row[f"ratio_xla_{mode}"]["median"] > 0
+    base = payload["rows"][0]
+    assert base["ratio_xla_on"]["median"] == pytest.approx(1.0)
+    assert _check_reports(tmp_path, "step_time")["rows"][1]["loss"] == "ArcFace"
+
+
+def test_step_time_covers_every_landed_loss():
+    step_time = _load("step_time")
+    names = set(step_time.case_builders(10, 4))
+    assert {"softmax", "ArcFace", "CosFace", "LMSoftmax", "CircleLoss (class-level)"} <= names
+
+
+def test_pair_losses_smoke(tmp_path):
+    pair_losses = _load("pair_losses")
+    payload = pair_losses.main(["--sizes", "16", "--dim", "8", "--no-xla-off"]
+                               + _common(tmp_path))
+    names = {r["loss"] for r in payload["rows"]}
+    assert {"PairCircleLoss", "keras.losses.Circle"} <= names
+    assert any("MultiSimilarityMiner" in n for n in names)
+    values = payload["values"][16]
+    assert values["ours"] == pytest.approx(values["keras"], rel=1e-4)
+    if Path("/proc/self/clear_refs").exists():
+        assert all(r["peak_bytes"] is not None for r in payload["rows"])
+    _check_reports(tmp_path, "pair_losses")
+
+
+def test_vs_pml_smoke(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("pytorch_metric_learning")
+    vs_pml = _load("vs_pml")
+    argv = ["--classes", "12", "--batch", "8", "--dim", "6", "--pair-sizes", "16",
+            "--pair-dim", "8", "--no-xla-off"] + _common(tmp_path)
+    payload = vs_pml.main(argv)
+    assert len(payload["rows"]) == 4
+    for row in payload["rows"]:
+        assert row["agree"], row
+        assert row["ratio_xla_on"]["median"] > 0
+    _check_reports(tmp_path, "vs_pml")
