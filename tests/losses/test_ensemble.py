@@ -159,3 +159,35 @@ def test_bad_arguments_and_misuse():
     headless.compile("adam", loss=ens)
     with pytest.raises(ValueError, match="no head"):
         ens.compute_model_loss(np.zeros(2), {"embedding": np.ones((2, 3)), "scores": None}, headless)
+
+
+_MIRRORED_SCRIPT = """
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, keras_margins as km
+(x, y), _ = km.data.digits_zero_shot()
+with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+    backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)])
+    model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(5))
+    ens = km.losses.LossEnsemble([km.losses.ArcFace(scale=16.0), km.losses.PairCircleLoss()])
+    model.compile(keras.optimizers.Adam(1e-2), loss=ens)
+model.fit(km.data.pk_batches((x, y), p=5, k=8, seed=0, steps_per_epoch=5), epochs=2, verbose=0)
+c = ens.coefficients.numpy()
+assert np.all(c > 0) and abs(c.sum() - 1) < 0.05 and float(ens._steps.numpy()) == 10.0, c
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_ensemble_under_mirrored_strategy():
+    """Two logical CPU devices (needs a fresh process to configure them)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    out = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
