@@ -6,9 +6,9 @@ from keras_margins.ops._common import EPS, as_float, as_labels, static_shape, ta
 
 
 def features_and_kernel(features, kernel, kernel_what="(D, C) with one column per class"):
-    """Validated float (N, D) features and (D, C) kernel with matching D (private helper)."""
+    """Validated float (N, D) features and (D, C) kernel with matching D, in one dtype."""
     features = as_float(features, "features", 2, "(N, D)")
-    kernel = as_float(kernel, "kernel", 2, kernel_what)
+    kernel = ops.cast(as_float(kernel, "kernel", 2, kernel_what), features.dtype)
     d_x, (d_w, num_classes) = static_shape(features)[1], static_shape(kernel)
     if d_x is not None and d_w is not None and d_x != d_w:
         raise ValueError(f"`features` has D={d_x} but `kernel` has D={d_w} rows; expected (D, C).")

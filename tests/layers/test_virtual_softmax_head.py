@@ -1,0 +1,87 @@
+"""km.layers.VirtualSoftmaxHead: training/inference outputs, fit loss = op, saving."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+
+
+def _data(n=32, d=6, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, c, n).astype("int32")
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def test_training_and_inference_outputs():
+    x, _ = _data()
+    head = km.layers.VirtualSoftmaxHead(5)
+    inference = np.asarray(head(x))
+    w = head.kernel.numpy()
+    np.testing.assert_allclose(inference, _log_softmax(x @ w), atol=1e-5)
+    np.testing.assert_array_equal(inference.argmax(1), (x @ w).argmax(1))
+    training = np.asarray(head(x, training=True))
+    np.testing.assert_allclose(training, km.ops.virtual_log_probs(x, w), atol=1e-6)
+    assert np.all(training < inference)  # the virtual class takes probability mass
+    assert head.compute_output_shape((None, 6)) == (None, 5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_fit_loss_equals_op_on_head_weights(jit):
+    x, y = _data(seed=1)
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8)])
+    head = km.layers.VirtualSoftmaxHead(5)
+    model = keras.Sequential([backbone, head])
+    model.compile(keras.optimizers.SGD(0.0), loss=km.losses.VirtualSoftmax(), jit_compile=jit)
+    history = model.fit(x, y, batch_size=len(x), epochs=1, verbose=0, shuffle=False)
+    expected = float(np.mean(km.ops.virtual_softmax(y, backbone(x), head.kernel)))
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    # the gradient the model follows is the paper's: d/dθ of the op's mean
+    with tf.GradientTape(persistent=True) as tape:
+        via_model = model.compute_loss(x, y, model(x, training=True))
+        via_op = tf.reduce_mean(km.ops.virtual_softmax(y, backbone(x), head.kernel))
+    for a, b in zip(tape.gradient(via_model, model.trainable_weights), tape.gradient(via_op, model.trainable_weights)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # evaluate reports the plain softmax cross-entropy of x·W
+    logits = backbone(x).numpy() @ head.kernel.numpy()
+    ce = -np.mean(_log_softmax(logits)[np.arange(len(y)), y])
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(ce, rel=1e-5)
+
+
+def test_virtual_clip_is_used_in_training():
+    x, _ = _data()
+    head = km.layers.VirtualSoftmaxHead(5, virtual_clip=0.5)
+    np.testing.assert_allclose(head(x * 10, training=True), km.ops.virtual_log_probs(x * 10, head.kernel, 0.5), atol=1e-5)
+
+
+def test_config_and_save_load(tmp_path):
+    x, _ = _data()
+    head = km.layers.VirtualSoftmaxHead(5, virtual_clip=15.0, kernel_regularizer=km.regularizers.ZeroCentroid(1.0))
+    clone = km.testing.config_roundtrip(head)
+    assert clone.virtual_clip == 15.0
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), km.layers.VirtualSoftmaxHead(5)])
+    km.testing.assert_save_load_identical(model, x, directory=tmp_path)
+
+
+def test_mixed_precision_outputs_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    x, _ = _data()
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), km.layers.VirtualSoftmaxHead(5)])
+    assert model(x, training=True).dtype == "float32"
+    assert np.all(np.isfinite(model(x * 1000, training=True)))
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="num_classes"):
+        km.layers.VirtualSoftmaxHead(1)
+    with pytest.raises(ValueError, match="virtual_clip"):
+        km.layers.VirtualSoftmaxHead(3, virtual_clip=-1.0)
+    head = km.layers.VirtualSoftmaxHead(3)
+    head(np.zeros((2, 4), "float32"))
+    with pytest.raises(ValueError):
+        head(np.zeros((2, 5), "float32"))

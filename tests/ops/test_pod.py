@@ -1,0 +1,94 @@
+"""km.ops.pod_loss / pod_terms against a NumPy reference (SPEC §3.2)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+from keras_margins.testing import finite_difference_grad
+
+
+def reference(labels, x, centroids, delta=0.05, weight=1.0):
+    """Explicit loops: mean_i (1 − x_i·c_y/sqrt(|x_i|²+δ²))² + weight·Σ_{a≠b} Σ_ab² / (D−1)."""
+    n, d = x.shape
+    c = centroids / np.linalg.norm(centroids, axis=0, keepdims=True)
+    nac = 0.0
+    residual = np.zeros((n, d))
+    for i, y in enumerate(labels):
+        norm = np.sqrt(np.sum(x[i] ** 2))
+        nac += (1.0 - np.dot(x[i], c[:, y]) / np.sqrt(norm**2 + delta**2)) ** 2
+        unit = x[i] / norm if norm > 0 else np.zeros(d)
+        residual[i] = unit - c[:, y]
+    decorrelation = 0.0
+    for a in range(d):
+        for b in range(d):
+            if a != b:
+                cov_ab = sum(residual[i, a] * residual[i, b] for i in range(n)) / (n - 1)
+                decorrelation += cov_ab**2
+    return nac / n + weight * decorrelation / (d - 1)
+
+
+def _case(seed, n=10, d=6, c=4):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, c, n), rng.normal(size=(n, d)) * 2.0, km.ops.pedcc_centroids(c, d, seed=seed).astype("float64")
+
+
+@pytest.mark.parametrize("seed,delta,weight", [(0, 0.05, 1.0), (1, 0.5, 0.3), (2, 0.0, 2.0)])
+def test_matches_reference_random(seed, delta, weight):
+    labels, x, c = _case(seed)
+    got = km.ops.pod_loss(labels, x, c, delta=delta, decorrelation_weight=weight)
+    np.testing.assert_allclose(got, reference(labels, x, c, delta, weight), atol=1e-5)
+
+
+def test_non_unit_centroids_are_normalised():
+    labels, x, _ = _case(3)
+    c = np.random.default_rng(3).normal(size=(6, 4)) * 5
+    np.testing.assert_allclose(km.ops.pod_loss(labels, x, c), reference(labels, x, c), atol=1e-5)
+
+
+def test_hand_made_cases():
+    c = km.ops.pedcc_centroids(3, 2)
+    labels = np.array([0, 1, 2])
+    # features exactly on their (unit) centroids, δ = 0: NaC = 0, residuals 0 -> loss 0
+    assert float(km.ops.pod_loss(labels, c.T * 4.0, c, delta=0.0)) == pytest.approx(0.0, abs=1e-6)
+    # x = 0: NaC = 1 per sample (δ > 0), the decorrelation term of residuals −c_y, all finite
+    zero = np.zeros((3, 2))
+    nac, decorrelation = km.ops.pod_terms(labels, zero, c)
+    np.testing.assert_allclose(nac, [1.0, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(float(km.ops.pod_loss(labels, zero, c)), reference(labels, zero, c), atol=1e-5)
+    assert np.isfinite(float(decorrelation))
+
+
+def test_gradients_match_finite_differences_and_are_finite_at_zero():
+    labels, x, c = _case(4, n=4, d=3, c=3)
+    xv = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        loss = km.ops.pod_loss(labels, xv, c, delta=0.1)
+    np.testing.assert_allclose(
+        tape.gradient(loss, xv), finite_difference_grad(lambda a: reference(labels, a, c, 0.1), x), atol=1e-5
+    )
+    zero = tf.Variable(np.zeros((4, 3)))
+    with tf.GradientTape() as tape:
+        loss = km.ops.pod_loss(labels, zero, c, delta=0.1)
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(tape.gradient(loss, zero)))
+
+
+def test_delta_as_variable_and_xla():
+    labels, x, c = _case(5)
+    delta = tf.Variable(0.3, dtype="float64")
+    fn = tf.function(lambda a, b, d: km.ops.pod_loss(a, b, c, delta=d), jit_compile=True)
+    np.testing.assert_allclose(fn(labels, x, delta), reference(labels, x, c, 0.3), atol=1e-5)
+
+
+def test_bad_input():
+    labels, x, c = _case(6)
+    with pytest.raises(ValueError, match="features"):
+        km.ops.pod_loss(labels[:1], x[:1], c)
+    with pytest.raises(ValueError, match="kernel"):
+        km.ops.pod_loss(labels, x, c[:5])
+    with pytest.raises(ValueError, match="labels"):
+        km.ops.pod_loss(labels + 4, x, c)
+    with pytest.raises(ValueError, match="delta"):
+        km.ops.pod_loss(labels, x, c, delta=-1.0)
+    with pytest.raises(ValueError, match="features"):
+        km.ops.pod_loss(labels, np.full_like(x, np.nan), c)

@@ -1,0 +1,104 @@
+"""km.ops.virtual_softmax / virtual_log_probs against a NumPy reference (SPEC §5)."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_margins as km
+from keras_margins.testing import finite_difference_grad
+
+
+def reference(labels, x, w, clip=None):
+    """Loop over samples: CE over the C logits x·W plus the virtual logit ||W_y||·||x||."""
+    out = np.zeros(len(labels))
+    for i, y in enumerate(labels):
+        z = [float(np.dot(x[i], w[:, j])) for j in range(w.shape[1])]
+        virtual = float(np.linalg.norm(w[:, y]) * np.linalg.norm(x[i]))
+        if clip is not None:
+            virtual = min(virtual, clip)
+        logits = np.array(z + [virtual])
+        top = logits.max()
+        out[i] = top + math.log(np.sum(np.exp(logits - top))) - z[y]
+    return out
+
+
+def _case(seed, n=9, d=5, c=4, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, c, n), rng.normal(size=(n, d)) * scale, rng.normal(size=(d, c))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_reference_random(seed):
+    labels, x, w = _case(seed)
+    np.testing.assert_allclose(km.ops.virtual_softmax(labels, x, w), reference(labels, x, w), atol=1e-5)
+
+
+def test_float32_and_large_logits_without_clipping():
+    labels, x, w = _case(3, scale=300.0)
+    got = km.ops.virtual_softmax(labels, x.astype("float32"), w.astype("float32"))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, reference(labels, x, w), rtol=1e-5, atol=1e-3)
+
+
+def test_hand_made_cases():
+    # x = 0: all C + 1 logits are 0 -> log(C + 1)
+    np.testing.assert_allclose(km.ops.virtual_softmax([0, 2], np.zeros((2, 3)), np.ones((3, 5))), [math.log(6)] * 2, atol=1e-6)
+    # x parallel to W_y: z_virt = z_y, loss = softmax CE + log-term of one more copy of e^{z_y}
+    w = np.array([[2.0, 0.0], [0.0, 1.0]])
+    x = np.array([[3.0, 0.0]])
+    expected = -math.log(math.exp(6) / (math.exp(6) + math.exp(0) + math.exp(6)))
+    np.testing.assert_allclose(km.ops.virtual_softmax([0], x, w), [expected], atol=1e-6)
+
+
+def test_loss_is_at_least_softmax_and_log_probs_are_consistent():
+    labels, x, w = _case(4, n=12)
+    loss = np.asarray(km.ops.virtual_softmax(labels, x, w))
+    logits = x @ w
+    softmax_ce = np.log(np.exp(logits).sum(1)) - logits[np.arange(12), labels]
+    assert np.all(loss >= softmax_ce - 1e-9)
+    u = np.asarray(km.ops.virtual_log_probs(x, w))
+    for j in range(w.shape[1]):  # u[:, j] is minus the loss had the label been j
+        np.testing.assert_allclose(-u[:, j], reference(np.full(12, j), x, w), atol=1e-5)
+
+
+def test_virtual_clip_matches_reference():
+    labels, x, w = _case(5, scale=10.0)
+    np.testing.assert_allclose(
+        km.ops.virtual_softmax(labels, x, w, virtual_clip=15.0), reference(labels, x, w, clip=15.0), atol=1e-5
+    )
+
+
+def test_gradients_match_finite_differences():
+    labels, x, w = _case(6, n=3, d=3, c=3)
+    xv, wv = tf.Variable(x), tf.Variable(w)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(km.ops.virtual_softmax(labels, xv, wv))
+    gx, gw = tape.gradient(total, [xv, wv])
+    np.testing.assert_allclose(gx, finite_difference_grad(lambda a: reference(labels, a, w).sum(), x), atol=1e-5)
+    np.testing.assert_allclose(gw, finite_difference_grad(lambda b: reference(labels, x, b).sum(), w), atol=1e-5)
+    zero = tf.Variable(np.zeros((2, 3)))
+    with tf.GradientTape() as tape:
+        at_zero = tf.reduce_sum(km.ops.virtual_softmax([0, 1], zero, wv))
+    assert np.all(np.isfinite(tape.gradient(at_zero, zero)))
+
+
+def test_runs_under_xla():
+    labels, x, w = _case(7)
+    fn = tf.function(lambda a, b, c: km.ops.virtual_softmax(a, b, c), jit_compile=True)
+    np.testing.assert_allclose(fn(labels, x, w), reference(labels, x, w), atol=1e-5)
+
+
+def test_bad_input():
+    labels, x, w = _case(8)
+    with pytest.raises(ValueError, match="kernel"):
+        km.ops.virtual_softmax(labels, x, w[:4])
+    with pytest.raises(ValueError, match="features"):
+        km.ops.virtual_softmax(labels, x[0], w)
+    with pytest.raises(ValueError, match="labels"):
+        km.ops.virtual_softmax(labels + 4, x, w)
+    with pytest.raises(ValueError, match="features"):
+        km.ops.virtual_softmax(labels, np.full_like(x, np.nan), w)
+    with pytest.raises(ValueError, match="virtual_clip"):
+        km.ops.virtual_softmax(labels, x, w, virtual_clip=0.0)
