@@ -7,7 +7,9 @@ Timing protocol (why ratios measured here are fair on a small, shared, noisy mac
   freshly shuffled order, so a burst of load from another process hits all of them alike;
 * a case's time is the median over rounds; the spread is the inter-quartile range;
 * a ratio a/b is the median of the per-round ratios t_a/t_b (paired samples from the same
-  round), with its inter-quartile range: this is what the scripts report and compare to goals.
+  round), with its inter-quartile range: this is what the scripts report and compare to goals;
+* process CPU time is recorded beside wall time: on a machine shared with other busy
+  processes, CPU-time ratios are much steadier (waiting for a core is not counted).
 
 Reports: every script prints a markdown table, writes JSON to ``benchmarks/results/`` (not in
 git) and rewrites its own section of ``benchmarks/RESULTS.md`` (in git), delimited by
@@ -97,23 +99,32 @@ def measure(cases, repeats, warmup=2, seed=0, min_round_s=0.0):
         inner[name] = max(1, int(min_round_s / single)) if min_round_s > 0 and single > 0 else 1
     rng = random.Random(seed)
     times = {name: [] for name in cases}
+    cpu = {name: [] for name in cases}
     order = list(cases)
     for _ in range(repeats):
         rng.shuffle(order)
         for name in order:
             fn, k = cases[name], inner[name]
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(k):
                 fn()
             times[name].append((time.perf_counter() - start) / k)
+            cpu[name].append((time.process_time() - start_cpu) / k)
     return {
-        name: {"times": t, "inner": inner[name], **summarize(t)} for name, t in times.items()
+        name: {"times": t, "cpu_times": cpu[name], "cpu": summarize(cpu[name]),
+               "inner": inner[name], **summarize(t)}
+        for name, t in times.items()
     }
 
 
-def paired_ratio(results, numerator, denominator):
-    """Median and IQR of the per-round ratios t_numerator / t_denominator."""
-    a, b = results[numerator]["times"], results[denominator]["times"]
+def paired_ratio(results, numerator, denominator, key="times"):
+    """Median and IQR of the per-round ratios t_numerator / t_denominator.
+
+    ``key="cpu_times"`` uses this process's CPU time (all threads) instead of wall time: far
+    less sensitive to other processes competing for the cores, but it also counts the time
+    worker threads spin while waiting.
+    """
+    a, b = results[numerator][key], results[denominator][key]
     return summarize([x / y for x, y in zip(a, b)])
 
 

@@ -136,11 +136,18 @@ def masked_logsumexp(x, mask, axis=-1):
 
     Rows without any selected entry return 0 (not -inf) together with ``valid=False`` so the
     caller can zero them; gradients stay finite everywhere.
+
+    One pass over ``x`` for the max and one for the sum (what XLA fuses best): whether a row
+    has a selected entry is read off its masked max (any selected logit is far above
+    ``NEG_LARGE / 2``; loss logits are finite and tiny next to 1e30) instead of a separate
+    ``any(mask)`` reduction, and unselected entries need no second ``where`` because
+    ``exp(NEG_LARGE - max)`` is exactly 0.
     """
     x_masked = ops.where(mask, x, NEG_LARGE)
     row_max = ops.stop_gradient(ops.max(x_masked, axis=axis, keepdims=True))
-    valid = ops.any(mask, axis=axis)
-    row_max = ops.where(ops.expand_dims(valid, axis), row_max, 0.0)
-    summed = ops.sum(ops.where(mask, ops.exp(x_masked - row_max), 0.0), axis=axis)
+    has_entry = row_max > 0.5 * NEG_LARGE
+    row_max = ops.where(has_entry, row_max, 0.0)
+    summed = ops.sum(ops.exp(x_masked - row_max), axis=axis)
+    valid = ops.squeeze(has_entry, axis)
     out = ops.log(ops.where(valid, summed, 1.0)) + ops.squeeze(row_max, axis)
     return ops.where(valid, out, 0.0), valid
