@@ -23,6 +23,21 @@ _MEAN_FLOOR = 1e-12
 _MIN_A = 1e-3
 
 
+class _CurrentValue(keras.metrics.Metric):
+    """A metric holding the last value it was given (how c_k reaches the logs on every
+    backend: JAX maps only metric variables into ``compute_metrics``)."""
+
+    def __init__(self, name):
+        super().__init__(name=name, dtype="float32")
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, "float32"))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+
 def _as_loss(loss):
     if isinstance(loss, dict):
         loss = keras.saving.deserialize_keras_object(loss)
@@ -58,8 +73,10 @@ class LossEnsemble(keras.losses.Loss):
     (``"scores"``: the head output, ``"embedding"``: the backbone output, ``"model"``:
     ``compute_model_loss``). Use it through ``km.models.MarginModel``, which calls
     ``build_state(model)``: the a_k and the running means become variables of the model,
-    trained by its optimizer and saved in ``.keras``; ``logs(model)`` puts every c_k in the fit
-    logs as ``c_<loss name>``. ``.coefficients`` gives the current c_k (K,) (None before).
+    trained by its optimizer and saved in ``.keras``; every c_k appears in the fit/evaluate
+    logs as ``c_<loss name>`` (the value used in the epoch's last step, through model
+    metrics, so it works on the JAX backend too). ``.coefficients`` gives the current c_k
+    (K,) (None before ``build_state``).
 
     The running mean uses |L_k| (equal to the paper's for non-negative losses, and keeps the
     ratio positive for losses such as LM-Softmax that can go negative); it is updated only in
@@ -103,6 +120,7 @@ class LossEnsemble(keras.losses.Loss):
         self.normalize_by_running_mean = bool(normalize_by_running_mean)
         self.names = _unique_names(self.members)
         self._a = self._running_mean = self._steps = None
+        self._trackers = []
 
     # ---------------------------------------------------------------- state (owned by model)
     def initial_a(self):
@@ -129,6 +147,9 @@ class LossEnsemble(keras.losses.Loss):
             shape=(), initializer="zeros", trainable=False,
             name="loss_ensemble_steps", aggregation="only_first_replica",
         )
+        # Trackers of c_k, attached to the model so that it resets and logs them.
+        self._trackers = [_CurrentValue(f"c_{name}") for name in self.names]
+        model._loss_ensemble_coefficients = self._trackers
         for member in self.members:
             if hasattr(member, "build_state"):
                 member.build_state(model)
@@ -141,8 +162,8 @@ class LossEnsemble(keras.losses.Loss):
         return ops.square(ops.convert_to_tensor(self._a)) + 1.0 / (4.0 * len(self.members))
 
     def logs(self, model):
-        coefficients = self.coefficients
-        return {f"c_{name}": coefficients[k] for k, name in enumerate(self.names)}
+        """{"c_<loss name>": c_k used in the latest step} (MarginModel adds them to the logs)."""
+        return {tracker.name: tracker.result() for tracker in self._trackers}
 
     # ----------------------------------------------------------------------------- the loss
     def _member_value(self, member, y, outputs, model, sample_weight, training):
@@ -183,6 +204,8 @@ class LossEnsemble(keras.losses.Loss):
             ]
         )
         coefficients = self.coefficients
+        for k, tracker in enumerate(self._trackers):
+            tracker.update_state(coefficients[k])
         if self.normalize_by_running_mean:
             values = values * self._normaliser(values, training)
         penalty = self.penalty_scale * self.eta * ops.square(ops.sum(coefficients) - 1.0)

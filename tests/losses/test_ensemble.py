@@ -109,7 +109,12 @@ def test_coefficients_move_stay_positive_and_sum_to_one(trained):
     # each c_k is in the fit logs, every epoch, and the model learned (accuracy on train)
     for name in ("c_arc_face", "c_pair_circle_loss"):
         assert len(history.history[name]) == 4
-    np.testing.assert_allclose(history.history["c_arc_face"][-1], c[0], rtol=1e-5)
+    # the logged c_k is the one used in the epoch's last step (one Adam step from the end)
+    np.testing.assert_allclose(history.history["c_arc_face"][-1], c[0], atol=0.02)
+    # evaluate does not train: its c_k are exactly the current ones
+    x = trained[3]
+    logs = model.evaluate(x[:40], np.zeros(40, "int32") + 1, verbose=0, return_dict=True)
+    np.testing.assert_allclose([logs["c_arc_face"], logs["c_pair_circle_loss"]], c, rtol=1e-6)
     assert history.history["accuracy"][-1] > 0.9
     # the a_k are trainable variables of the model, the running means are not
     assert any(v is ens._a for v in model.trainable_variables)
