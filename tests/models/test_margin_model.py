@@ -89,7 +89,7 @@ def test_predict_gives_scores_or_embedding():
 
 
 def test_scores_loss_equals_sequential_loss_and_trains_under_xla():
-    (x, y), (xt, yt) = km.data.digits_classification()
+    (x, y), _ = km.data.digits_classification()
     backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
     head = km.layers.LargestMarginHead(10)
     model = km.models.MarginModel(backbone, head)
@@ -98,8 +98,8 @@ def test_scores_loss_equals_sequential_loss_and_trains_under_xla():
     logs = model.evaluate(x[:64], y[:64], batch_size=64, verbose=0, return_dict=True)
     expected = float(loss(y[:64], head(backbone(x[:64]))))
     assert logs["loss"] == pytest.approx(expected, rel=1e-5)
-    model.fit(x, y, batch_size=64, epochs=4, verbose=0)
-    assert model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"] > 0.85
+    history = model.fit(x[:256], y[:256], batch_size=64, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
 
 
 def test_one_backbone_pass_per_step():
@@ -184,6 +184,7 @@ def test_bad_arguments():
         _model().compile("adam", loss=Odd())
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_cpus():
     # Without XLA: TF cannot jit a step whose mirrored variables sit on two logical CPUs
     # ("tfvariable_on_a_different_device"), for a plain keras.Sequential as well.
@@ -208,3 +209,45 @@ def test_mirrored_strategy_two_cpus():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "OK 2" in out.stdout, out.stderr[-3000:]
+
+
+def _every_head_and_loss():
+    cosine_losses = [
+        km.losses.ArcFace(16.0, 0.2), km.losses.CosFace(16.0, 0.2), km.losses.SphereFace(16.0, 1.5),
+        km.losses.NormFace(), km.losses.MarginSoftmax(16.0, m2=0.1, m3=0.1, sample_margin_weight=0.5),
+        km.losses.LMSoftmax(5.0), km.losses.CircleLoss(),
+    ]
+    cases = [(lambda: km.layers.LargestMarginHead(C), loss) for loss in cosine_losses]
+    cases += [
+        (lambda: km.layers.VirtualSoftmaxHead(C), km.losses.VirtualSoftmax()),
+        (lambda: km.layers.PEDCCHead(C), km.losses.POD()),
+        (lambda: km.layers.PEDCCHead(C), km.losses.LMSoftmax(5.0)),
+        (lambda: None, km.losses.PairCircleLoss()),
+        (lambda: km.layers.LargestMarginHead(C),
+         km.losses.LossEnsemble([km.losses.ArcFace(16.0, 0.2), km.losses.PairCircleLoss()])),
+    ]
+    return cases
+
+
+def _train_and_round_trip(cases, tmp_path):
+    x, y = _data(32)
+    for k, (make_head, loss) in enumerate(cases):
+        backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(D)])
+        model = km.models.MarginModel(backbone, make_head())
+        model.compile("adam", loss=loss, jit_compile=True)
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"]).all(), loss.name
+        assert model.predict(x, verbose=0).shape == (len(x), C if model.head is not None else D)
+        (tmp_path / str(k)).mkdir()
+        km.testing.assert_save_load_identical(model, x, directory=tmp_path / str(k))
+
+
+@pytest.mark.slow
+def test_every_head_and_loss_trains_and_round_trips(tmp_path):
+    _train_and_round_trip(_every_head_and_loss(), tmp_path)
+
+
+def test_virtual_softmax_and_embedding_loss_train_and_round_trip(tmp_path):
+    cases = [(lambda: km.layers.VirtualSoftmaxHead(C), km.losses.VirtualSoftmax()),
+             (lambda: None, km.losses.PairCircleLoss())]
+    _train_and_round_trip(cases, tmp_path)
