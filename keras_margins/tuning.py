@@ -20,9 +20,10 @@ Search space (one entry of ``FAMILIES`` per loss family; add or narrow a family 
     <loss>_scale, <loss>_margin, <loss>_sample_margin_weight, <loss>_gamma, <loss>_delta, ...
                                  the loss constructor's own arguments, per-loss ranges
 
-Every model is compiled with ``jit_compile=True`` and an ``LayerLRAdam`` optimizer (Adam
-whose updates of the head's variables use the multiplied learning rate; Adam is invariant to
-gradient scaling, so scaling gradients could not do this).
+Family names match ``keras-margins train --loss``. Every model is compiled with
+``jit_compile=True`` and a ``LayerLRAdam`` optimizer (Adam whose updates of the head's
+variables use the multiplied learning rate; Adam is invariant to gradient scaling, so scaling
+gradients could not do this). ``keras-margins tune`` runs a search from the command line.
 """
 
 import dataclasses
@@ -59,7 +60,8 @@ class LossFamily:
     Example:
         >>> fam = km.tuning.LossFamily("CosFace", "LargestMarginHead",
         ...                            (km.tuning.Param("scale", 8, 64, 30, "log"),))
-        >>> hm = km.tuning.MarginHyperModel(build, 10, losses=("cosface",), families={"cosface": fam})
+        >>> families = {**km.tuning.FAMILIES, "cosface": fam}  # narrower CosFace scale
+        >>> hm = km.tuning.MarginHyperModel(build, 10, families=families)
     """
 
     loss: str
@@ -98,13 +100,15 @@ FAMILIES = {
         "SphereFace", "LargestMarginHead",
         (_scale(4.0, 64.0, 30.0), Param("margin", 1.1, 2.5, 1.5), _SAMPLE_MARGIN),
     ),
-    "lm_softmax": LossFamily(
+    "lmsoftmax": LossFamily(
         "LMSoftmax", "LargestMarginHead", (_scale(1.0, 64.0, 5.0), _SAMPLE_MARGIN)
     ),
     "virtual_softmax": LossFamily("VirtualSoftmax", "VirtualSoftmaxHead"),
-    "pedcc_pod": LossFamily(
+    # PEDCC centroids are fixed (no head learning rate). δ is searched as a constant, reported
+    # in the "margin" column as by `keras-margins train --margin`; no PODDelta schedule runs.
+    "pod": LossFamily(
         "POD", "PEDCCHead",
-        (Param("delta", 0.01, 1.0, 0.05, "log"),
+        (Param("delta", 0.01, 1.0, 0.05, "log", column="margin"),
          Param("decorrelation_weight", 0.1, 10.0, 1.0, "log")),
         trainable_head=False,
     ),
@@ -142,7 +146,8 @@ class LayerLRAdam(keras.optimizers.Adam):
         for name, value in multipliers.items():
             if not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(
-                    f"`layer_lr_multipliers` values must be positive numbers; got {name!r}: {value!r}."
+                    "`layer_lr_multipliers` values must be positive numbers; "
+                    f"got {name!r}: {value!r}."
                 )
         self.layer_lr_multipliers = {name: float(v) for name, v in multipliers.items()}
 
@@ -188,7 +193,7 @@ class MarginHyperModel(keras_tuner.HyperModel):
     gives the embedding part.
 
     Example:
-        >>> hm = km.tuning.MarginHyperModel(lambda: backbone_fn(), 10, losses=("arcface", "cosface"))
+        >>> hm = km.tuning.MarginHyperModel(make_backbone, 10, losses=("arcface", "cosface"))
         >>> tuner = keras_tuner.RandomSearch(hm, objective="val_accuracy", max_trials=4)
         >>> tuner.search(x, y, validation_data=(xv, yv), epochs=5)
     """
