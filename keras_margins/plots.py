@@ -82,7 +82,8 @@ def plot_embeddings(
         w = _unit_rows(np.asarray(class_vectors, dtype="float64").T, "class_vectors")
         if w.shape[1] != dim:
             raise ValueError(f"`class_vectors` must be ({dim}, C); got {w.T.shape}.")
-        ax.scatter(*w.T, marker="*", s=160, color="black", label="class prototypes")
+        extra = {"depthshade": False} if dim == 3 else {}
+        ax.scatter(*w.T, marker="*", s=160, color="black", label="class prototypes", **extra)
     ax.set_xlabel("z1")
     ax.set_ylabel("z2")
     ax.set_title(title or f"normalised {dim}-D features")
@@ -143,7 +144,10 @@ def embedding_grid(panels, title=None, ncols=None):
     fig = _figure(4.0 * ncols, 4.0 * nrows + 0.4)
     for i, (name, (emb, labels, vectors)) in enumerate(panels.items()):
         ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d" if dim == 3 else None)
-        plot_embeddings(emb, labels, vectors, ax=ax, title=name, legend=(i == 0))
+        plot_embeddings(emb, labels, vectors, ax=ax, title=name, legend=False)
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncols=min(len(names), 11),
+               fontsize=8, markerscale=1.5)
     if title:
         fig.suptitle(title)
     return fig
