@@ -1,5 +1,10 @@
 """km.losses.LossEnsemble through km.models.MarginModel (SPEC §4)."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -166,6 +171,14 @@ def test_bad_arguments_and_misuse():
         ens.compute_model_loss(np.zeros(2), {"embedding": np.ones((2, 3)), "scores": None}, headless)
 
 
+def _run_in_fresh_process(script, backend):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
 _MIRRORED_SCRIPT = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -187,12 +200,29 @@ print("OK")
 @pytest.mark.slow
 def test_ensemble_under_mirrored_strategy():
     """Two logical CPU devices (needs a fresh process to configure them)."""
-    import os
-    import subprocess
-    import sys
+    _run_in_fresh_process(_MIRRORED_SCRIPT, "tensorflow")
 
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    out = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+_JAX_SCRIPT = """
+import numpy as np, keras, keras_margins as km
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+y, e = np.repeat(np.arange(4), 4), rng.normal(size=(16, 8)).astype("float32")
+unit = e / np.linalg.norm(e, axis=1, keepdims=True)
+np.testing.assert_allclose(float(km.losses.PairCircleLoss()(y, e)), float(keras.losses.Circle()(y, unit)), rtol=1e-5)
+(x, yy), _ = km.data.digits_zero_shot()
+ds = km.data.pk_batches((x, yy), p=5, k=8, seed=0, steps_per_epoch=5)
+model = km.models.MarginModel(keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)]), km.layers.LargestMarginHead(5))
+ens = km.losses.LossEnsemble([km.losses.ArcFace(scale=16.0), km.losses.PairCircleLoss(miner=km.miners.SemiHardMiner())])
+model.compile(keras.optimizers.Adam(1e-2), loss=ens, jit_compile=True)
+history = model.fit(ds, epochs=2, verbose=0).history
+assert np.all(np.isfinite(history["loss"])) and "c_arc_face" in history, history
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_circle_miners_and_ensemble_on_jax_backend():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    _run_in_fresh_process(_JAX_SCRIPT, "jax")
