@@ -195,6 +195,8 @@ def run_train(args):
     ]
     if getattr(head, "kernel", None) is not None:
         callbacks.insert(1, km.callbacks.MarginMonitor(head))
+    if args.loss == "pod" and hasattr(km.callbacks, "PODDelta"):
+        callbacks.insert(0, km.callbacks.PODDelta())  # the paper's delta schedule
     start = time.time()
     model.fit(
         x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
