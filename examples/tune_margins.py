@@ -43,7 +43,7 @@ def main(argv=None):
     parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--directory", default="runs/tune_margins")
+    parser.add_argument("--directory", default="tuner_runs")
     parser.add_argument("--export-dir", default="saved_models/tuned_digits")
     args = parser.parse_args(argv)
 
@@ -53,7 +53,7 @@ def main(argv=None):
     objective, callbacks = km.tuning.objective_and_callbacks(args.task, validation)
     tuner = km.tuning.make_tuner(
         hypermodel, objective, args.tuner, args.max_trials, args.seed,
-        directory=args.directory, project_name=args.task, overwrite=True,
+        directory=args.directory, project_name=f"tune_margins_{args.task}", overwrite=True,
     )
     print(f"{args.tuner} search, {args.max_trials} trials x {args.epochs} epochs over "
           f"{', '.join(hypermodel.losses)}; objective {objective.name}")

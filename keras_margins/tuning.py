@@ -34,6 +34,11 @@ import keras_tuner
 
 from keras_margins import layers as km_layers
 from keras_margins import losses as km_losses
+from keras_margins.callbacks import RetrievalEvaluation
+from keras_margins.data import digits_classification, digits_zero_shot
+from keras_margins.export import export_embedding_model, split_head
+from keras_margins.metrics import retrieval_scores
+from keras_margins.models import MarginModel
 
 HEAD_NAME = "margin_head"
 
@@ -276,15 +281,16 @@ class MarginHyperModel(keras_tuner.HyperModel):
             >>> model = hm.compile_model("arcface", {"scale": 30.0, "margin": 0.4}, 1e-3)
             >>> model.fit(x, y, epochs=5)
         """
+        if loss not in self.families:
+            raise ValueError(f"`loss` must be one of {sorted(self.families)}; got {loss!r}.")
         family = self.families[loss]
-        backbone = self._backbone(None) if backbone is None else backbone
+        if backbone is None:  # a backbone that takes hp gets its defaults
+            backbone = self._backbone(keras_tuner.HyperParameters())
         head = getattr(km_layers, family.head)(self.num_classes, name=HEAD_NAME)
         loss_object = getattr(km_losses, family.loss)(**loss_args)
         if getattr(loss_object, "needs", "scores") == "scores":
             model = keras.Sequential([backbone, head], name=f"{loss}_model")
         else:
-            from keras_margins.models import MarginModel
-
             model = MarginModel(backbone, head, name=f"{loss}_model")
         _build(model, backbone)
         multipliers = {HEAD_NAME: float(head_lr_multiplier)} if head_lr_multiplier != 1.0 else {}
@@ -372,23 +378,25 @@ def objective_and_callbacks(task="classification", validation_data=None, **callb
         if validation_data is None:
             raise ValueError("`validation_data` (x, y) is needed for task='retrieval'.")
         return keras_tuner.Objective("val_map_at_r", "max"), [
-            _backbone_retrieval(validation_data, **callback_kwargs)
+            BackboneRetrievalEvaluation(validation_data, **callback_kwargs)
         ]
     raise ValueError(f"`task` must be 'classification' or 'retrieval'; got {task!r}.")
 
 
-def _backbone_retrieval(validation_data, **kwargs):
-    """A RetrievalEvaluation that re-targets the backbone of each model it is attached to
-    (KerasTuner copies the callbacks into every trial, whose model is new)."""
-    from keras_margins.callbacks import RetrievalEvaluation
-    from keras_margins.export import split_head
+class BackboneRetrievalEvaluation(RetrievalEvaluation):
+    """``RetrievalEvaluation`` on the backbone of whichever model it is attached to.
 
-    class BackboneRetrievalEvaluation(RetrievalEvaluation):
-        def set_model(self, model):
-            super().set_model(model)
-            self.embedding_model = split_head(model)[0]
+    KerasTuner copies the search callbacks into every trial, whose model is new, so the
+    embedding model cannot be fixed in advance; ``km.export.split_head`` finds it.
 
-    return BackboneRetrievalEvaluation(validation_data, **kwargs)
+    Example:
+        >>> cb = km.tuning.BackboneRetrievalEvaluation((xv, yv))
+        >>> tuner.search(x, y, epochs=5, callbacks=[cb])   # objective "val_map_at_r"
+    """
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.embedding_model = split_head(model)[0]
 
 
 # ----------------------------------------------------------------------------- running a search
@@ -411,7 +419,8 @@ def make_tuner(hypermodel, objective, kind="random", max_trials=6, seed=0, **kwa
 def trial_rows(tuner):
     """One dict per finished trial, best first: ``trial``, ``loss``, ``scale``, ``margin``,
     ``objective`` and ``config`` (the full configuration, ``MarginHyperModel.describe``).
-    ``scale``/``margin`` are None for losses without them (Virtual Softmax, POD)."""
+    ``scale``/``margin`` are None for losses without them (Virtual Softmax has neither, POD
+    has no scale and reports δ as its margin)."""
     hypermodel = tuner.hypermodel
     sign = 1.0 if tuner.oracle.objective.direction == "max" else -1.0
     rows = []
@@ -467,12 +476,12 @@ def add_cli(subparsers):
                         help=f"comma-separated families (default: all available; known: "
                              f"{', '.join(FAMILIES)})")
     parser.add_argument("--tuner", choices=sorted(TUNERS), default="random")
-    parser.add_argument("--max-trials", type=int, default=6)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--max-trials", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--embedding-dim", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--directory", default="runs/tune", help="KerasTuner directory")
+    parser.add_argument("--directory", default="tuner_runs", help="KerasTuner directory")
     parser.add_argument("--project-name", default=None, help="default: the dataset name")
     parser.add_argument("--resume", action="store_true",
                         help="continue the search in the directory instead of starting over")
@@ -491,8 +500,6 @@ def digits_search_data(task="retrieval", seed=0):
     0–4; digits 5–9 are halved (stratified) into validation and test retrieval sets.
     """
     from sklearn.model_selection import train_test_split
-
-    from keras_margins.data import digits_classification, digits_zero_shot
 
     if task == "classification":
         (x, y), test = digits_classification(seed=seed)
@@ -538,8 +545,6 @@ def run_cli(args):
     name, value = held_out_score(model, task, test)
     print(f"best model on the untouched test split: {name} = {value:.4f}")
     if args.export_dir:
-        from keras_margins.export import export_embedding_model
-
         print(f"exported the best embedding model to "
               f"{export_embedding_model(model, args.export_dir)}")
     return 0
@@ -548,9 +553,6 @@ def run_cli(args):
 def held_out_score(model, task, test):
     """``("accuracy", value)`` of the head, or ``("map_at_r", value)`` of the embedding
     (leave-one-out on ``test``), for a model built by ``MarginHyperModel``."""
-    from keras_margins.export import split_head
-    from keras_margins.metrics import retrieval_scores
-
     x, y = test
     if task == "classification":
         scores = model.predict(x, verbose=0)
