@@ -60,11 +60,6 @@ class POD(MarginLoss):
             "count": weight("pod_norm_count", 0.0, "sum"),
         }
 
-    def logs(self, model):
-        if self.state is None:
-            return {}
-        return {"pod_delta": ops.convert_to_tensor(self.state["delta"])}
-
     def _accumulate_norms(self, features, centroids):
         logits = ops.matmul(features, centroids)
         self.state["logit_norm_sum"].assign_add(ops.sum(safe_norm(logits, 1)))
