@@ -18,6 +18,12 @@ def pod_terms(labels, features, centroids, delta=0.05):
     [x_i, δ] and [c_{y_i}, 0]. Decorrelation: with residuals r_i = x_i/||x_i|| − c_{y_i}
     (not batch-centred) and Σ = RᵀR/(B−1), L_sc = Σ_{a≠b} Σ_ab² / (D−1). Centroid columns are
     normalised (a no-op for PEDCC). ``delta`` may be a float or a scalar tensor/variable.
+    At x_i = 0 every value is finite (NaC_i = 1 for δ > 0, x̂_i = 0), but x/||x|| is singular
+    there, so the decorrelation gradient is huge (finite, ~1/EPS) for an exactly-zero feature.
+
+    Example:
+        >>> nac, decorrelation = km.ops.pod_terms(labels, features, centroids, delta=0.05)
+        >>> nac.shape, decorrelation.shape   # ((N,), ())
     """
     _check_delta(delta)
     features, centroids = features_and_kernel(features, centroids, "(D, C) of class centroids")
