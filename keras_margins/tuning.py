@@ -406,13 +406,17 @@ TUNERS = {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOp
 def make_tuner(hypermodel, objective, kind="random", max_trials=6, seed=0, **kwargs):
     """``keras_tuner.RandomSearch`` (``kind="random"``) or ``BayesianOptimization``
     (``"bayesian"``) over ``hypermodel``; ``kwargs`` go to the tuner (``directory``,
-    ``project_name``, ``overwrite``, ...).
+    ``project_name``, ``overwrite``, ...). KerasTuner's Bayesian default of 3 random points
+    per hyperparameter (about 50 here) would make a small budget a pure random search, so
+    ``num_initial_points`` defaults to half of ``max_trials`` (at least 2).
 
     Example:
         >>> tuner = km.tuning.make_tuner(hm, "val_accuracy", "bayesian", 8, directory="runs")
     """
     if kind not in TUNERS:
         raise ValueError(f"`kind` must be one of {sorted(TUNERS)}; got {kind!r}.")
+    if kind == "bayesian":
+        kwargs.setdefault("num_initial_points", max(2, max_trials // 2))
     return TUNERS[kind](hypermodel, objective=objective, max_trials=max_trials, seed=seed, **kwargs)
 
 

@@ -162,6 +162,7 @@ def test_retrieval_objective_is_map_at_r_of_the_backbone(tmp_path):
     tuner = tuning.make_tuner(
         hm, objective, "bayesian", max_trials=1, seed=0, directory=tmp_path, project_name="r"
     )
+    assert tuner.oracle.num_initial_points == 2  # not KerasTuner's 3 per hyperparameter
     tuner.search(x, y, epochs=1, batch_size=32, callbacks=callbacks, verbose=0)
     score = tuner.oracle.get_best_trials(1)[0].score
     best = tuner.get_best_models(1)[0]
