@@ -280,3 +280,26 @@ def test_tune_subcommand_end_to_end(tmp_path, capsys):
     assert (export_dir / "1" / "saved_model.pb").is_file()
     assert cli.main(["tune", "--losses", "softmaxx", "--directory", str(tmp_path)]) == 2
     assert "softmaxx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("loss", [n for n in ("pod", "virtual_softmax") if n in LOSSES])
+def test_checkpoint_reload_for_task_model_losses(loss, tmp_path):
+    """What the tuner does for the best trial (save_weights, then build(hp) + load_weights)
+    also restores MarginModel (POD, with its δ variable) and the Virtual Softmax head."""
+    hm = tuning.MarginHyperModel(_backbone, NUM_CLASSES)
+    hp = kt.HyperParameters()
+    hp.Fixed("loss", loss)
+    model = hm.build(hp)
+    x, y = _data(32)
+    model.train_on_batch(x, y)
+    for weight in model.non_trainable_weights:  # e.g. POD's δ: give it a recognisable value
+        if "delta" in weight.path:
+            weight.assign(0.123)
+    path = str(tmp_path / "checkpoint.weights.h5")
+    model.save_weights(path)
+    fresh = hm.build(hp)
+    assert not np.allclose(np.array(fresh(x)), np.array(model(x)))
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(np.array(fresh(x)), np.array(model(x)))
+    for a, b in zip(fresh.weights, model.weights):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
