@@ -13,9 +13,7 @@ request to query it.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,29 +22,6 @@ import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
 
-# Runs in a child interpreter: keras_margins is made unimportable before anything is loaded.
-CHECK_CHILD = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "keras_margins":
-            raise ImportError("keras_margins is blocked here")
-sys.meta_path.insert(0, Block())
-try:
-    import keras_margins
-    raise SystemExit("keras_margins should not be importable in the check process")
-except ImportError:
-    pass
-import numpy as np, tensorflow as tf
-export_dir, x_path, out_path = sys.argv[1:]
-loaded = tf.saved_model.load(export_dir)
-x = tf.constant(np.load(x_path))
-np.savez(out_path,
-         embedding=loaded.signatures["serving_default"](inputs=x)["embedding"].numpy(),
-         scores=loaded.signatures["scores"](inputs=x)["scores"].numpy())
-"""
-
-
 def load_or_train(model_path, train, epochs):
     if train or not os.path.exists(model_path):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,18 +29,6 @@ def load_or_train(model_path, train, epochs):
 
         quickstart.main(["--epochs", str(epochs), "--out", model_path])
     return keras.models.load_model(model_path, safe_mode=True)
-
-
-def check_in_fresh_process(export_dir, x):
-    """Run the export in a child process without keras_margins; return its outputs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        x_path, out_path = os.path.join(tmp, "x.npy"), os.path.join(tmp, "out.npz")
-        np.save(x_path, x)
-        subprocess.run(
-            [sys.executable, "-c", CHECK_CHILD, export_dir, x_path, out_path], check=True
-        )
-        with np.load(out_path) as out:
-            return out["embedding"], out["scores"]
 
 
 def main(argv=None):
@@ -84,16 +47,12 @@ def main(argv=None):
     print(f"exported {export_dir}")
     print(f"models.config: {os.path.join(root, km.export.MODELS_CONFIG)}")
 
-    want_emb = km.export.embedding_model(model).predict(xt, verbose=0)
-    want_scores = model.predict(xt, verbose=0)
-    emb, scores = check_in_fresh_process(export_dir, xt)
-    emb_err = float(np.abs(emb - want_emb).max())
-    score_err = float(np.abs(scores - want_scores).max())
-    accuracy = float((scores.argmax(axis=1) == yt).mean())
+    errors = km.export.check_export(export_dir, model, xt)  # raises on a mismatch
+    served = km.export.outputs_without_keras_margins(export_dir, xt)
+    emb, emb_err, score_err = served["embedding"], errors["embedding"], errors["scores"]
+    accuracy = float((served["scores"].argmax(axis=1) == yt).mean())
     print(f"fresh process without keras_margins: max |embedding diff| = {emb_err:.2e}, "
           f"max |score diff| = {score_err:.2e}, test accuracy from 'scores' = {accuracy:.4f}")
-    if emb_err > 1e-5 or score_err > 1e-5:
-        raise SystemExit("the exported model disagrees with the in-process one")
 
     body = km.export.rest_request(xt[:1])
     body_path = os.path.join(root, f"{name}_request.json")

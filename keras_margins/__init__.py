@@ -5,11 +5,26 @@
     model.compile("adam", loss=km.losses.ArcFace(), metrics=["accuracy"], jit_compile=True)
 """
 
+import os as _os
+
+# TensorFlow's C++ start-up banner (oneDNN, CPU features) is noise for users; respect any
+# value they set themselves.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"
 
-from keras_margins import callbacks, data, layers, losses, metrics, ops, regularizers, testing  # noqa: E402
-from keras_margins import miners  # noqa: E402
-from keras_margins import export  # noqa: E402
-from keras_margins import models  # noqa: E402
-from keras_margins import tuning  # noqa: E402
-from keras_margins import plots  # noqa: E402  (matplotlib is imported on first use)
+from keras_margins import (  # noqa: E402
+    callbacks,
+    data,
+    export,
+    layers,
+    losses,
+    metrics,
+    miners,
+    models,
+    ops,
+    plots,  # matplotlib is imported on first use
+    regularizers,
+    testing,
+    tuning,
+)

@@ -213,7 +213,20 @@ def run_train(args):
              f"{'unseen classes' if zero_shot else 'test split'})")
     print(format_table(results, title))
     print(f"model: {model_path}\nTensorBoard logs: {os.path.join(out_dir, 'logs')}")
+    if args.export:
+        _export_and_check(model, args.export, x_test)
     return 0
+
+
+def _export_and_check(model, base_dir, x_test):
+    import keras_margins as km
+
+    path = km.export.export_embedding_model(model, base_dir, include_scores=True)
+    errors = km.export.check_export(path, model, x_test)
+    print(f"exported for TF Serving: {path} (signatures serving_default: inputs -> embedding, "
+          f"scores: inputs -> scores)")
+    print("checked in a fresh process without keras_margins: max |diff| "
+          + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
 
 
 def run_evaluate(args):
@@ -256,6 +269,9 @@ def _add_train(subparsers):
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Keras fit verbosity (1: progress bar)")
     p.add_argument("--no-jit", action="store_true", help="train without XLA")
+    p.add_argument("--export", default=None, metavar="BASE_DIR",
+                   help="also export the embedding model for TF Serving to BASE_DIR/<version>/ "
+                   "(with a 'scores' signature) and check it in a process without keras_margins")
     p.set_defaults(func=run_train)
 
 

@@ -116,3 +116,33 @@ def test_console_script_default_train_under_a_minute(tmp_path):
     assert _table_value(proc.stdout, "test accuracy") > 0.95
     assert _table_value(proc.stdout, "MAP@R") > 0.85
     assert elapsed < 60, elapsed
+
+
+def test_train_with_export_writes_and_checks_serving_model(tmp_path, capsys):
+    """The README's main job: train, export for TF Serving, check in a fresh process."""
+    base = tmp_path / "saved_models" / "digits"
+    code = cli.main(["train", "--loss", "pod", "--epochs", "2", "--verbose", "0",
+                     "--output-dir", str(tmp_path / "run"), "--export", str(base)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert (base / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "saved_models" / "models.config").is_file()
+    assert "checked in a fresh process without keras_margins" in text
+    line = [l for l in text.splitlines() if l.startswith("checked in a fresh process")][0]
+    diffs = [float(tok.rstrip(",")) for tok in line.split("|diff|")[1].split()[1::2]]
+    assert len(diffs) == 2 and max(diffs) <= 1e-5
+
+
+def test_check_export_rejects_a_different_model(tmp_path):
+    keras.utils.set_random_seed(0)
+    make = lambda: keras.Sequential(  # noqa: E731
+        [keras.Input((64,)), keras.layers.Dense(8), km.layers.LargestMarginHead(10)]
+    )
+    exported, other = make(), make()
+    path = km.export.export_embedding_model(exported, tmp_path / "m", models_config=False)
+    x = np.random.default_rng(0).uniform(size=(4, 64)).astype("float32")
+    assert km.export.check_export(path, exported, x)["embedding"] <= 1e-6
+    with pytest.raises(ValueError, match="disagrees"):
+        km.export.check_export(path, other, x)
+    with pytest.raises(ValueError, match="export_dir"):
+        km.export.outputs_without_keras_margins(str(tmp_path), x)

@@ -17,7 +17,8 @@ class MarginLoss(keras.losses.Loss):
 
     ``needs`` tells ``km.models.MarginModel`` what the loss consumes: ``"scores"`` (the head's
     output: works in a plain ``keras.Sequential``), ``"embedding"`` (the backbone output) or
-    ``"features_and_head"`` (both plus the head layer, e.g. POD).
+    ``"model"`` (``compute_model_loss(y, outputs, model, sample_weight)`` with the embedding, the
+    scores and the model, e.g. POD and LossEnsemble).
     """
 
     needs = "scores"
