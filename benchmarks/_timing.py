@@ -128,6 +128,14 @@ def paired_ratio(results, numerator, denominator, key="times"):
     return summarize([x / y for x, y in zip(a, b)])
 
 
+def paired_ratios(results, numerator, denominator):
+    """{"wall": ..., "cpu": ...}: :func:`paired_ratio` on wall time and on CPU time."""
+    return {
+        "wall": paired_ratio(results, numerator, denominator),
+        "cpu": paired_ratio(results, numerator, denominator, "cpu_times"),
+    }
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:

@@ -6,24 +6,21 @@ P×K batch), each case is the loss *and its gradient* with respect to the embedd
 L2-normalised embeddings (it expects unit vectors; ours normalises inside), so both compute
 the same quantity. Times: interleaved rounds, medians, paired ratios (see ``_timing.py``).
 
-Peak memory (honest, and how): one fresh subprocess per N runs with glibc's
-``MALLOC_MMAP_THRESHOLD_=65536`` so that every buffer above 64 KiB is its own mapping and is
-returned to the OS when freed. For each case it runs the compiled step twice (compilation and
-caches out of the way), resets the kernel's peak-RSS counter (``echo 5 >
-/proc/self/clear_refs``), runs the step once more and reports VmHWM − VmRSS-before: the
-extra resident memory the step needed at its peak. It is divided by N²·4 bytes (one float32
-N×N matrix) to show how memory grows. Linux only; elsewhere the column says "n/a".
+Memory: for the XLA-compiled cases, the bytes of the compiled program's buffer assignment
+(``experimental_get_compiler_ir(...)(stage="optimized_hlo_proto_serialized")``): every
+temporary and output buffer XLA allocates for one call, after it has overlapped buffers with
+disjoint lifetimes; inputs excluded. Divided by N²·4 bytes (one float32 N×N matrix) it shows
+how memory grows. (Two other gauges were tried and rejected: TensorFlow keeps freed buffers
+for reuse, so the resident-set peak of a warm step hardly moves, and
+``tf.config.experimental.get_memory_info("CPU:0")`` does not see XLA's temporaries.) Without
+XLA there is no such plan, and the column says "—".
 
 Usage:
     python benchmarks/pair_losses.py                    # N = 256, 1024, 4096
     python benchmarks/pair_losses.py --sizes 256 1024 --no-memory
 """
 
-import argparse
-import gc
-import json
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -93,56 +90,42 @@ def make_step(loss_fn, labels, emb, xla):
         grad.numpy()
         return float(loss)
 
+    run.compiled, run.args = value_and_grad, (labels, emb)
     return run
 
 
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
+def xla_buffer_bytes(compiled, *args):
+    """Bytes XLA allocates to run ``compiled(*args)`` (a ``jit_compile=True`` tf.function).
+
+    Read from the compiled program's buffer assignment: the sum of its buffer allocations
+    (temporaries and outputs; inputs and thread-local scalars excluded). XLA has already
+    overlapped buffers whose lifetimes do not intersect, so this is the memory one call
+    needs beyond its inputs. None when the assignment cannot be read.
+    """
+    try:
+        from tensorflow.compiler.xla.service import hlo_pb2
+
+        raw = compiled.experimental_get_compiler_ir(*args)(
+            stage="optimized_hlo_proto_serialized"
+        )
+        proto = hlo_pb2.HloProto()
+        proto.ParseFromString(raw)
+    except Exception:  # noqa: BLE001 - an unreadable IR only costs the memory column
+        return None
+    return sum(
+        a.size
+        for a in proto.buffer_assignment.buffer_allocations
+        if not a.is_entry_computation_parameter and not a.is_thread_local
+    )
 
 
-def peak_extra_bytes(run):
-    """Peak resident memory above the current level while ``run`` executes (Linux)."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    before = _status_kb("VmRSS")
-    run()
-    return max(0, _status_kb("VmHWM") - before) * 1024
-
-
-def memory_probe(n, dim, seed, xla_modes):
-    """Runs inside the subprocess: JSON {case|xla=..: bytes} on stdout."""
-    labels, emb = make_inputs(n, dim, seed)
-    out = {}
-    for name, fn in loss_functions().items():
-        for xla in xla_modes:
-            if not feasible(name, n, xla):
-                continue
-            run = make_step(fn, labels, emb, xla)
-            run()
-            run()
-            out[f"{name}|xla={'on' if xla else 'off'}"] = peak_extra_bytes(run)
-    print("MEMORY_JSON " + json.dumps(out), flush=True)
-
-
-def measure_memory(n, args):
-    if not os.path.exists("/proc/self/clear_refs"):
-        return {}
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-probe", str(n),
-           "--dim", str(args.dim), "--seed", str(args.seed)]
-    if args.no_xla_off:
-        cmd.append("--no-xla-off")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    for line in proc.stdout.splitlines():
-        if line.startswith("MEMORY_JSON "):
-            return json.loads(line[len("MEMORY_JSON "):])
-    print(f"  memory probe for N={n} failed:\n{proc.stderr[-2000:]}", flush=True)
-    return {}
+def measure_memory(cases):
+    """name -> XLA buffer bytes of each XLA-compiled case (cases without XLA: no entry)."""
+    return {
+        name: xla_buffer_bytes(run.compiled, *run.args)
+        for name, run in cases.items()
+        if name.endswith("xla=on")
+    }
 
 
 def values_agree(labels, emb):
@@ -164,30 +147,31 @@ def bench_size(n, args):
                 continue
             cases[key] = make_step(fn, labels, emb, xla)
     results = _timing.measure(cases, args.repeats, args.warmup, args.seed)
-    memory = {} if args.no_memory else measure_memory(n, args)
+    memory = {} if args.no_memory else measure_memory(cases)
     ours, theirs = values_agree(labels, emb)
     rows = []
     for key, stats in results.items():
         name, mode = key.split("|xla=")
         ref = f"{KERAS}|xla={mode}"
         row = {"n": n, "loss": name, "xla": mode, "time": stats,
-               "vs_keras": _timing.paired_ratio(results, key, ref) if ref in results else None,
-               "peak_bytes": memory.get(key)}
+               "vs_keras": _timing.paired_ratios(results, key, ref) if ref in results else None,
+               "xla_bytes": memory.get(key)}
         rows.append(row)
     return rows, skipped, {"ours": ours, "keras": theirs}
 
 
 def table(rows):
-    headers = ["N", "loss", "XLA", "loss + grad", "÷ keras Circle", "peak extra memory",
-               "÷ N²·4 B"]
+    headers = ["N", "loss", "XLA", "loss + grad", "÷ keras Circle (wall)",
+               "÷ keras Circle (CPU)", "XLA memory", "÷ N²·4 B"]
     out = []
     for r in rows:
-        mem = r["peak_bytes"]
+        mem = r["xla_bytes"]
         out.append([
             f"{r['n']:,}", r["loss"], r["xla"], _timing.fmt_ms(r["time"]),
-            _timing.fmt_ratio(r["vs_keras"]) if r["vs_keras"] else "—",
-            f"{mem / 2**20:.1f} MiB" if mem is not None else "n/a",
-            f"{mem / (4 * r['n'] ** 2):.1f}" if mem is not None else "n/a",
+            _timing.fmt_ratio(r["vs_keras"]["wall"]) if r["vs_keras"] else "—",
+            _timing.fmt_ratio(r["vs_keras"]["cpu"]) if r["vs_keras"] else "—",
+            f"{mem / 2**20:.1f} MiB" if mem is not None else "—",
+            f"{mem / (4 * r['n'] ** 2):.2f}" if mem is not None else "—",
         ])
     return _timing.markdown_table(headers, out)
 
@@ -196,9 +180,8 @@ def parse_args(argv):
     parser = _timing.new_parser(__doc__.splitlines()[0], repeats=10)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096], help="N")
     parser.add_argument("--dim", type=int, default=128, help="D")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--no-xla-off", action="store_true", help="time XLA on only")
-    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.xla_modes = (True,) if args.no_xla_off else (True, False)
     return args
@@ -206,8 +189,6 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.memory_probe is not None:
-        return memory_probe(args.memory_probe, args.dim, args.seed, args.xla_modes)
     info = _timing.machine_info()
     all_rows, skipped, agree = [], [], {}
     for n in args.sizes:
@@ -222,10 +203,11 @@ def main(argv=None):
     notes = (
         f"Loss value + gradient w.r.t. the (N, D={args.dim}) embeddings; labels N/4 classes × 4. "
         f"Median of {args.repeats} interleaved rounds (± = half the IQR); ratios are medians of "
-        f"per-round paired ratios [IQR] against `keras.losses.Circle` in the same XLA mode "
-        f"(goal: ≤ 1.0). Peak extra memory: resident-set peak above the pre-step level in a "
-        f"fresh subprocess with every buffer > 64 KiB mmapped (so freed memory leaves RSS), "
-        f"reset through /proc/self/clear_refs; ÷ N²·4 B counts float32 N×N matrices.\n\n"
+        f"per-round paired ratios [IQR] (wall and process CPU time) against "
+        f"`keras.losses.Circle` in the same XLA mode "
+        f"(goal: ≤ 1.0). XLA memory: total size of the compiled step's buffer assignment "
+        f"(temporaries + outputs, inputs excluded; XLA has already overlapped buffers with "
+        f"disjoint lifetimes); ÷ N²·4 B counts float32 N×N matrices.\n\n"
         f"Same value check (no miner): {agreement}.\n\nMachine: {_timing.machine_line(info)}"
     )
     if skipped:
