@@ -311,6 +311,10 @@ def rest_request(x, signature_name=SERVING_SIGNATURE, input_name=None):
 
 def rest_url(model_name, host="localhost", port=8501, version=None):
     """``http://host:port/v1/models/<name>[/versions/<v>]:predict``."""
+    if version is not None and (
+        isinstance(version, bool) or int(version) != version or version < 1
+    ):
+        raise ValueError(f"`version` must be an integer >= 1 or None; got {version!r}.")
     path = f"v1/models/{model_name}" + ("" if version is None else f"/versions/{int(version)}")
     return f"http://{host}:{port}/{path}:predict"
 

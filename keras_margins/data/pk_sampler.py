@@ -78,6 +78,11 @@ def pk_batches(data, p, k, seed=0, steps_per_epoch=None, infinite=False):
         >>> ds = km.data.pk_batches((x, y), p=5, k=8, seed=0)
         >>> model.fit(ds, epochs=10)   # every batch: 5 distinct digits × 8 images
     """
+    steps = steps_per_epoch
+    if steps is not None and (int(steps) != steps or steps < 1):
+        raise ValueError(f"`steps_per_epoch` must be a positive integer or None; got {steps!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"`seed` must be an integer; got {seed!r}.")
     x, y = _as_arrays(data)
     y = _check(x, y, p, k)
     p, k = int(p), int(k)

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_margins.ops._common import check_rank
+from keras_margins.ops._common import as_float, static_shape
 
 
 class ClassHead(keras.layers.Layer):
@@ -30,7 +30,7 @@ class ClassHead(keras.layers.Layer):
         return shape[-1]
 
     def _check_features(self, features):
-        shape = check_rank(features, 2, "features", "(N, D)")
+        shape = static_shape(as_float(features, "features", 2, "(N, D)"))
         expected = self.kernel.shape[0]
         if shape[1] is not None and shape[1] != expected:
             raise ValueError(

@@ -3,6 +3,7 @@
 import keras
 
 from keras_margins import ops as kmops
+from keras_margins.ops._common import check_not_nan
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -18,6 +19,7 @@ class L2Normalize(keras.layers.Layer):
         self.axis = axis
 
     def call(self, inputs):
+        check_not_nan(inputs, "inputs")
         return kmops.l2_normalize(inputs, axis=self.axis)
 
     def compute_output_shape(self, input_shape):

@@ -166,7 +166,9 @@ def retrieval_scores(
     keep = num_relevant > 0
     if not keep.any():
         raise ValueError(
-            "No query has a reference of its own class; retrieval scores are undefined."
+            "`labels`: No query has a reference of its own class (every class needs 2 or more "
+            "embeddings, or a query class present among the references); retrieval scores are "
+            "undefined."
         )
     query_index = np.flatnonzero(keep)
     step = len(query_index) if chunk_size is None else int(chunk_size)

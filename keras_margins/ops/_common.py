@@ -46,6 +46,15 @@ def check_rank(x, rank, name, what):
     return shape
 
 
+def check_not_empty(x, name, what):
+    """Raise if a static dimension of ``x`` is 0 (an empty batch would average to NaN)."""
+    shape = static_shape(x)
+    if any(dim == 0 for dim in shape):
+        raise ValueError(
+            f"`{name}` is empty: expected {what} with every dimension >= 1; got shape {shape}."
+        )
+
+
 def check_not_nan(x, name):
     """Raise if an eager tensor holds NaN/inf (skipped while tracing)."""
     if is_concrete(x):
@@ -94,6 +103,7 @@ def as_float(x, name, rank=2, what="(N, D)"):
         x = x * 1
     x = ops.convert_to_tensor(x)
     check_rank(x, rank, name, what)
+    check_not_empty(x, name, what)
     dtype = "float64" if keras.backend.standardize_dtype(x.dtype) == "float64" else "float32"
     x = ops.cast(x, dtype)
     check_not_nan(x, name)
@@ -114,8 +124,19 @@ def check_positive(value, name):
         raise ValueError(f"`{name}` must be > 0; got {value}.")
 
 
+def check_non_negative(value, name):
+    """Python-number hyper-parameters that must be >= 0 (NaN fails too)."""
+    if not value >= 0:
+        raise ValueError(f"`{name}` must be >= 0; got {value}.")
+
+
 def l2_normalize(x, axis=-1):
-    """``x / max(||x||, EPS)`` along ``axis``: zero vectors stay zero, no NaN."""
+    """``x / max(||x||, EPS)`` along ``axis``: zero vectors stay zero, no NaN.
+
+    Example:
+        >>> km.ops.l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))   # [[0.6, 0.8], [0, 0]]
+    """
+    check_not_nan(x, "x")
     sq = ops.sum(ops.square(x), axis=axis, keepdims=True)
     return x * ops.rsqrt(ops.maximum(sq, EPS * EPS))
 

@@ -14,10 +14,12 @@ arithmetic); anchors without a positive or without a negative get 0 and finite g
 from keras import ops
 
 from keras_margins.ops._common import (
+    as_float,
     as_labels,
     check_positive,
     check_scores,
     masked_logsumexp,
+    static_shape,
     target_mask,
 )
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
@@ -29,14 +31,32 @@ def _check_hparams(margin, gamma):
         raise ValueError(f"`margin` (relaxation m) must be in [0, 1); got {margin}.")
 
 
+def _as_mask(mask, shape, name):
+    """Boolean (N, M) pair mask whose static shape matches the similarity matrix."""
+    mask = ops.cast(mask, "bool")
+    got = static_shape(mask)
+    clash = any(g is not None and s is not None and g != s for g, s in zip(got, shape))
+    if len(got) != 2 or clash:
+        raise ValueError(f"`{name}` must be a boolean (N, M) mask of shape {shape}; got {got}.")
+    return mask
+
+
 def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
     """Per-row Circle loss of a similarity matrix (N, M) and whether each row was valid.
 
     ``pos_mask`` / ``neg_mask`` (N, M) boolean select each row's positives and negatives.
     Returns ``(loss, valid)``, both (N,); ``loss`` is 0 where ``valid`` is False (no positive
     or no negative). Computes in float32.
+
+    Example:
+        >>> pos, neg = km.ops.pair_masks(labels)
+        >>> sim = km.ops.pairwise_cosine(embeddings)
+        >>> loss, valid = km.ops.circle_from_similarity(sim, pos, neg, margin=0.4, gamma=80.0)
     """
-    sim = ops.cast(sim, "float32")
+    _check_hparams(margin, gamma)
+    sim = ops.cast(as_float(sim, "sim", 2, "(N, M) of similarities"), "float32")
+    pos_mask = _as_mask(pos_mask, static_shape(sim), "pos_mask")
+    neg_mask = _as_mask(neg_mask, static_shape(sim), "neg_mask")
     alpha_p = ops.stop_gradient(ops.relu(1.0 + margin - sim))
     alpha_n = ops.stop_gradient(ops.relu(sim + margin))
     logit_p = -gamma * alpha_p * (sim - (1.0 - margin))
@@ -99,12 +119,17 @@ def circle_pairwise(
     labels = as_labels(labels, batch_size=sim.shape[0])
     pos, neg = pair_masks(labels)
     if miner is not None:
+        if not hasattr(miner, "masks_from_similarity"):
+            raise ValueError(
+                f"`miner` must be None or a km.miners object (e.g. km.miners.BatchHardMiner()); "
+                f"got {miner!r}."
+            )
         if pos_mask is not None or neg_mask is not None:
             raise ValueError("Pass either `miner` or `pos_mask`/`neg_mask`, not both.")
         pos_mask, neg_mask = miner.masks_from_similarity(labels, sim)
     if pos_mask is not None:
-        pos = ops.logical_and(pos, ops.cast(pos_mask, "bool"))
+        pos = ops.logical_and(pos, _as_mask(pos_mask, static_shape(sim), "pos_mask"))
     if neg_mask is not None:
-        neg = ops.logical_and(neg, ops.cast(neg_mask, "bool"))
+        neg = ops.logical_and(neg, _as_mask(neg_mask, static_shape(sim), "neg_mask"))
     loss, valid = circle_from_similarity(sim, pos, neg, margin, gamma)
     return (loss, valid) if return_valid else loss

@@ -5,7 +5,9 @@ import math
 from keras import ops
 
 from keras_margins.ops._common import (
+    as_float,
     as_labels,
+    check_non_negative,
     check_positive,
     check_scores,
     masked_logsumexp,
@@ -26,7 +28,13 @@ def margin_target(cos_y, m1=1.0, m2=0.0, m3=0.0):
       function stops decreasing; the ArcFace convention then uses cos θ − m2·sin m2 − m3.
     * m1 > 1 (SphereFace): with t = m1·θ + m2 and k = ⌊t/π⌋, ψ = (−1)^k cos t − 2k − m3,
       the monotone extension of Liu et al. (2017).
+
+    Example:
+        >>> psi = km.ops.margin_target(np.array([1.0, 0.5, -1.0]), m2=0.5)   # ArcFace target
+        >>> psi.shape   # (3,)
     """
+    _validate_angles(m1, m2, m3)
+    cos_y = as_float(cos_y, "cos_y", 1, "(N,) of target cosines")
     if m1 == 1.0:
         if m2 == 0.0:
             return cos_y - m3
@@ -43,14 +51,17 @@ def margin_target(cos_y, m1=1.0, m2=0.0, m3=0.0):
     return sign * ops.cos(t) - 2.0 * k - m3
 
 
+def _validate_angles(m1, m2, m3):
+    if not m1 >= 1.0:
+        raise ValueError(f"`m1` (multiplicative angular margin) must be >= 1; got {m1}.")
+    if not 0.0 <= m2 < math.pi:
+        raise ValueError(f"`m2` (additive angular margin, radians) must be in [0, π); got {m2}.")
+    check_non_negative(m3, "m3")
+
+
 def _validate_margins(scale, m1, m2, m3):
     check_positive(scale, "scale")
-    if m1 < 1.0:
-        raise ValueError(f"`m1` (multiplicative angular margin) must be >= 1; got {m1}.")
-    if m2 < 0.0 or m2 >= math.pi:
-        raise ValueError(f"`m2` (additive angular margin, radians) must be in [0, π); got {m2}.")
-    if m3 < 0.0:
-        raise ValueError(f"`m3` (additive cosine margin) must be >= 0; got {m3}.")
+    _validate_angles(m1, m2, m3)
 
 
 def margin_softmax(labels, cos, scale, m1=1.0, m2=0.0, m3=0.0):

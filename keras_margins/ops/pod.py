@@ -2,13 +2,20 @@
 
 from keras import ops
 
-from keras_margins.ops._common import EPS, as_labels, l2_normalize, static_shape, take_target
+from keras_margins.ops._common import (
+    EPS,
+    as_labels,
+    check_non_negative,
+    l2_normalize,
+    static_shape,
+    take_target,
+)
 from keras_margins.ops.virtual_softmax import features_and_kernel
 
 
 def _check_delta(delta):
-    if isinstance(delta, (int, float)) and not delta >= 0:
-        raise ValueError(f"`delta` must be >= 0; got {delta}.")
+    if isinstance(delta, (int, float)):
+        check_non_negative(delta, "delta")
 
 
 def pod_terms(labels, features, centroids, delta=0.05):
@@ -57,5 +64,6 @@ def pod_loss(labels, features, centroids, delta=0.05, decorrelation_weight=1.0):
         >>> c = km.ops.pedcc_centroids(10, 32)
         >>> loss = km.ops.pod_loss(labels, features, c, delta=0.05)   # scalar
     """
+    check_non_negative(decorrelation_weight, "decorrelation_weight")
     nac, decorrelation = pod_terms(labels, features, centroids, delta)
     return ops.mean(nac) + decorrelation_weight * decorrelation

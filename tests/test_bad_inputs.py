@@ -1,0 +1,442 @@
+"""DESIGN contract 8: bad input to any public entry point is a ValueError naming the argument.
+
+One table: every row is (entry point, bad input) -> the argument name the message must
+contain. Rows are generated per entry-point family (labels + class scores, features +
+kernel, embeddings, hyper-parameters, host-side metrics, data, models, export).
+"""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import keras_margins as km
+
+N, C, D = 6, 4, 5
+RNG = np.random.default_rng(0)
+LABELS = np.array([0, 1, 2, 3, 0, 1])
+COS = RNG.uniform(-1, 1, (N, C)).astype("float32")
+FEATS = RNG.normal(size=(N, D)).astype("float32")
+KERNEL = RNG.normal(size=(D, C)).astype("float32")
+
+
+def _with(array, index, value):
+    out = np.array(array, dtype="float32")
+    out[index] = value
+    return out
+
+
+# Bad labels for a function of (labels, <N rows>) with C classes: (labels, why).
+BAD_LABELS = {
+    "out_of_range": np.array([0, 1, 2, C, 0, 1]),
+    "negative": np.array([0, -1, 2, 3, 0, 1]),
+    "non_integer": np.array([0.0, 1.5, 2.0, 3.0, 0.0, 1.0], dtype="float32"),
+    "nan": np.array([0.0, np.nan, 2.0, 3.0, 0.0, 1.0], dtype="float32"),
+    "rank2": np.zeros((N, 2), dtype="int32"),
+    "length": LABELS[:-1],
+}
+# Bad (N, C) score matrices -> the name of the score argument.
+BAD_SCORES = {
+    "rank1": COS[:, 0],
+    "nan": _with(COS, (1, 2), np.nan),
+    "inf": _with(COS, (0, 0), np.inf),
+    "one_class": COS[:, :1],
+    "empty": COS[:0],
+}
+BAD_FEATURES = {
+    "rank1": FEATS[:, 0],
+    "rank3": FEATS[:, :, None],
+    "nan": _with(FEATS, (2, 1), np.nan),
+    "inf": _with(FEATS, (0, 0), -np.inf),
+    "empty": FEATS[:0],
+    "mismatched_d": FEATS[:, :-1],
+}
+BAD_KERNELS = {
+    "rank1": KERNEL[:, 0],
+    "nan": _with(KERNEL, (0, 1), np.nan),
+    "one_class": KERNEL[:, :1],
+    "mismatched_d": KERNEL[:-1],
+}
+
+
+def _score_rows(name, fn, score_arg="cos", labels_ok=True, num_classes=C):
+    """Rows for fn(labels, scores): every bad label and every bad score matrix."""
+    rows = []
+    if labels_ok:
+        for why, bad in BAD_LABELS.items():
+            rows.append(pytest.param(lambda b=bad: fn(b, COS), "labels", id=f"{name}-labels_{why}"))
+    for why, bad in BAD_SCORES.items():
+        labels = LABELS[: len(bad)]
+        rows.append(
+            pytest.param(lambda b=bad, l=labels: fn(l, b), score_arg, id=f"{name}-{score_arg}_{why}")
+        )
+    return rows
+
+
+def _feature_kernel_rows(name, fn, kernel_arg="kernel", with_labels=True, skip=()):
+    """Rows for fn(labels, features, kernel) (or fn(features, kernel))."""
+    call = (lambda l, f, k: fn(l, f, k)) if with_labels else (lambda l, f, k: fn(f, k))
+    rows = []
+    for why, bad in BAD_FEATURES.items():
+        labels = LABELS[: len(bad)]
+        rows.append(
+            pytest.param(lambda b=bad, l=labels: call(l, b, KERNEL), "features", id=f"{name}-features_{why}")
+        )
+    for why, bad in BAD_KERNELS.items():
+        if why in skip:
+            continue
+        rows.append(
+            pytest.param(lambda b=bad: call(LABELS, FEATS, b), kernel_arg, id=f"{name}-{kernel_arg}_{why}")
+        )
+    if with_labels:
+        for why, bad in BAD_LABELS.items():
+            rows.append(
+                pytest.param(lambda b=bad: call(b, FEATS, KERNEL), "labels", id=f"{name}-labels_{why}")
+            )
+    return rows
+
+
+def _embedding_rows(name, fn, arg="embeddings"):
+    """Rows for fn(labels, embeddings) of in-batch pair functions (labels have no C)."""
+    rows = []
+    for why, bad in BAD_FEATURES.items():
+        if why == "mismatched_d":
+            continue
+        labels = LABELS[: len(bad)]
+        rows.append(pytest.param(lambda b=bad, l=labels: fn(l, b), arg, id=f"{name}-{arg}_{why}"))
+    for why in ("negative", "non_integer", "nan", "rank2", "length"):
+        rows.append(
+            pytest.param(lambda b=BAD_LABELS[why]: fn(b, FEATS), "labels", id=f"{name}-labels_{why}")
+        )
+    return rows
+
+
+def _hparam_rows(name, make, cases):
+    """Rows for constructors / calls with a bad hyper-parameter: cases = {arg: [values]}."""
+    return [
+        pytest.param(lambda a=arg, v=value: make(**{a: v}), arg, id=f"{name}-{arg}={value!r}")
+        for arg, values in cases.items()
+        for value in values
+    ]
+
+
+MARGIN_HPARAMS = {"scale": [0.0, -1.0], "m1": [0.5], "m2": [-0.1, 3.2], "m3": [-0.1]}
+CIRCLE_HPARAMS = {"margin": [-0.1, 1.0], "gamma": [0.0, -5.0]}
+
+OPS_ROWS = (
+    _score_rows("margin_softmax", lambda l, c: km.ops.margin_softmax(l, c, 30.0, m2=0.5))
+    + _score_rows("largest_margin_softmax", lambda l, c: km.ops.largest_margin_softmax(l, c, 5.0))
+    + _score_rows("sample_margin", km.ops.sample_margin)
+    + _score_rows("circle_class_level", km.ops.circle_class_level)
+    + _hparam_rows("margin_softmax", lambda **kw: km.ops.margin_softmax(
+        LABELS, COS, **{"scale": 30.0, **kw}), MARGIN_HPARAMS)
+    + _hparam_rows("largest_margin_softmax", lambda **kw: km.ops.largest_margin_softmax(
+        LABELS, COS, **kw), {"scale": [0.0, -2.0]})
+    + _hparam_rows("margin_target", lambda **kw: km.ops.margin_target(
+        COS[:, 0], **kw), {"m1": [0.5], "m2": [-0.1, 3.2], "m3": [-0.1]})
+    + [pytest.param(lambda: km.ops.margin_target(COS), "cos_y", id="margin_target-cos_y_rank2"),
+       pytest.param(lambda: km.ops.margin_target(_with(COS[:, 0], 0, np.nan), m2=0.5), "cos_y",
+                    id="margin_target-cos_y_nan")]
+    + _hparam_rows("circle_class_level", lambda **kw: km.ops.circle_class_level(
+        LABELS, COS, **kw), CIRCLE_HPARAMS)
+    # One column is a valid cosine matrix (heads refuse num_classes < 2 themselves).
+    + _feature_kernel_rows("cosine_similarity", km.ops.cosine_similarity, with_labels=False,
+                           skip=("one_class",))
+    + _feature_kernel_rows("virtual_softmax", km.ops.virtual_softmax)
+    + _feature_kernel_rows("virtual_log_probs", km.ops.virtual_log_probs, with_labels=False)
+    + _hparam_rows("virtual_log_probs", lambda **kw: km.ops.virtual_log_probs(
+        FEATS, KERNEL, **kw), {"virtual_clip": [0.0, -1.0]})
+    + _feature_kernel_rows("pod_loss", km.ops.pod_loss, kernel_arg="kernel")
+    + _hparam_rows("pod_loss", lambda **kw: km.ops.pod_loss(LABELS, FEATS, KERNEL, **kw),
+                   {"delta": [-0.1, float("nan")], "decorrelation_weight": [-1.0]})
+    + _hparam_rows("pod_terms", lambda **kw: km.ops.pod_terms(LABELS, FEATS, KERNEL, **kw),
+                   {"delta": [-0.1]})
+    + [pytest.param(lambda: km.ops.pod_terms(LABELS[:1], FEATS[:1], KERNEL), "features",
+                    id="pod_terms-features_one_row")]
+    + _embedding_rows("circle_pairwise", km.ops.circle_pairwise)
+    + _hparam_rows("circle_pairwise", lambda **kw: km.ops.circle_pairwise(
+        LABELS, FEATS, **kw), CIRCLE_HPARAMS)
+    + [
+        pytest.param(lambda: km.ops.circle_pairwise(LABELS, FEATS, pos_mask=np.ones((N, N - 1), bool)),
+                     "pos_mask", id="circle_pairwise-pos_mask_shape"),
+        pytest.param(lambda: km.ops.circle_pairwise(LABELS, FEATS, neg_mask=np.ones((N,), bool)),
+                     "neg_mask", id="circle_pairwise-neg_mask_rank"),
+        pytest.param(lambda: km.ops.circle_pairwise(LABELS, FEATS, miner="batch_hard"),
+                     "miner", id="circle_pairwise-miner_type"),
+        pytest.param(lambda: km.ops.circle_from_similarity(
+            COS[:, :1], np.ones((N, 1), bool), np.ones((N, 1), bool), 0.25, -1.0), "gamma",
+            id="circle_from_similarity-gamma"),
+        pytest.param(lambda: km.ops.circle_from_similarity(
+            COS, np.ones((N, C - 1), bool), np.ones((N, C), bool), 0.25, 80.0), "pos_mask",
+            id="circle_from_similarity-pos_mask_shape"),
+        pytest.param(lambda: km.ops.circle_from_similarity(
+            _with(COS, (0, 0), np.nan), np.ones((N, C), bool), np.ones((N, C), bool), 0.25, 80.0),
+            "sim", id="circle_from_similarity-sim_nan"),
+        pytest.param(lambda: km.ops.circle_from_similarity(
+            COS[:, 0], np.ones((N,), bool), np.ones((N,), bool), 0.25, 80.0),
+            "sim", id="circle_from_similarity-sim_rank1"),
+    ]
+    + _embedding_rows("pairwise_cosine", lambda l, e: km.ops.pairwise_cosine(e))[:5]
+    + [
+        pytest.param(lambda: km.ops.pairwise_cosine(FEATS, FEATS[:, :-1]), "ref_embeddings",
+                     id="pairwise_cosine-ref_mismatched_d"),
+        pytest.param(lambda: km.ops.pair_masks(BAD_LABELS["negative"]), "labels", id="pair_masks-negative"),
+        pytest.param(lambda: km.ops.pair_masks(BAD_LABELS["non_integer"]), "labels", id="pair_masks-non_integer"),
+        pytest.param(lambda: km.ops.pair_masks(BAD_LABELS["rank2"]), "labels", id="pair_masks-rank2"),
+        pytest.param(lambda: km.ops.pair_masks(LABELS, BAD_LABELS["negative"]), "ref_labels",
+                     id="pair_masks-ref_negative"),
+        pytest.param(lambda: km.ops.l2_normalize(_with(FEATS, (0, 0), np.nan)), "x", id="l2_normalize-nan"),
+        pytest.param(lambda: km.ops.class_margin(KERNEL[:, :1]), "kernel", id="class_margin-one_class"),
+        pytest.param(lambda: km.ops.class_margin(KERNEL[:, 0]), "kernel", id="class_margin-rank1"),
+        pytest.param(lambda: km.ops.class_margin(_with(KERNEL, (0, 0), np.nan)), "kernel", id="class_margin-nan"),
+        pytest.param(lambda: km.ops.zero_centroid(KERNEL[:, :1]), "kernel", id="zero_centroid-one_class"),
+        pytest.param(lambda: km.ops.zero_centroid(_with(KERNEL, (0, 0), np.inf)), "kernel", id="zero_centroid-inf"),
+    ]
+    + _hparam_rows("pedcc_centroids", lambda **kw: km.ops.pedcc_centroids(**{
+        "num_classes": C, "dim": D, **kw}), {"num_classes": [1, 2.5], "dim": [0], "iterations": [0],
+                                            "step": [0.0]})
+)
+
+
+def _loss_call(loss, y_pred_arg):
+    return lambda l, y: loss(l, y)
+
+
+LOSS_ROWS = []
+for _name, _make in {
+    "MarginSoftmax": lambda: km.losses.MarginSoftmax(30.0, m2=0.3),
+    "ArcFace": km.losses.ArcFace,
+    "CosFace": km.losses.CosFace,
+    "SphereFace": km.losses.SphereFace,
+    "NormFace": km.losses.NormFace,
+    "LMSoftmax": km.losses.LMSoftmax,
+    "CircleLoss": km.losses.CircleLoss,
+}.items():
+    LOSS_ROWS += _score_rows(_name, lambda l, c, m=_make: m()(l, c))
+LOSS_ROWS += _score_rows("VirtualSoftmax", lambda l, c: km.losses.VirtualSoftmax()(l, c), "y_pred")
+LOSS_ROWS += _embedding_rows("PairCircleLoss", lambda l, e: km.losses.PairCircleLoss()(l, e))
+LOSS_ROWS += (
+    _hparam_rows("MarginSoftmax", km.losses.MarginSoftmax,
+                 {**MARGIN_HPARAMS, "sample_margin_weight": [-1.0]})
+    + _hparam_rows("ArcFace", km.losses.ArcFace, {"scale": [0.0], "margin": [-0.1, 3.2],
+                                                  "sample_margin_weight": [-0.5]})
+    + _hparam_rows("CosFace", km.losses.CosFace, {"scale": [-1.0], "margin": [-0.1]})
+    + _hparam_rows("SphereFace", km.losses.SphereFace, {"scale": [0.0], "margin": [0.5]})
+    + _hparam_rows("NormFace", km.losses.NormFace, {"scale": [0.0, -16.0]})
+    + _hparam_rows("LMSoftmax", km.losses.LMSoftmax, {"scale": [0.0], "sample_margin_weight": [-1.0]})
+    + _hparam_rows("CircleLoss", km.losses.CircleLoss, CIRCLE_HPARAMS)
+    + _hparam_rows("PairCircleLoss", km.losses.PairCircleLoss,
+                   {**CIRCLE_HPARAMS, "miner": ["batch_hard", 3]})
+    + _hparam_rows("POD", km.losses.POD, {"delta": [-0.1], "decorrelation_weight": [-1.0]})
+    + _hparam_rows("LossEnsemble", lambda **kw: km.losses.LossEnsemble(
+        **{"losses": [km.losses.ArcFace(), km.losses.PairCircleLoss()], **kw}),
+        {"losses": [[], None, [3]], "prior": [[1.0], [1.0, -1.0]], "eta": [0.0],
+         "penalty_scale": [-1.0]})
+    + [
+        pytest.param(lambda: km.losses.POD()(LABELS, FEATS), "POD", id="POD-outside_margin_model"),
+        pytest.param(lambda: km.losses.LossEnsemble([km.losses.ArcFace()])(LABELS, COS),
+                     "LossEnsemble", id="LossEnsemble-outside_margin_model"),
+    ]
+)
+
+LAYER_ROWS = []
+for _name, _cls in {
+    "LargestMarginHead": km.layers.LargestMarginHead,
+    "VirtualSoftmaxHead": km.layers.VirtualSoftmaxHead,
+    "PEDCCHead": km.layers.PEDCCHead,
+}.items():
+    LAYER_ROWS += _hparam_rows(_name, lambda m=_cls, **kw: m(**{"num_classes": C, **kw}),
+                               {"num_classes": [1, 0, 2.5, True]})
+
+    def _call_with(features, cls=_cls):
+        head = cls(C)
+        head(FEATS)
+        return head(features)
+
+    for _why in ("rank1", "rank3", "nan", "inf", "mismatched_d", "empty"):
+        LAYER_ROWS.append(pytest.param(lambda b=BAD_FEATURES[_why], f=_call_with: f(b), "features",
+                                       id=f"{_name}-features_{_why}"))
+LAYER_ROWS += (
+    _hparam_rows("VirtualSoftmaxHead", lambda **kw: km.layers.VirtualSoftmaxHead(C, **kw),
+                 {"virtual_clip": [0.0, -3.0]})
+    + _hparam_rows("PEDCCHead", lambda **kw: km.layers.PEDCCHead(C, **kw), {"seed": [1.5, "a"]})
+    + [pytest.param(lambda: km.layers.L2Normalize()(_with(FEATS, (0, 0), np.nan)), "inputs",
+                    id="L2Normalize-nan")]
+)
+
+MINER_ROWS = []
+for _name, _miner in {
+    "AllPairsMiner": km.miners.AllPairsMiner,
+    "BatchHardMiner": km.miners.BatchHardMiner,
+    "SemiHardMiner": km.miners.SemiHardMiner,
+    "MultiSimilarityMiner": km.miners.MultiSimilarityMiner,
+}.items():
+    MINER_ROWS += _embedding_rows(_name, lambda l, e, m=_miner: m()(l, e))
+MINER_ROWS += (
+    _hparam_rows("SemiHardMiner", km.miners.SemiHardMiner, {"margin": [0.0, -0.2]})
+    + _hparam_rows("MultiSimilarityMiner", km.miners.MultiSimilarityMiner, {"epsilon": [-0.1]})
+    + _hparam_rows("ZeroCentroid", km.regularizers.ZeroCentroid,
+                   {"weight": [-1.0], "reduction": ["max"]})
+    + [
+        pytest.param(lambda: km.regularizers.ZeroCentroid()(KERNEL[:, 0]), "kernel", id="ZeroCentroid-rank1"),
+        pytest.param(lambda: km.regularizers.ZeroCentroid()(KERNEL[:, :1]), "kernel", id="ZeroCentroid-one_class"),
+        pytest.param(lambda: km.regularizers.ZeroCentroid()(_with(KERNEL, (1, 1), np.nan)), "kernel",
+                     id="ZeroCentroid-nan"),
+    ]
+)
+
+METRIC_ROWS = []
+for _name, _metric in {"SampleMargin": km.metrics.SampleMargin,
+                       "MinSampleMargin": km.metrics.MinSampleMargin}.items():
+    METRIC_ROWS += _score_rows(_name, lambda l, c, m=_metric: m().update_state(l, c))
+_EMB = RNG.normal(size=(12, 3)).astype("float32")
+_EMB_LABELS = np.repeat(np.arange(4), 3)
+METRIC_ROWS += [
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB[:, 0], _EMB_LABELS), "embeddings", id="retrieval_scores-rank1"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_with(_EMB, (0, 0), np.nan), _EMB_LABELS), "embeddings",
+                 id="retrieval_scores-nan"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB[:0], _EMB_LABELS[:0]), "embeddings", id="retrieval_scores-empty"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS[:-1]), "labels", id="retrieval_scores-labels_length"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS + 0.5), "labels", id="retrieval_scores-labels_float"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, _EMB[:, :2], _EMB_LABELS),
+                 "query_embeddings", id="retrieval_scores-query_mismatched_d"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, _EMB, _EMB_LABELS[:3]),
+                 "query_labels", id="retrieval_scores-query_labels_length"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, _EMB), "query_labels",
+                 id="retrieval_scores-query_labels_missing"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, k=0), "k", id="retrieval_scores-k0"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, k=(1, 2.5)), "k", id="retrieval_scores-k_float"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, chunk_size=0), "chunk_size",
+                 id="retrieval_scores-chunk_size"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, _EMB_LABELS, metric="dot"), "metric",
+                 id="retrieval_scores-metric"),
+    pytest.param(lambda: km.metrics.retrieval_scores(_EMB, np.arange(12)), "labels",
+                 id="retrieval_scores-no_positive_pair"),
+]
+_SAME = np.array([1, 0] * 6)
+METRIC_ROWS += [
+    pytest.param(lambda: km.metrics.verification_scores(_EMB[:, 0], _EMB, _SAME), "emb_a", id="verification_scores-rank1"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _with(_EMB, (0, 0), np.inf), _SAME), "emb_b",
+                 id="verification_scores-inf"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB[:, :2], _SAME), "emb_b",
+                 id="verification_scores-mismatched_d"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB[:0], _EMB[:0], _SAME[:0]), "emb_a",
+                 id="verification_scores-empty"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, _SAME[:-1]), "is_same",
+                 id="verification_scores-is_same_length"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, _SAME * 2), "is_same",
+                 id="verification_scores-is_same_values"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, np.ones(12)), "is_same",
+                 id="verification_scores-one_kind"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, _SAME, n_folds=1), "n_folds",
+                 id="verification_scores-n_folds"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, _SAME, fars=(0.0,)), "fars",
+                 id="verification_scores-fars"),
+    pytest.param(lambda: km.metrics.verification_scores(_EMB, _EMB, _SAME, metric="dot"), "metric",
+                 id="verification_scores-metric"),
+]
+
+_X = RNG.normal(size=(20, 3)).astype("float32")
+_Y = np.repeat(np.arange(4), 5)
+DATA_ROWS = [
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=0, k=2), "p", id="pk-p0"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=5, k=2), "p", id="pk-p_too_large"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2.5, k=2), "p", id="pk-p_float"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2, k=0), "k", id="pk-k0"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y + 0.5), p=2, k=2), "labels", id="pk-labels_float"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y[:-1]), p=2, k=2), "rows", id="pk-rows"),
+    pytest.param(lambda: km.data.pk_batches((_X[:0], _Y[:0]), p=2, k=2), "data", id="pk-empty"),
+    pytest.param(lambda: km.data.pk_batches(_X, p=2, k=2), "data", id="pk-not_pair"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2, k=2, steps_per_epoch=-1), "steps_per_epoch",
+                 id="pk-steps_negative"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2, k=2, steps_per_epoch=0), "steps_per_epoch",
+                 id="pk-steps_zero"),
+    pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2, k=2, seed=1.5), "seed", id="pk-seed_float"),
+]
+
+
+def _backbone():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(D)])
+
+
+def _eager_model_step(loss, head, labels):
+    model = km.models.MarginModel(_backbone(), head)
+    model.compile("sgd", loss=loss, run_eagerly=True)
+    model.train_on_batch(_X[:6], labels)
+
+
+MODEL_ROWS = [
+    pytest.param(lambda: km.models.MarginModel("dense"), "backbone", id="MarginModel-backbone"),
+    pytest.param(lambda: km.models.MarginModel(_backbone(), head=3), "head", id="MarginModel-head"),
+    pytest.param(lambda: _eager_model_step(km.losses.ArcFace(), km.layers.LargestMarginHead(C),
+                                           np.array([0, 1, 2, 7, 0, 1])), "labels",
+                 id="MarginModel-eager_labels_out_of_range"),
+    pytest.param(lambda: _eager_model_step(km.losses.POD(), km.layers.PEDCCHead(C),
+                                           np.array([0, 1, -2, 3, 0, 1])), "labels",
+                 id="MarginModel-eager_pod_labels_negative"),
+    pytest.param(lambda: _eager_model_step(km.losses.PairCircleLoss(), None,
+                                           np.array([0, 1, 0.5, 3, 0, 1])), "labels",
+                 id="MarginModel-eager_pair_labels_float"),
+    pytest.param(lambda: km.models.MarginModel(keras.Sequential([keras.Input((3,)), keras.layers.Reshape((3, 1))]),
+                                               km.layers.LargestMarginHead(C)).build((None, 3)),
+                 "features", id="MarginModel-backbone_rank3"),
+]
+
+
+def _head_model():
+    return keras.Sequential([_backbone(), km.layers.LargestMarginHead(C)])
+
+
+EXPORT_ROWS = [
+    pytest.param(lambda: km.export.split_head(km.layers.LargestMarginHead(C)), "model", id="split_head-head_alone"),
+    pytest.param(lambda: km.export.split_head("model"), "model", id="split_head-not_model"),
+    pytest.param(lambda: km.export.embedding_model(_head_model(), input_shape=(3, 2)), "(N, D)",
+                 id="embedding_model-input_shape"),
+    pytest.param(lambda: km.export.rest_request(np.array([[np.nan, 1.0]])), "x", id="rest_request-nan"),
+    pytest.param(lambda: km.export.rest_request(np.float32(1.0)), "x", id="rest_request-scalar"),
+    pytest.param(lambda: km.export.grpc_request(_X[:2], ""), "model_name", id="grpc_request-model_name"),
+    pytest.param(lambda: km.export.grpc_request(np.array([[np.inf]]), "m"), "x", id="grpc_request-inf"),
+    pytest.param(lambda: km.export.rest_url("m", version=0), "version", id="rest_url-version"),
+    pytest.param(lambda: km.export.check_export("/nonexistent_km_dir", _head_model(), _X), "export_dir",
+                 id="check_export-no_model"),
+    pytest.param(lambda: km.export.update_models_config("/nonexistent_km_dir"), "root",
+                 id="update_models_config-root"),
+]
+
+
+def _export_version(tmp_path, version):
+    km.export.export_embedding_model(_head_model(), str(tmp_path / "m"), version=version, models_config=False)
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    OPS_ROWS + LOSS_ROWS + LAYER_ROWS + MINER_ROWS + METRIC_ROWS + DATA_ROWS + MODEL_ROWS + EXPORT_ROWS,
+)
+def test_bad_input_raises_value_error_naming_the_argument(call, argument):
+    with pytest.raises(ValueError, match=re.escape(argument)):
+        call()
+
+
+@pytest.mark.parametrize("version", [0, -1, 1.5, "2"])
+def test_export_bad_version(tmp_path, version):
+    with pytest.raises(ValueError, match="version"):
+        _export_version(tmp_path, version)
+
+
+def test_table_covers_every_public_callable():
+    """Every public function/class of the audited modules appears in some row id."""
+    ids = " ".join(
+        str(p.id)
+        for p in OPS_ROWS + LOSS_ROWS + LAYER_ROWS + MINER_ROWS + METRIC_ROWS + DATA_ROWS + MODEL_ROWS
+        + EXPORT_ROWS
+    ).lower()
+    skip = {"MarginLoss", "ClassHead", "Miner", "LargestMarginSoftmax", "digits_classification",
+            "digits_zero_shot"}
+    for module in (km.ops, km.losses, km.layers, km.miners, km.regularizers, km.metrics):
+        for name in dir(module):
+            if name.startswith("_") or name in skip:
+                continue
+            obj = getattr(module, name)
+            if callable(obj) and not isinstance(obj, type(km)):
+                assert name.lower() in ids, f"{module.__name__}.{name} has no bad-input row"
