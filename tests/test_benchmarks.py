@@ -142,3 +142,13 @@ def test_vs_pml_smoke(tmp_path):
         assert row["agree"], row
         assert row["ratio_xla_on"]["wall"]["median"] > 0
     _check_reports(tmp_path, "vs_pml")
+
+
+def test_head_cost_smoke(tmp_path):
+    head_cost = _load("head_cost")
+    payload = head_cost.main(["--classes", "12", "--batch", "8", "--dim", "6"]
+                             + _common(tmp_path))
+    names = [r["case"] for r in payload["rows"]]
+    assert names[0] == "softmax" and "LargestMarginHead" in names and len(names) == 6
+    assert all(r["ratio"]["cpu"]["median"] > 0 for r in payload["rows"])
+    _check_reports(tmp_path, "head_cost")
