@@ -45,11 +45,26 @@ def add_common_args(parser, repeats, warmup=2):
     return parser
 
 
-def new_parser(description, repeats, warmup=2):
+def new_parser(description, repeats, warmup=2, xla_flag=True):
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    if xla_flag:
+        parser.add_argument("--no-xla-off", action="store_true", help="time XLA on only")
     return add_common_args(parser, repeats, warmup)
+
+
+def parse(parser, argv):
+    """Parsed options; ``xla_modes`` is (True,) or (True, False) when ``--no-xla-off`` exists."""
+    args = parser.parse_args(argv)
+    if hasattr(args, "no_xla_off"):
+        args.xla_modes = (True,) if args.no_xla_off else (True, False)
+    return args
+
+
+def config_of(args):
+    """The options worth recording in the JSON (not where the reports went)."""
+    return {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")}
 
 
 def _quartiles(values):

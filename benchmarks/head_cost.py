@@ -74,11 +74,11 @@ def case_builders(c, dim):
 
 
 def parse_args(argv):
-    parser = _timing.new_parser(__doc__.splitlines()[0], repeats=30, warmup=3)
+    parser = _timing.new_parser(__doc__.splitlines()[0], repeats=30, warmup=3, xla_flag=False)
     parser.add_argument("--batch", type=int, default=256, help="N")
     parser.add_argument("--dim", type=int, default=512, help="D")
     parser.add_argument("--classes", type=int, default=1000, help="C")
-    return parser.parse_args(argv)
+    return _timing.parse(parser, argv)
 
 
 def main(argv=None):
@@ -105,7 +105,7 @@ def main(argv=None):
     md = _timing.markdown_table(
         ["head", "step (wall)", "step (CPU)", "÷ softmax (wall)", "÷ softmax (CPU)"], table)
     payload = {"benchmark": "head_cost", "machine": info,
-               "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")},
+               "config": _timing.config_of(args),
                "rows": rows}
     return _timing.report(args, "head_cost", "Where the cosine head's cost goes", notes, md,
                           payload)

@@ -181,10 +181,7 @@ def parse_args(argv):
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096], help="N")
     parser.add_argument("--dim", type=int, default=128, help="D")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
-    parser.add_argument("--no-xla-off", action="store_true", help="time XLA on only")
-    args = parser.parse_args(argv)
-    args.xla_modes = (True,) if args.no_xla_off else (True, False)
-    return args
+    return _timing.parse(parser, argv)
 
 
 def main(argv=None):
@@ -214,7 +211,7 @@ def main(argv=None):
         notes += ("\n\nNot run (the semi-hard miner's (N, N, N) triplet test is too large): "
                   + ", ".join(skipped))
     payload = {"benchmark": "pair_losses", "machine": info,
-               "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")},
+               "config": _timing.config_of(args),
                "rows": all_rows, "skipped": skipped, "values": agree}
     return _timing.report(args, "pair_losses", "Pair-wise Circle loss: time and memory", notes,
                           table(all_rows), payload)

@@ -188,11 +188,9 @@ def parse_args(argv):
                         help="C values (500 <= D + 1 lets PEDCC+POD run)")
     parser.add_argument("--full", action="store_true", help="add C = 100 000")
     parser.add_argument("--losses", nargs="+", default=None, help="subset of case names")
-    parser.add_argument("--no-xla-off", action="store_true", help="time XLA on only")
-    args = parser.parse_args(argv)
+    args = _timing.parse(parser, argv)
     if args.full and 100000 not in args.classes:
         args.classes = list(args.classes) + [100000]
-    args.xla_modes = (True,) if args.no_xla_off else (True, False)
     return args
 
 
@@ -223,7 +221,7 @@ def main(argv=None):
     payload = {
         "benchmark": "step_time",
         "machine": info,
-        "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")},
+        "config": _timing.config_of(args),
         "rows": all_rows,
         "skipped": all_skipped,
     }

@@ -212,10 +212,7 @@ def parse_args(argv):
     parser.add_argument("--rtol", type=float, default=1e-4, help="value agreement tolerance")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads besides 1 (default: the usable cores)")
-    parser.add_argument("--no-xla-off", action="store_true", help="time our XLA-on step only")
-    args = parser.parse_args(argv)
-    args.xla_modes = (True,) if args.no_xla_off else (True, False)
-    return args
+    return _timing.parse(parser, argv)
 
 
 def main(argv=None):
@@ -251,7 +248,7 @@ def main(argv=None):
         f"Machine: {_timing.machine_line(info)}"
     )
     payload = {"benchmark": "vs_pml", "machine": info,
-               "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "markdown")},
+               "config": _timing.config_of(args),
                "rows": rows}
     return _timing.report(args, "vs_pml", "keras_margins vs pytorch-metric-learning", notes,
                           table(rows), payload)
