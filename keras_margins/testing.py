@@ -58,3 +58,88 @@ def finite_difference_grad(fn, x, eps=1e-6):
         x[idx] = orig
         grad[idx] = (plus - minus) / (2 * eps)
     return grad
+
+
+def value_and_grad(fn, *arrays):
+    """Value of the scalar ``fn(*tensors)`` and its gradient with respect to every argument.
+
+    Backend-agnostic: ``tf.GradientTape`` on TensorFlow, ``jax.value_and_grad`` on JAX,
+    ``torch.autograd`` on PyTorch. Each array goes through ``keras.ops.convert_to_tensor``
+    (its dtype is kept). Returns ``(value, grads)``: a float and one NumPy array per argument
+    (zeros where the value does not depend on it).
+
+        value, (gx, gw) = value_and_grad(
+            lambda x, w: keras.ops.sum(km.ops.cosine_similarity(x, w)), x, w)
+    """
+    tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = _scalar(fn(*tensors))
+        grads = tape.gradient(value, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    elif backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(
+            lambda *t: _scalar(fn(*t)), argnums=tuple(range(len(tensors)))
+        )(*tensors)
+    elif backend == "torch":
+        import torch
+
+        tensors = [t.detach().requires_grad_(True) for t in tensors]
+        value = _scalar(fn(*tensors))
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+    else:
+        raise NotImplementedError(f"value_and_grad: no gradient support for backend {backend!r}.")
+    return float(keras.ops.convert_to_numpy(value)), [
+        np.asarray(keras.ops.convert_to_numpy(g)) for g in grads
+    ]
+
+
+def value_and_grad_of_variables(fn, variables):
+    """Value of the scalar ``fn()`` and its gradient with respect to Keras ``variables``.
+
+    ``fn`` reads the variables (a model's forward pass and loss, say); it runs in a
+    ``keras.StatelessScope`` whose variable values are the differentiated inputs, so
+    assignments ``fn`` makes to variables are discarded on every backend.
+
+        loss, grads = value_and_grad_of_variables(
+            lambda: model.compute_loss(x, y, model(x, training=True)), model.trainable_weights)
+    """
+    variables = list(variables)
+
+    def stateless(*values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn()
+
+    return value_and_grad(stateless, *[v.value for v in variables])
+
+
+def _scalar(value):
+    if tuple(value.shape) != ():
+        raise ValueError(f"value_and_grad: `fn` must return a scalar; got shape {tuple(value.shape)}.")
+    return value
+
+
+def jit(fn):
+    """``fn`` compiled with XLA on the active backend.
+
+    ``tf.function(jit_compile=True)`` on TensorFlow, ``jax.jit`` on JAX; PyTorch gets ``fn``
+    unchanged (it has no XLA path). Used to check that ops trace without dynamic shapes.
+
+        fast = jit(lambda y, c: km.ops.margin_softmax(y, c, 64.0, m2=0.5))
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn

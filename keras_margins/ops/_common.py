@@ -16,20 +16,24 @@ EPS = 1e-12
 NEG_LARGE = -1e30
 
 
+def concrete_value(x):
+    """NumPy value of ``x`` when it holds values now (NumPy, eager tensor), else ``None``.
+
+    Backend-agnostic: symbolic tensors (a ``tf.function`` graph, a JAX tracer under ``jit`` or
+    ``grad``, a ``KerasTensor``) refuse conversion to NumPy, and that refusal is the test.
+    """
+    try:
+        if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
+            return np.asarray(x)
+        return np.asarray(ops.convert_to_numpy(x))
+    # JAX: TracerArrayConversionError (a TypeError); TF graph: NotImplementedError; KerasTensor: ValueError
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
 def is_concrete(x):
-    """True when ``x`` holds values we may read now (eager TF tensor, NumPy, JAX array)."""
-    if isinstance(x, (np.ndarray, np.generic, int, float, list, tuple)):
-        return True
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.executing_eagerly() and hasattr(x, "numpy")
-    if backend == "jax":
-        import jax
-
-        return not isinstance(x, jax.core.Tracer)
-    return False
+    """True when ``x`` holds values we may read now (eager tensor, NumPy array)."""
+    return concrete_value(x) is not None
 
 
 def static_shape(x):
@@ -57,8 +61,8 @@ def check_not_empty(x, name, what):
 
 def check_not_nan(x, name):
     """Raise if an eager tensor holds NaN/inf (skipped while tracing)."""
-    if is_concrete(x):
-        arr = np.asarray(ops.convert_to_numpy(x))
+    arr = concrete_value(x)
+    if arr is not None:
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise ValueError(f"`{name}` contains NaN or inf values.")
 
@@ -81,8 +85,8 @@ def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
         raise ValueError(
             f"`{name}` has {shape[0]} entries but the scores/features have {batch_size} rows."
         )
-    if is_concrete(labels):
-        arr = np.asarray(ops.convert_to_numpy(labels))
+    arr = concrete_value(labels)
+    if arr is not None:
         if arr.size:
             if arr.dtype.kind == "f" and (
                 not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr))
