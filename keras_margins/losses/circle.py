@@ -4,6 +4,8 @@ import keras
 
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
+from keras_margins.ops._common import as_labels
+from keras_margins.ops._distribute import gather_across_replicas
 from keras_margins.ops.circle import _check_hparams, circle_class_level, circle_pairwise
 
 try:  # Keras >= 3.6
@@ -56,6 +58,16 @@ class PairCircleLoss(MarginLoss):
     are excluded from the mean here (Keras masks anchors whose loss is exactly 0, which also
     drops valid anchors whose softplus underflows), and Keras' LSE over an empty set uses −inf.
 
+    ``cross_replica=True`` (for ``tf.distribute`` strategies, e.g. ``MirroredStrategy``):
+    each replica normally sees only its slice of the batch, so pairs are mined within a
+    replica. With this option the embeddings and labels of all replicas are all-gathered
+    and each local anchor is compared with the whole global batch (its positives and
+    negatives on every replica), the usual large-batch metric-learning practice. Gathered
+    rows of other replicas are constants (stop-gradient); the local rows keep their
+    gradients. Each replica averages over its valid anchors and Keras averages the replicas,
+    so with equal valid-anchor counts the loss equals the single-device loss on the global
+    batch. A no-op outside a multi-replica context and on other backends.
+
     Example:
         >>> model = keras.Sequential([backbone])              # outputs embeddings (N, D)
         >>> model.compile("adam", loss=km.losses.PairCircleLoss(miner=km.miners.MultiSimilarityMiner()))
@@ -64,7 +76,7 @@ class PairCircleLoss(MarginLoss):
 
     needs = "embedding"
 
-    def __init__(self, margin=0.4, gamma=80.0, miner=None, **kwargs):
+    def __init__(self, margin=0.4, gamma=80.0, miner=None, cross_replica=False, **kwargs):
         _check_hparams(margin, gamma)
         if isinstance(miner, dict):
             miner = keras.saving.deserialize_keras_object(miner)
@@ -73,13 +85,23 @@ class PairCircleLoss(MarginLoss):
                 f"`miner` must be None or a km.miners object (e.g. km.miners.BatchHardMiner()); "
                 f"got {miner!r}."
             )
+        if not isinstance(cross_replica, bool):
+            raise ValueError(f"`cross_replica` must be True or False; got {cross_replica!r}.")
         kwargs.setdefault("name", "pair_circle_loss")
-        super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
+        super().__init__(
+            margin=float(margin), gamma=float(gamma), cross_replica=cross_replica, **kwargs
+        )
         self.miner = miner
 
     def call(self, y_true, y_pred):
+        references = {}
+        if self.cross_replica:
+            gathered = gather_across_replicas(y_pred, as_labels(y_true))
+            if gathered is not None:
+                references = dict(zip(("ref_embeddings", "ref_labels", "self_offset"), gathered))
         loss, valid = circle_pairwise(
-            y_true, y_pred, self.margin, self.gamma, miner=self.miner, return_valid=True
+            y_true, y_pred, self.margin, self.gamma, miner=self.miner, return_valid=True,
+            **references,
         )
         _set_keras_mask(loss, valid)  # Keras' reduction then averages over valid anchors.
         return loss

@@ -98,6 +98,9 @@ def circle_pairwise(
     neg_mask=None,
     return_valid=False,
     miner=None,
+    ref_embeddings=None,
+    ref_labels=None,
+    self_offset=None,
 ):
     """Per-anchor pair-wise Circle loss on in-batch cosine similarity, shape (N,) (SPEC §2.1).
 
@@ -107,6 +110,10 @@ def circle_pairwise(
     boolean (from a ``km.miners`` miner) further restrict the pairs (they are AND-ed with the
     label masks); ``miner`` (a ``km.miners`` object) computes them from the same similarity
     matrix. ``return_valid=True`` also returns the (N,) mask of anchors that have both.
+    With ``ref_embeddings`` (M, D) / ``ref_labels`` (M,) the anchors are compared with those
+    references instead of each other (masks are (N, M)); if the references contain the
+    anchors at rows ``self_offset + i`` (a batch gathered across replicas), those self-pairs
+    are not positives.
     Paper defaults for fine-grained retrieval: m = 0.4, γ = 80.
 
     Example:
@@ -115,18 +122,22 @@ def circle_pairwise(
         >>> km.ops.circle_pairwise([0, 1], np.eye(2))   # no positive pair -> [0., 0.]
     """
     _check_hparams(margin, gamma)
-    sim = pairwise_cosine(embeddings)
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError("Pass both `ref_embeddings` and `ref_labels`, or neither.")
+    sim = pairwise_cosine(embeddings, ref_embeddings)
     labels = as_labels(labels, batch_size=sim.shape[0])
-    pos, neg = pair_masks(labels)
+    if ref_labels is not None:
+        ref_labels = as_labels(ref_labels, batch_size=sim.shape[1], name="ref_labels")
+    pos, neg = pair_masks(labels, ref_labels, self_offset=self_offset)
     if miner is not None:
-        if not hasattr(miner, "masks_from_similarity"):
+        if not hasattr(miner, "mine"):
             raise ValueError(
                 f"`miner` must be None or a km.miners object (e.g. km.miners.BatchHardMiner()); "
                 f"got {miner!r}."
             )
         if pos_mask is not None or neg_mask is not None:
             raise ValueError("Pass either `miner` or `pos_mask`/`neg_mask`, not both.")
-        pos_mask, neg_mask = miner.masks_from_similarity(labels, sim)
+        pos_mask, neg_mask = miner.mine(pos, neg, ops.cast(sim, "float32"))
     if pos_mask is not None:
         pos = ops.logical_and(pos, _as_mask(pos_mask, static_shape(sim), "pos_mask"))
     if neg_mask is not None:

@@ -9,11 +9,14 @@ from keras import ops
 from keras_margins.ops._common import as_float, as_labels, l2_normalize, static_shape
 
 
-def pair_masks(labels, ref_labels=None, remove_diagonal=True):
+def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
     """Positive / negative pair masks, each (N, M) boolean.
 
     pos[i, j] = labels[i] == ref_labels[j] (excluding i == j when ``ref_labels`` is None and
     ``remove_diagonal``), neg[i, j] = labels[i] != ref_labels[j] (SPEC §2.1, pair-wise form).
+    When the references contain the anchors themselves at rows ``self_offset + i`` (a global
+    batch gathered across replicas), pass ``self_offset`` (int or scalar tensor) to exclude
+    those self-pairs from the positives.
 
     Example:
         >>> pos, neg = km.ops.pair_masks([0, 0, 1])
@@ -28,6 +31,11 @@ def pair_masks(labels, ref_labels=None, remove_diagonal=True):
         n = static_shape(labels)[0]
         n = ops.shape(labels)[0] if n is None else n
         same = ops.logical_and(same, ops.logical_not(ops.eye(n, dtype="bool")))
+    elif self_offset is not None:
+        rows = ops.arange(ops.shape(labels)[0], dtype="int32") + ops.cast(self_offset, "int32")
+        cols = ops.arange(ops.shape(ref)[0], dtype="int32")
+        is_self = ops.equal(ops.expand_dims(rows, 1), ops.expand_dims(cols, 0))
+        same = ops.logical_and(same, ops.logical_not(is_self))
     return same, neg
 
 
