@@ -199,3 +199,25 @@ def test_references_with_self_offset_match_the_square_form():
     assert got[0] > square[0]
     with pytest.raises(ValueError, match="ref_labels"):
         km.ops.circle_pairwise(labels, x, ref_embeddings=refs)
+
+
+@pytest.mark.tf_only  # tf.distribute.MirroredStrategy
+@pytest.mark.parametrize("labels_name", sorted(LABELS))
+def test_cross_replica_gradient_routing(child_results, labels_name):
+    """Each replica's gradient w.r.t. its rows = the gradient of its value computed against
+    the global batch in which the other replica's rows are constants and its own are live."""
+    import tensorflow as tf
+
+    labels = np.array(LABELS[labels_name])
+    got = np.asarray(child_results[f"{labels_name}/True/none"]["grad"])
+    for r in (0, 1):
+        rows = slice(4 * r, 4 * r + 4)
+        local = tf.Variable(X[rows])
+        with tf.GradientTape() as tape:
+            parts = [local if s == r else tf.constant(X[4 * s: 4 * s + 4]) for s in (0, 1)]
+            loss, valid = km.ops.circle_pairwise(
+                labels[rows], local, MARGIN, GAMMA, return_valid=True,
+                ref_embeddings=tf.concat(parts, 0), ref_labels=labels, self_offset=4 * r)
+            valid = tf.cast(valid, "float32")
+            value = tf.reduce_sum(loss * valid) / tf.maximum(tf.reduce_sum(valid), 1.0) / 2.0
+        np.testing.assert_allclose(got[rows], tape.gradient(value, local).numpy(), rtol=1e-4, atol=1e-6)
