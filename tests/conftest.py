@@ -1,10 +1,43 @@
+"""Test-suite setup. The Keras backend comes from ``KERAS_BACKEND`` (TensorFlow by default):
+
+    python -m pytest -q -n 2 --dist loadfile                      # TensorFlow
+    KERAS_BACKEND=jax python -m pytest -q -n 2 --dist loadfile    # JAX
+
+Tests of TensorFlow-only features (SavedModel export, tf.data / TFDS input pipelines,
+MirroredStrategy, saved_model_cli) carry ``@pytest.mark.tf_only`` and are skipped on other
+backends. Under JAX, float64 is switched on (``JAX_ENABLE_X64``) so that the float64 NumPy
+reference checks compare float64 computations, as they do on TensorFlow.
+"""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.environ["KERAS_BACKEND"] == "jax":
+    os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+MARKERS = {
+    "tf_only": "needs TensorFlow itself (SavedModel, tf.data, TFDS, tf.distribute); "
+    "skipped when KERAS_BACKEND is not tensorflow",
+}
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(config, items):
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow-only feature; KERAS_BACKEND={backend}")
+    for item in items:
+        if "tf_only" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -80,6 +80,7 @@ def test_markdown_table_shape():
 # ----------------------------------------------------------------------------- scripts
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_step_time_smoke(tmp_path):
     step_time = _load("step_time")
     argv = ["--classes", "12", "--batch", "8", "--dim", "6",
@@ -103,6 +104,7 @@ def test_step_time_covers_every_landed_loss():
     assert {"softmax", "ArcFace", "CosFace", "LMSoftmax", "CircleLoss (class-level)"} <= names
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_pair_losses_smoke(tmp_path):
     pair_losses = _load("pair_losses")
     payload = pair_losses.main(["--sizes", "16", "--dim", "8", "--no-xla-off"]
@@ -116,6 +118,7 @@ def test_pair_losses_smoke(tmp_path):
     _check_reports(tmp_path, "pair_losses")
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_xla_memory_counts_one_n_by_n_matrix():
     pair_losses = _load("pair_losses")
     tf = pytest.importorskip("tensorflow")
@@ -130,6 +133,7 @@ def test_xla_memory_counts_one_n_by_n_matrix():
     assert 512 * 512 * 4 <= size < 512 * 512 * 4 + 64 * 1024
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_vs_pml_smoke(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("pytorch_metric_learning")

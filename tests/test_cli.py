@@ -118,6 +118,7 @@ def test_console_script_default_train_under_a_minute(tmp_path):
     assert elapsed < 60, elapsed
 
 
+@pytest.mark.tf_only  # SavedModel export
 def test_train_with_export_writes_and_checks_serving_model(tmp_path, capsys):
     """The README's main job: train, export for TF Serving, check in a fresh process."""
     base = tmp_path / "saved_models" / "digits"
@@ -133,6 +134,7 @@ def test_train_with_export_writes_and_checks_serving_model(tmp_path, capsys):
     assert len(diffs) == 2 and max(diffs) <= 1e-5
 
 
+@pytest.mark.tf_only  # SavedModel export
 def test_check_export_rejects_a_different_model(tmp_path):
     keras.utils.set_random_seed(0)
     make = lambda: keras.Sequential(  # noqa: E731

@@ -12,6 +12,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.tf_only  # tf.distribute
+
 CHILD = textwrap.dedent(
     """
     import os, json

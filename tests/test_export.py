@@ -18,6 +18,8 @@ from tensorflow_serving.config import model_server_config_pb2
 
 import keras_margins as km
 
+pytestmark = pytest.mark.tf_only  # SavedModel export, TF Serving protos
+
 D_IN, D_EMB, C = 12, 5, 4
 
 

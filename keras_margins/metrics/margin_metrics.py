@@ -44,14 +44,14 @@ class MinSampleMargin(keras.metrics.Metric):
         batch_min = ops.min(sample_margin(y_true, y_pred))
         current = ops.where(self.seen > 0, ops.minimum(self.minimum, batch_min), batch_min)
         self.minimum.assign(ops.cast(current, self.dtype))
-        self.seen.assign(ops.ones_like(self.seen))
+        self.seen.assign(1.0)
 
     def result(self):
         return ops.convert_to_tensor(self.minimum)
 
     def reset_state(self):
-        self.minimum.assign(ops.zeros_like(self.minimum))
-        self.seen.assign(ops.zeros_like(self.seen))
+        self.minimum.assign(0.0)
+        self.seen.assign(0.0)
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}

@@ -5,6 +5,8 @@ import inspect
 
 import keras
 
+from keras_margins.losses.ensemble import _CurrentValue
+
 _NEEDS = ("scores", "embedding", "model")
 
 
@@ -29,7 +31,10 @@ class MarginModel(keras.Model):
     ``build_state(model)`` gets it called once per loss object at ``compile`` (also on
     reload, before weights and optimizer slots are restored): it creates its variables with
     ``model.add_weight`` so the model trains and saves them. A loss with ``logs(model)``
-    (``{name: scalar}``) has those values added to the fit/evaluate logs. Compiled metrics
+    (``{name: scalar}``) has those values added to the fit/evaluate logs: read in
+    ``compute_loss`` (the values the step used, before the optimizer update) and kept in
+    metrics, so it works on every backend (JAX passes only metric variables to
+    ``compute_metrics``). Compiled metrics
     (e.g. ``"accuracy"``) see the scores, or the embedding when there is no head.
 
     How one pass is shared (design choice): ``call(x, training=True)`` returns the dict
@@ -64,6 +69,7 @@ class MarginModel(keras.Model):
         self.head = head
         self._dict_in_inference = False
         self._stateful_losses = ()
+        self._loss_logs = {}
 
     # ----------------------------------------------------------------------------- forward
     def build(self, input_shape):
@@ -107,6 +113,10 @@ class MarginModel(keras.Model):
         if hasattr(loss, "build_state") and not any(loss is s for s in self._stateful_losses):
             loss.build_state(self)
             self._stateful_losses = self._stateful_losses + (loss,)
+        # loss.logs(model) may read model variables; on JAX only metric variables reach
+        # compute_metrics, so compute_loss copies the values into these metrics.
+        if hasattr(loss, "logs") and not self._loss_logs:
+            self._loss_logs = {name: _CurrentValue(name) for name in loss.logs(self)}
 
     def _routed_outputs(self, x, y_pred):
         """{"embedding", "scores"} from the step's forward pass (see class docstring)."""
@@ -137,6 +147,9 @@ class MarginModel(keras.Model):
                 kwargs["training"] = training
             terms.append(loss.compute_model_loss(y, outputs, self, sample_weight, **kwargs))
         terms.extend(self._aggregate_additional_loss(extra) for extra in self.losses)
+        if self._loss_logs:
+            for name, value in loss.logs(self).items():
+                self._loss_logs[name].update_state(value)
         if not terms:
             raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
         return terms[0] if len(terms) == 1 else keras.ops.sum(keras.ops.stack(terms))
@@ -148,9 +161,9 @@ class MarginModel(keras.Model):
             scores = self.backbone(x, training=False)
         results = super().compute_metrics(x, y, scores, sample_weight=sample_weight)
         loss = getattr(self, "loss", None)
-        if hasattr(loss, "logs"):
+        if self._loss_logs:
             results = dict(results)
-            results.update(loss.logs(self))
+            results.update({name: tracker.result() for name, tracker in self._loss_logs.items()})
         return results
 
     # ------------------------------------------------- inference output switch (one pass)

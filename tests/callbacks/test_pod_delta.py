@@ -32,7 +32,7 @@ def test_schedule_with_frozen_weights(source):
         x, y, batch_size=8, epochs=3, verbose=0,
         callbacks=[record, km.callbacks.PODDelta(alpha=0.01, norm_source=source)],
     )
-    features = model.backbone(x).numpy()
+    features = keras.ops.convert_to_numpy(model.backbone(x))
     vectors = features @ model.head.kernel.numpy() if source == "logits" else features
     mean_norm = np.mean([np.linalg.norm(v) for v in vectors])
     expected = [0.01 * (e + 1) * mean_norm for e in range(3)]

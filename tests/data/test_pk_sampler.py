@@ -6,6 +6,8 @@ import tensorflow as tf
 
 import keras_margins as km
 
+pytestmark = pytest.mark.tf_only  # a tf.data pipeline, independent of the Keras backend
+
 
 def _data(n_per_class=(9, 7, 12, 5, 8), dim=3):
     y = np.concatenate([np.full(n, c * 10) for c, n in enumerate(n_per_class)]).astype("int32")

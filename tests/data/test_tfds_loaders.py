@@ -7,6 +7,8 @@ import tensorflow_datasets as tfds
 
 import keras_margins as km
 
+pytestmark = pytest.mark.tf_only  # TFDS / tf.data pipelines, independent of the Keras backend
+
 RETRIEVAL = ("cars196", "caltech_birds2011", "stanford_online_products")
 N_MOCK = 30  # examples per TFDS split under mock_data
 

@@ -135,6 +135,7 @@ def child_results():
     return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.tf_only  # tf.distribute.MirroredStrategy
 @pytest.mark.parametrize("labels_name", sorted(LABELS))
 @pytest.mark.parametrize("miner", ["none", "batch_hard"])
 @pytest.mark.parametrize("cross", [False, True])
@@ -147,6 +148,7 @@ def test_per_replica_values_match_numpy(child_results, labels_name, miner, cross
     assert np.all(np.isfinite(got["grad"]))
 
 
+@pytest.mark.tf_only  # tf.distribute.MirroredStrategy
 @pytest.mark.parametrize("miner", ["none", "batch_hard"])
 def test_cross_replica_equals_single_device_loss_on_the_global_batch(child_results, miner):
     labels = np.array(LABELS["split"])
@@ -161,6 +163,7 @@ def test_cross_replica_equals_single_device_loss_on_the_global_batch(child_resul
     assert np.any(np.asarray(cross["grad"]) != 0)
 
 
+@pytest.mark.tf_only  # tf.distribute.MirroredStrategy
 def test_keras_step_under_the_strategy(child_results):
     labels = np.array(LABELS["split"])
     reference = _single_device_np(X, labels)

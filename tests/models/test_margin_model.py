@@ -10,6 +10,7 @@ import pytest
 from keras import ops
 
 import keras_margins as km
+from keras_margins.ops._common import is_concrete
 
 D, C = 8, 4
 
@@ -21,7 +22,8 @@ class CountCalls(keras.layers.Layer):
     calls = 0
 
     def call(self, inputs):
-        CountCalls.calls += 1
+        if is_concrete(inputs):  # not the symbolic build traces (JAX's fit runs one)
+            CountCalls.calls += 1
         return inputs
 
 
@@ -135,7 +137,9 @@ def test_model_loss_state_trained_logged_and_saved(tmp_path):
     assert float(loss.steps) == 6.0
     assert history.history["steps"][-1] == pytest.approx(6.0)
     assert float(loss.a) != 1.0  # trained by the model's optimizer
-    assert history.history["a"][-1] == pytest.approx(float(loss.a))
+    # logs carry the value the step used (read in compute_loss, before the update)
+    assert history.history["a"][-1] != 1.0
+    assert model.evaluate(x, y, verbose=0, return_dict=True)["a"] == pytest.approx(float(loss.a))
     reloaded = km.testing.assert_save_load_identical(model, x, directory=tmp_path)
     state = {w.name: float(w.numpy()) for w in reloaded.weights if w.name in ("a", "steps")}
     assert state == {"a": pytest.approx(float(loss.a)), "steps": 6.0}
@@ -185,6 +189,7 @@ def test_bad_arguments():
 
 
 @pytest.mark.slow
+@pytest.mark.tf_only
 def test_mirrored_strategy_two_cpus():
     # Without XLA: TF cannot jit a step whose mirrored variables sit on two logical CPUs
     # ("tfvariable_on_a_different_device"), for a plain keras.Sequential as well.
