@@ -1,19 +1,34 @@
-"""Zero-shot retrieval on real digits: pair-wise Circle loss with P×K batches vs a softmax embedding.
+"""Zero-shot digit retrieval: pair-wise Circle loss with P×K batches vs a softmax embedding.
 
-The protocol of the deep-metric-learning papers: train on classes 0–4, then embed the unseen
-classes 5–9 and retrieve among them (leave-one-out nearest neighbours, cosine similarity).
-Three embeddings with the same MLP backbone and the same number of steps:
+The protocol of the deep-metric-learning papers (Musgrave et al. 2020): train on the digits
+0–4, then embed the unseen digits 5–9 and retrieve among them (leave-one-out nearest
+neighbours, cosine similarity of the L2-normalised embeddings). Every method gets the same
+backbone, the same P×K batch stream (``km.data.pk_batches``, ±1-pixel shifts by default),
+optimiser and learning rate; only the loss differs:
 
-* softmax: backbone + Dense(5) trained with cross-entropy, embedding = backbone output;
-* circle:  backbone trained with ``km.losses.PairCircleLoss`` (m = 0.4, γ = 80) on
-  ``km.data.pk_batches`` (P classes × K samples), optionally with a ``km.miners`` miner;
-* ensemble: ``km.losses.LossEnsemble([ArcFace, PairCircleLoss])`` on a ``km.models.MarginModel``
-  (learned loss weights c_k, printed).
+* softmax:  backbone + Dense(5), cross-entropy; embedding = backbone output;
+* circle:   backbone alone, ``km.losses.PairCircleLoss`` (m = 0.4, γ = 80), optional miner;
+* ensemble: ``km.losses.LossEnsemble([ArcFace, PairCircleLoss])`` on a
+  ``km.models.MarginModel`` (learned loss weights c_k).
 
-Prints P@1, MAP@R and Recall@K (``km.metrics.retrieval_scores``) for each, and for raw pixels.
-Runs in about a minute on 2 CPU cores.
+Early stopping without touching the test digits: the number of training steps of each method
+is chosen on class-disjoint folds carved from the training digits only (fit on three of 0–4,
+retrieve among the other two; MAP@R every ``--eval-every`` steps, mean over the folds). The
+digits 5–9 are used once, for the table; scores are mean ± std over ``--seeds``. Two
+controls sit beside the trained embeddings: raw pixels and the untrained backbone.
 
-    python examples/circle_retrieval.py [--epochs 30] [--miner multi_similarity]
+What it shows (README table): 8×8 digits are a hard case for zero-shot metric learning.
+Cosine k-NN on raw pixels is already near perfect at P@1, and five training digits teach
+little that carries over to five other digits: on the validation folds every loss peaks
+within a few dozen steps and then degrades as it specialises to the seen digits (with the
+former MLP: mean fold MAP@R 0.78 after one epoch, 0.67–0.77 after twelve, raw pixels 0.84;
+the former 30 epochs overfitted). The backbone (``--backbone``) matters more than
+the loss: the default small CNN with shifts scored best on the validation folds even
+untrained, but on the digits 5–9 it stays below raw pixels; the orthogonal ``linear``
+backbone keeps the pixel geometry and ends level with raw pixels.
+
+    python examples/circle_retrieval.py [--backbone cnn|linear|mlp] [--seeds 0 1 2]
+    python examples/circle_retrieval.py --miner multi_similarity --steps 20   # no validation
 """
 
 import argparse
@@ -24,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import keras_margins as km  # noqa: E402
 
@@ -34,87 +50,186 @@ MINERS = {
     "semi_hard": km.miners.SemiHardMiner,
     "multi_similarity": km.miners.MultiSimilarityMiner,
 }
+METHODS = ("softmax", "circle", "ensemble")
+#: (column title, key of km.metrics.retrieval_scores)
+METRICS = (("P@1", "precision_at_1"), ("R@5", "recall_at_5"), ("MAP@R", "map_at_r"),
+           ("R-Prec", "r_precision"))
+#: Class-disjoint validation folds inside the training digits 0–4: (fit on, retrieve among).
+FOLDS = (((0, 1, 2), (3, 4)), ((2, 3, 4), (0, 1)), ((0, 1, 4), (2, 3)))
 
 
-def make_backbone(dim, seed):
+def make_backbone(kind, dim, seed):
+    """The embedding network shared by every method (64 pixels -> dim-D).
+
+    ``linear``: one orthogonal-initialised matrix (a learned linear metric on the pixels; at
+    initialisation its cosines are exactly those of the pixels); ``mlp``: 64-128-dim ReLU;
+    ``cnn``: two 3×3 convolutions with a 2×2 max-pool, then a dense projection.
+    """
     keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(dim)],
-        name="embedding",
+    if kind == "linear":
+        body = [keras.layers.Dense(dim, use_bias=False, kernel_initializer="orthogonal")]
+    elif kind == "mlp":
+        body = [keras.layers.Dense(128, activation="relu"), keras.layers.Dense(dim)]
+    else:
+        body = [
+            keras.layers.Reshape((8, 8, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(dim),
+        ]
+    return keras.Sequential([keras.Input((64,)), *body], name="embedding")
+
+
+def _shift(x, y):
+    """Each image moved by a random (dy, dx) in {-1, 0, 1}² (zero fill)."""
+    padded = tf.pad(tf.reshape(x, (-1, 8, 8)), [[0, 0], [1, 1], [1, 1]])
+    views = tf.stack(
+        [tf.reshape(padded[:, a : a + 8, b : b + 8], (-1, 64)) for a in range(3) for b in range(3)],
+        axis=1,
     )
+    pick = tf.random.uniform((tf.shape(x)[0],), 0, 9, dtype=tf.int32)
+    return tf.gather(views, pick, batch_dims=1), y
 
 
-def train_softmax(x, y, args, steps):
-    backbone = make_backbone(args.dim, args.seed)
-    model = keras.Sequential([backbone, keras.layers.Dense(int(y.max()) + 1)])
-    model.compile(
-        keras.optimizers.Adam(args.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
+def build(method, num_classes, args, seed):
+    """(model to fit, its backbone, the loss) for one method, compiled."""
+    backbone = make_backbone(args.backbone, args.dim, seed)
+    if method == "softmax":
+        model = keras.Sequential([backbone, keras.layers.Dense(num_classes)])
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    elif method == "circle":
+        model = backbone
+        loss = km.losses.PairCircleLoss(margin=0.4, gamma=80.0, miner=MINERS[args.miner]())
+    else:
+        model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(num_classes))
+        loss = km.losses.LossEnsemble(
+            [km.losses.ArcFace(scale=16.0, margin=0.3), km.losses.PairCircleLoss()]
+        )
+    model.compile(keras.optimizers.Adam(args.lr), loss=loss, jit_compile=True)
+    return model, backbone, loss
+
+
+def embed_scores(backbone, x, y):
+    return km.metrics.retrieval_scores(backbone.predict(x, verbose=0, batch_size=1024), y)
+
+
+class _Curve(keras.callbacks.Callback):
+    """MAP@R of the backbone on held-out digits after every (short) epoch."""
+
+    def __init__(self, backbone, x, y):
+        super().__init__()
+        self.backbone, self.x, self.y = backbone, x, y
+        self.values = [embed_scores(backbone, x, y)["map_at_r"]]  # step 0: untrained
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.values.append(embed_scores(self.backbone, self.x, self.y)["map_at_r"])
+
+
+def train(method, x, y, args, seed, steps, chunk=None, held_out=None):
+    """Fit ``method`` on (x, y) for ``steps`` P×K steps; returns (backbone, loss, curve).
+
+    With ``held_out`` = (x, y), MAP@R on it is recorded every ``chunk`` steps (validation)."""
+    classes = np.unique(y)
+    y = np.searchsorted(classes, y).astype("int32")
+    model, backbone, loss = build(method, len(classes), args, seed)
+    chunk = chunk or steps
+    batches = km.data.pk_batches(
+        (x, y), p=min(args.p, len(classes)), k=args.k, seed=seed, steps_per_epoch=chunk
     )
-    # same batch size and epochs (ceil(N / batch) = steps + 1 steps per epoch over the arrays)
-    model.fit(x, y, batch_size=args.p * args.k, epochs=args.epochs, verbose=0)
-    return backbone
+    if args.shift:
+        batches = batches.map(_shift)
+    curve = None if held_out is None else _Curve(backbone, *held_out)
+    if steps > 0:
+        model.fit(batches, epochs=steps // chunk, verbose=0, shuffle=False,
+                  callbacks=[curve] if curve else [])
+    return backbone, loss, curve
 
 
-def train_circle(x, y, args, steps):
-    backbone = make_backbone(args.dim, args.seed)
-    backbone.compile(
-        keras.optimizers.Adam(args.lr),
-        loss=km.losses.PairCircleLoss(margin=0.4, gamma=80.0, miner=MINERS[args.miner]()),
-        jit_compile=True,
-    )
-    batches = km.data.pk_batches((x, y), p=args.p, k=args.k, seed=args.seed, steps_per_epoch=steps)
-    backbone.fit(batches, epochs=args.epochs, verbose=0, shuffle=False)
-    return backbone
+def _subset(x, y, classes):
+    keep = np.isin(y, classes)
+    return x[keep], y[keep]
 
 
-def train_ensemble(x, y, args, steps):
-    backbone = make_backbone(args.dim, args.seed)
-    model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(int(y.max()) + 1))
-    ensemble = km.losses.LossEnsemble(
-        [km.losses.ArcFace(scale=16.0, margin=0.3), km.losses.PairCircleLoss()]
-    )
-    model.compile(keras.optimizers.Adam(args.lr), loss=ensemble, jit_compile=True)
-    batches = km.data.pk_batches((x, y), p=args.p, k=args.k, seed=args.seed, steps_per_epoch=steps)
-    model.fit(batches, epochs=args.epochs, verbose=0, shuffle=False)
-    coefficients = dict(zip(ensemble.names, np.round(ensemble.coefficients.numpy(), 4).tolist()))
-    return backbone, coefficients
+def select_steps(x, y, args):
+    """{method: steps} maximising mean validation MAP@R over FOLDS (training digits only)."""
+    chosen = {}
+    for method in METHODS:
+        curves = [
+            train(method, *_subset(x, y, fit_on), args, args.seeds[0], args.max_steps,
+                  chunk=args.eval_every, held_out=_subset(x, y, held))[2].values
+            for fit_on, held in FOLDS
+        ]
+        mean = np.mean(curves, axis=0)
+        best = 1 + int(np.argmax(mean[1:]))  # at least one chunk of training
+        chosen[method] = best * args.eval_every
+        print(f"  {method:<9} MAP@R at 0, {args.eval_every}, ... steps: "
+              + " ".join(f"{v:.3f}" for v in mean) + f"  -> {chosen[method]} steps")
+    return chosen
+
+
+def print_table(rows):
+    print(f"{'method':<28}" + "".join(f"{name:>16}" for name, _ in METRICS)
+          + f"{'steps':>7}{'s/seed':>8}")
+    for label, scores, steps, seconds in rows:
+        cells = "".join(
+            f"{np.mean(scores[key]):>9.4f} ± {np.std(scores[key]):.3f}" for _, key in METRICS
+        )
+        print(f"{label:<28}{cells}{steps:>7}{seconds:>8.1f}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--p", type=int, default=5, help="classes per batch")
     parser.add_argument("--k", type=int, default=8, help="samples per class")
-    parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--backbone", choices=("cnn", "linear", "mlp"), default="cnn")
+    parser.add_argument("--shift", action=argparse.BooleanOptionalAction, default=True,
+                        help="±1-pixel shift augmentation of the training batches")
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--miner", choices=sorted(MINERS), default="none")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=40,
+                        help="longest training tried on the validation folds")
+    parser.add_argument("--eval-every", type=int, default=10,
+                        help="validation MAP@R every this many steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train every method this many steps (skips the validation)")
     args = parser.parse_args(argv)
 
-    (x, y), (xt, yt) = km.data.digits_zero_shot(seed=args.seed)
-    steps = len(y) // (args.p * args.k)
+    (x, y), (xt, yt) = km.data.digits_zero_shot()
     print(f"train: {len(y)} digits of classes {sorted(set(y.tolist()))}; "
           f"retrieval among {len(yt)} digits of unseen classes {sorted(set(yt.tolist()))}")
-    print(f"{args.epochs} epochs × {steps} steps of {args.p}×{args.k} = {args.p * args.k} samples\n")
+    print(f"{args.backbone} backbone, {args.dim}-D embedding, batches of {args.p}×{args.k}"
+          f"{' with ±1-pixel shifts' if args.shift else ''}, Adam lr {args.lr}, "
+          f"seeds {args.seeds}")
+    if args.steps is None:
+        print("validation on folds of the training digits "
+              + ", ".join(f"{a}->{b}" for a, b in FOLDS) + ":")
+        steps = select_steps(x, y, args)
+    else:
+        steps = dict.fromkeys(METHODS, args.steps)
+    print()
 
-    rows = [("raw pixels", km.metrics.retrieval_scores(xt, yt), 0.0, "")]
-    for name, train in (("softmax", train_softmax), ("circle", train_circle),
-                        ("ensemble", train_ensemble)):
-        start = time.time()
-        result = train(x, y, args, steps)
-        backbone, extra = result if isinstance(result, tuple) else (result, "")
-        seconds = time.time() - start
-        scores = km.metrics.retrieval_scores(backbone.predict(xt, verbose=0), yt)
-        label = name if name != "circle" else f"circle (miner={args.miner})"
-        rows.append((label, scores, seconds, extra))
-
-    print(f"{'embedding':<32}{'P@1':>8}{'MAP@R':>8}{'R@5':>8}{'train s':>9}")
-    for label, s, seconds, extra in rows:
-        print(f"{label:<32}{s['precision_at_1']:>8.4f}{s['map_at_r']:>8.4f}"
-              f"{s['recall_at_5']:>8.4f}{seconds:>9.1f}  {extra if extra else ''}")
-    return {label: s for label, s, _, _ in rows}
+    raw = km.metrics.retrieval_scores(xt, yt)
+    rows = [("raw pixels", {key: [raw[key]] for _, key in METRICS}, 0, 0.0)]
+    untrained = [embed_scores(make_backbone(args.backbone, args.dim, seed), xt, yt)
+                 for seed in args.seeds]
+    rows.append(("untrained backbone", {key: [u[key] for u in untrained] for _, key in METRICS},
+                 0, 0.0))
+    for method in METHODS:
+        scores, start = {key: [] for _, key in METRICS}, time.time()
+        for seed in args.seeds:
+            backbone, loss, _ = train(method, x, y, args, seed, steps[method])
+            result = embed_scores(backbone, xt, yt)
+            for _, key in METRICS:
+                scores[key].append(result[key])
+        label = method if method != "circle" else f"circle (miner={args.miner})"
+        rows.append((label, scores, steps[method], (time.time() - start) / len(args.seeds)))
+    print_table(rows)
+    return {label: {key: float(np.mean(v)) for key, v in scores.items()}
+            for label, scores, _, _ in rows}
 
 
 if __name__ == "__main__":
