@@ -148,6 +148,7 @@ def test_vs_pml_smoke(tmp_path):
     _check_reports(tmp_path, "vs_pml")
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_head_cost_smoke(tmp_path):
     head_cost = _load("head_cost")
     payload = head_cost.main(["--classes", "12", "--batch", "8", "--dim", "6"]

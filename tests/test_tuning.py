@@ -272,7 +272,7 @@ def test_tune_subcommand_end_to_end(tmp_path, capsys):
     export_dir = tmp_path / "saved" / "digits"
     export = keras.backend.backend() == "tensorflow"  # SavedModel export is TensorFlow-only
     argv = ["tune", "--losses", "cosface", "--max-trials", "1", "--epochs", "1",
-            "--directory", str(tmp_path / "runs")] + (["--export-dir", str(export_dir)] if export else [])
+            "--directory", str(tmp_path / "runs"), "--export-dir", str(export_dir) if export else ""]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "| trial | loss | scale | margin | val_map_at_r |" in out

@@ -88,8 +88,14 @@ def test_sample_margin_hand_case():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_class_margin_and_zero_centroid_random(seed):
     w = np.random.default_rng(seed).normal(size=(5, 7))
-    assert float(km.ops.class_margin(w)) == pytest.approx(ref_class_margin(w), abs=1e-9)
     assert float(km.ops.zero_centroid(w)) == pytest.approx(ref_zero_centroid(w), rel=1e-10)
+    got = km.ops.class_margin(w)
+    if keras.backend.standardize_dtype(got.dtype) != "float64":
+        # Keras' dtype promotion maps float64 to float32 off TensorFlow (BIT64_TO_BIT32_DTYPE in
+        # keras/src/backend/common/dtypes.py), so keras.ops.arccos is float32 on JAX even with x64.
+        assert float(got) == pytest.approx(ref_class_margin(w), abs=1e-6)
+        pytest.xfail("keras.ops.arccos computes float64 input in float32 on this backend")
+    assert float(got) == pytest.approx(ref_class_margin(w), abs=1e-9)
 
 
 def test_simplex_has_maximal_class_margin_and_zero_centroid():
