@@ -8,6 +8,8 @@ import pytest
 
 import keras_margins as km
 
+pytestmark = pytest.mark.tf_only  # the example feeds tf.data pipelines (km.data.pk_batches)
+
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "circle_retrieval.py"
 _KEYS = {"precision_at_1", "recall_at_5", "map_at_r", "r_precision"}
 
