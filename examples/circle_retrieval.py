@@ -27,7 +27,8 @@ the loss: the default small CNN with shifts scored best on the validation folds 
 untrained, but on the digits 5–9 it stays below raw pixels; the orthogonal ``linear``
 backbone keeps the pixel geometry and ends level with raw pixels. Embedding size (32–128),
 dropout with weight decay, a multi-similarity miner, γ = 32 and learning rates 1e-3 / 3e-4
-did not lift any trained embedding above raw pixels on the validation folds either.
+moved no trained embedding more than about 0.02 MAP@R above its untrained backbone on the
+validation folds, and none brought the MLP or linear backbone above raw pixels there.
 
     python examples/circle_retrieval.py [--backbone cnn|linear|mlp] [--seeds 0 1 2]
     python examples/circle_retrieval.py --miner multi_similarity --steps 20   # no validation
