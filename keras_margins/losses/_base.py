@@ -6,7 +6,12 @@ arguments (plus Keras' ``name``/``reduction``/``dtype``). The loss never owns we
 Losses compute in float32 (``dtype="float32"``) even under mixed precision.
 """
 
+import inspect
+
 import keras
+
+#: What a loss can ask ``km.models.MarginModel`` for (the ``needs`` attribute).
+NEEDS = ("scores", "embedding", "model")
 
 
 class MarginLoss(keras.losses.Loss):
@@ -47,3 +52,12 @@ class MarginLoss(keras.losses.Loss):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def compute_model_loss(loss, y, outputs, model, sample_weight=None, training=True):
+    """Call ``loss.compute_model_loss`` (a ``needs="model"`` loss), passing ``training`` only
+    to implementations that accept it."""
+    kwargs = {}
+    if "training" in inspect.signature(loss.compute_model_loss).parameters:
+        kwargs["training"] = training
+    return loss.compute_model_loss(y, outputs, model, sample_weight, **kwargs)

@@ -1,11 +1,12 @@
 """Learned-weight ensemble of losses (Zabihzadeh et al. 2021/2023; SPEC §4)."""
 
-import inspect
 import math
 
 import keras
 from keras import ops
 
+from keras_margins.losses._base import NEEDS as _NEEDS
+from keras_margins.losses._base import compute_model_loss
 from keras_margins.ops._common import check_positive
 
 try:  # Keras 3: divide by the replica count under tf.distribute, as keras.losses.Loss does
@@ -16,7 +17,6 @@ except ImportError:  # pragma: no cover
         return value
 
 
-_NEEDS = ("scores", "embedding", "model")
 #: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).
 _MEAN_FLOOR = 1e-12
 #: Smallest initial a_k: a_k = 0 is a stationary point of c_k = a_k² + 1/(4m).
@@ -169,10 +169,7 @@ class LossEnsemble(keras.losses.Loss):
     def _member_value(self, member, y, outputs, model, sample_weight, training):
         needs = getattr(member, "needs", "scores")
         if needs == "model":
-            kwargs = {}
-            if "training" in inspect.signature(member.compute_model_loss).parameters:
-                kwargs["training"] = training
-            return member.compute_model_loss(y, outputs, model, sample_weight, **kwargs)
+            return compute_model_loss(member, y, outputs, model, sample_weight, training)
         value = outputs[needs if needs == "embedding" else "scores"]
         if value is None:
             raise ValueError(f"`losses`: {member.name} needs class scores but the model has no head.")

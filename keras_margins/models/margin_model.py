@@ -1,13 +1,11 @@
 """``MarginModel``: backbone + head task model for losses that need the embedding
 (DESIGN.md contract 4; shared protocol in the project notes)."""
 
-import inspect
-
 import keras
 
+from keras_margins.losses._base import NEEDS as _NEEDS
+from keras_margins.losses._base import compute_model_loss
 from keras_margins.losses.ensemble import _CurrentValue
-
-_NEEDS = ("scores", "embedding", "model")
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -142,10 +140,7 @@ class MarginModel(keras.Model):
         elif needs == "embedding":
             terms.append(loss(y, outputs["embedding"], sample_weight))
         else:
-            kwargs = {}
-            if "training" in inspect.signature(loss.compute_model_loss).parameters:
-                kwargs["training"] = training
-            terms.append(loss.compute_model_loss(y, outputs, self, sample_weight, **kwargs))
+            terms.append(compute_model_loss(loss, y, outputs, self, sample_weight, training))
         terms.extend(self._aggregate_additional_loss(extra) for extra in self.losses)
         if self._loss_logs:
             for name, value in loss.logs(self).items():
