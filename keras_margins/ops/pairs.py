@@ -6,7 +6,8 @@ All masks are static-shape boolean (N, M) tensors built by comparisons (no
 
 from keras import ops
 
-from keras_margins.ops._common import as_float, as_labels, l2_normalize, static_shape
+from keras_margins.ops._common import as_float, as_labels, static_shape
+from keras_margins.ops.cosine import normalized_matmul
 
 
 def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
@@ -49,9 +50,8 @@ def pairwise_cosine(embeddings, ref_embeddings=None):
         >>> sim.shape   # (8, 8), ones on the diagonal
     """
     embeddings = as_float(embeddings, "embeddings", 2, "(N, D)")
-    unit = l2_normalize(embeddings, axis=1)
     if ref_embeddings is None:
-        ref_unit = unit
+        ref_embeddings = embeddings
     else:
         ref_embeddings = as_float(ref_embeddings, "ref_embeddings", 2, "(M, D)")
         d_x, d_r = static_shape(embeddings)[1], static_shape(ref_embeddings)[1]
@@ -59,5 +59,5 @@ def pairwise_cosine(embeddings, ref_embeddings=None):
             raise ValueError(
                 f"`ref_embeddings` has D={d_r} but `embeddings` has D={d_x}; they must match."
             )
-        ref_unit = l2_normalize(ref_embeddings, axis=1)
-    return ops.clip(ops.matmul(unit, ops.transpose(ref_unit)), -1.0, 1.0)
+    # The cosine head's fused op (one matmul, scaled by both norms; hand-written backward).
+    return normalized_matmul(embeddings, ops.transpose(ref_embeddings))
