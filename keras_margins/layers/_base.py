@@ -30,12 +30,15 @@ class ClassHead(keras.layers.Layer):
         return shape[-1]
 
     def _check_features(self, features):
-        shape = static_shape(as_float(features, "features", 2, "(N, D)"))
+        """Validated float features (N, D) matching the kernel's D (what ``call`` should use)."""
+        features = as_float(features, "features", 2, "(N, D)")
+        shape = static_shape(features)
         expected = self.kernel.shape[0]
         if shape[1] is not None and shape[1] != expected:
             raise ValueError(
                 f"`features` has D={shape[1]} but {type(self).__name__} was built for D={expected}."
             )
+        return features
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)

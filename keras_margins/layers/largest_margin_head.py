@@ -50,8 +50,7 @@ class LargestMarginHead(ClassHead):
         )
 
     def call(self, inputs):
-        self._check_features(inputs)
-        return kmops.cosine_similarity(inputs, self.kernel)
+        return kmops.cosine_similarity(self._check_features(inputs), self.kernel)
 
     def get_config(self):
         config = super().get_config()

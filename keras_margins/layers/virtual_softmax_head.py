@@ -36,10 +36,10 @@ class VirtualSoftmaxHead(LargestMarginHead):
         self.virtual_clip = virtual_clip
 
     def call(self, inputs, training=None):
-        self._check_features(inputs)
+        features = self._check_features(inputs)
         if training:
-            return kmops.virtual_log_probs(inputs, self.kernel, self.virtual_clip)
-        return ops.log_softmax(ops.matmul(inputs, self.kernel), axis=-1)
+            return kmops.virtual_log_probs(features, self.kernel, self.virtual_clip)
+        return ops.log_softmax(ops.matmul(features, self.kernel), axis=-1)
 
     def get_config(self):
         config = super().get_config()

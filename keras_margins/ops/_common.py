@@ -145,7 +145,7 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(sq, EPS * EPS))
 
 
-def target_mask(labels, num_classes, dtype="bool"):
+def target_mask(labels, num_classes):
     """(N, C) boolean mask of the target column, built by comparison (fuses under XLA)."""
     classes = ops.arange(num_classes, dtype="int32")
     return ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
