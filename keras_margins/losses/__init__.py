@@ -1,6 +1,6 @@
 """Keras losses of keras_margins (thin wrappers over ``km.ops``)."""
 
-from keras_margins.losses._base import MarginLoss
+from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.losses.circle import CircleLoss, PairCircleLoss
 from keras_margins.losses.ensemble import LossEnsemble
 from keras_margins.losses.largest_margin_softmax import LargestMarginSoftmax, LMSoftmax

@@ -6,8 +6,6 @@ arguments (plus Keras' ``name``/``reduction``/``dtype``). The loss never owns we
 Losses compute in float32 (``dtype="float32"``) even under mixed precision.
 """
 
-import inspect
-
 import keras
 
 #: What a loss can ask ``km.models.MarginModel`` for (the ``needs`` attribute).
@@ -54,10 +52,51 @@ class MarginLoss(keras.losses.Loss):
         return cls(**config)
 
 
+class ModelLoss(keras.losses.Loss):
+    """Base class of the losses that need more than ``(labels, class scores)``.
+
+    A ``ModelLoss`` (``needs = "model"``) runs inside ``km.models.MarginModel``, which calls
+    three methods:
+
+    * ``build_state(model)``: once per loss object, at ``compile`` (and on reload, before the
+      weights and optimizer slots are restored). Create variables with ``model.add_weight`` so
+      the model trains and saves them. Default: no state.
+    * ``compute_model_loss(y, outputs, model, sample_weight=None, training=True)``: the
+      scalar loss of a step, reduced (and scaled for ``tf.distribute``) like
+      ``keras.losses.Loss.__call__``. ``outputs`` is ``{"embedding": (N, D), "scores": (N, C)
+      or None}`` from the step's single forward pass; ``model`` gives access to
+      ``model.backbone`` and ``model.head``; ``training`` is False in ``evaluate``.
+    * ``logs(model)``: ``{name: scalar}`` added to the fit/evaluate logs (read with the values
+      the step used). Default: none.
+
+    Calling a ``ModelLoss`` like a plain Keras loss on ``(y_true, y_pred)`` raises a
+    ``ValueError`` that points to ``MarginModel``, unless a subclass defines ``call``.
+    """
+
+    needs = "model"
+
+    def build_state(self, model):
+        """Create the loss's variables on ``model`` (``model.add_weight``). Default: none."""
+
+    def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
+        raise NotImplementedError(f"{type(self).__name__} must implement compute_model_loss.")
+
+    def logs(self, model):
+        """``{name: scalar}`` for the fit/evaluate logs. Default: none."""
+        return {}
+
+    def call(self, y_true, y_pred):
+        raise ValueError(
+            f"{type(self).__name__} needs the embedding and the head: compile it on a "
+            "km.models.MarginModel(backbone, head), not on a plain keras.Model."
+        )
+
+
 def compute_model_loss(loss, y, outputs, model, sample_weight=None, training=True):
-    """Call ``loss.compute_model_loss`` (a ``needs="model"`` loss), passing ``training`` only
-    to implementations that accept it."""
-    kwargs = {}
-    if "training" in inspect.signature(loss.compute_model_loss).parameters:
-        kwargs["training"] = training
-    return loss.compute_model_loss(y, outputs, model, sample_weight, **kwargs)
+    """The value of a ``needs="model"`` loss (a ``ModelLoss``) for one step."""
+    if not isinstance(loss, ModelLoss):
+        raise ValueError(
+            f"`loss`: {type(loss).__name__} has needs='model' but is not a "
+            "km.losses.ModelLoss subclass."
+        )
+    return loss.compute_model_loss(y, outputs, model, sample_weight, training=training)

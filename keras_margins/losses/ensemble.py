@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_margins.losses._base import NEEDS as _NEEDS
-from keras_margins.losses._base import compute_model_loss
+from keras_margins.losses._base import ModelLoss, compute_model_loss
 from keras_margins.ops._common import check_positive
 
 try:  # Keras 3: divide by the replica count under tf.distribute, as keras.losses.Loss does
@@ -61,7 +61,7 @@ def _unique_names(losses):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class LossEnsemble(keras.losses.Loss):
+class LossEnsemble(ModelLoss):
     """Several losses on one embedding / head with learned weights (SPEC §4):
 
         L = Σ_k c_k · (mean_j L̄_j / L̄_k) · L_k + penalty_scale · η · (Σ_k c_k − 1)²,
@@ -151,7 +151,7 @@ class LossEnsemble(keras.losses.Loss):
         self._trackers = [_CurrentValue(f"c_{name}") for name in self.names]
         model._loss_ensemble_coefficients = self._trackers
         for member in self.members:
-            if hasattr(member, "build_state"):
+            if isinstance(member, ModelLoss):
                 member.build_state(model)
 
     @property

@@ -3,13 +3,13 @@
 import keras
 from keras import ops
 
-from keras_margins.losses._base import MarginLoss
+from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.ops import pod_terms
 from keras_margins.ops.virtual_softmax import safe_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class POD(MarginLoss):
+class POD(ModelLoss, MarginLoss):
     """POD loss (SPEC §3.2): NaC term + ``decorrelation_weight`` · decorrelation term,
 
     NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))²,
@@ -81,6 +81,9 @@ class POD(MarginLoss):
                 self._accumulate_norms(ops.stop_gradient(features), centroids)
         packed = {"features": features, "centroids": centroids, "delta": delta}
         return self(y, packed, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):
+        return MarginLoss.call(self, y_true, y_pred)
 
     def per_sample(self, labels, y_pred):
         if not isinstance(y_pred, dict):

@@ -4,7 +4,7 @@
 import keras
 
 from keras_margins.losses._base import NEEDS as _NEEDS
-from keras_margins.losses._base import compute_model_loss
+from keras_margins.losses._base import ModelLoss, compute_model_loss
 from keras_margins.losses.ensemble import _CurrentValue
 
 
@@ -108,12 +108,19 @@ class MarginModel(keras.Model):
         needs = getattr(loss, "needs", "scores")
         if needs not in _NEEDS:
             raise ValueError(f"`loss.needs` must be one of {_NEEDS}; got {needs!r}.")
-        if hasattr(loss, "build_state") and not any(loss is s for s in self._stateful_losses):
+        if not isinstance(loss, ModelLoss):
+            if needs == "model":
+                raise ValueError(
+                    f"`loss`: {type(loss).__name__} has needs='model' but does not subclass "
+                    "km.losses.ModelLoss (build_state / compute_model_loss / logs)."
+                )
+            return
+        if not any(loss is s for s in self._stateful_losses):
             loss.build_state(self)
             self._stateful_losses = self._stateful_losses + (loss,)
         # loss.logs(model) may read model variables; on JAX only metric variables reach
         # compute_metrics, so compute_loss copies the values into these metrics.
-        if hasattr(loss, "logs") and not self._loss_logs:
+        if not self._loss_logs:
             self._loss_logs = {name: _CurrentValue(name) for name in loss.logs(self)}
 
     def _routed_outputs(self, x, y_pred):

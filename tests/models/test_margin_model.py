@@ -40,10 +40,9 @@ class EmbeddingMSE(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins_tests")
-class ScaledCE(keras.losses.Loss):
+class ScaledCE(km.losses.ModelLoss):
     """needs='model' with state: a trainable factor a (loss a²·CE + (a−2)²) and a step counter."""
 
-    needs = "model"
 
     def build_state(self, model):
         self.a = model.add_weight(name="a", shape=(), initializer=keras.initializers.Constant(1.0))
