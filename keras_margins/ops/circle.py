@@ -1,14 +1,15 @@
-"""Circle loss (Sun et al., CVPR 2020), class-level and pair-wise forms (SPEC §2).
+"""Circle loss (Sun et al., CVPR 2020), class-level and pair-wise forms.
 
 Both forms share one per-anchor core, :func:`circle_from_similarity`: given an anchor's
 similarities to a set of positives and a set of negatives (selected by boolean masks),
 
-    α_p = [1 + m − s_p]_+,   α_n = [s_n + m]_+          (stop-gradient, as in every reference)
+    α_p = [1 + m − s_p]_+,   α_n = [s_n + m]_+          (stop-gradient)
     L   = softplus( LSE_p(−γ·α_p·(s_p − (1 − m))) + LSE_n(γ·α_n·(s_n − m)) )
 
-which equals log[1 + Σ_n e^{γ α_n (s_n − Δ_n)} · Σ_p e^{−γ α_p (s_p − Δ_p)}] (SPEC §2.1, the
-paper's Eq. 6) without ever forming the overflowing product. The LSEs are masked (no −inf
+which equals log[1 + Σ_n e^{γ α_n (s_n − Δ_n)} · Σ_p e^{−γ α_p (s_p − Δ_p)}] (the paper's
+Eq. 6) without ever forming the overflowing product. The LSEs are masked (no −inf
 arithmetic); anchors without a positive or without a negative get 0 and finite gradients.
+Details and the comparison with ``keras.losses.Circle``: ``docs/papers.md`` §4.
 """
 
 from keras import ops
@@ -44,14 +45,29 @@ def _as_mask(mask, shape, name):
 def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
     """Per-row Circle loss of a similarity matrix (N, M) and whether each row was valid.
 
-    ``pos_mask`` / ``neg_mask`` (N, M) boolean select each row's positives and negatives.
-    Returns ``(loss, valid)``, both (N,); ``loss`` is 0 where ``valid`` is False (no positive
-    or no negative). Computes in float32.
+    Args:
+        sim: (N, M) similarities (cosines).
+        pos_mask: (N, M) boolean, each row's positives.
+        neg_mask: (N, M) boolean, each row's negatives.
+        margin: relaxation m in [0, 1).
+        gamma: scale γ > 0.
+
+    Returns:
+        ``(loss, valid)``, both (N,): float32 losses, 0 where ``valid`` is False (a row
+        without a positive or without a negative).
 
     Example:
-        >>> pos, neg = km.ops.pair_masks(labels)
-        >>> sim = km.ops.pairwise_cosine(embeddings)
-        >>> loss, valid = km.ops.circle_from_similarity(sim, pos, neg, margin=0.4, gamma=80.0)
+
+    >>> import numpy as np, keras_margins as km
+    >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> pos, neg = km.ops.pair_masks([0, 0, 1, 1])
+    >>> loss, valid = km.ops.circle_from_similarity(
+    ...     km.ops.pairwise_cosine(emb), pos, neg, margin=0.4, gamma=80.0)
+    >>> print(np.round(np.asarray(loss), 2), np.asarray(valid))
+    [0.  6.4 6.4 0. ] [ True  True  True  True]
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6.
     """
     _check_hparams(margin, gamma)
     sim = ops.cast(as_float(sim, "sim", 2, "(N, M) of similarities"), "float32")
@@ -69,17 +85,30 @@ def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
 
 
 def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
-    """Per-sample class-level Circle loss, shape (N,) (Sun et al. 2020, Eq. 6; SPEC §2.1).
+    """Per-sample class-level Circle loss on the (N, C) cosines of a cosine head.
 
-    One positive similarity s_p = cos θ_y and C − 1 negatives s_n = cos θ_j (j ≠ y), the
-    cosines of a cosine head (``LargestMarginHead``). Paper defaults for face recognition:
-    m = 0.25, γ = 256. It equals :func:`circle_pairwise` of the features against the class
-    weights used as reference embeddings.
+    One positive similarity s_p = cos θ_y and the C − 1 negatives s_n = cos θ_j (j ≠ y). It
+    equals :func:`circle_pairwise` of the features against the class weights used as
+    reference embeddings.
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids in [0, C).
+        cos: (N, C) cosines, C >= 2.
+        margin: relaxation m in [0, 1) (default 0.25, the paper's face-recognition setting).
+        gamma: scale γ > 0 (default 256.0, idem).
+
+    Returns:
+        (N,) float32 per-sample losses.
 
     Example:
-        >>> cos = km.ops.cosine_similarity(features, head.kernel)
-        >>> loss = km.ops.circle_class_level(labels, cos, margin=0.25, gamma=256.0)
-        >>> loss.shape  # (N,)
+
+    >>> import numpy as np, keras_margins as km
+    >>> cos = np.array([[0.9, 0.1, -0.2], [0.3, 0.6, 0.2]])
+    >>> print(np.round(np.asarray(km.ops.circle_class_level([0, 1], cos)), 2))
+    [ 0. 32.]
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
     _check_hparams(margin, gamma)
     cos, num_classes = check_scores(cos)
@@ -102,24 +131,43 @@ def circle_pairwise(
     ref_labels=None,
     self_offset=None,
 ):
-    """Per-anchor pair-wise Circle loss on in-batch cosine similarity, shape (N,) (SPEC §2.1).
+    """Per-anchor pair-wise Circle loss on in-batch cosine similarity, shape (N,).
 
     For anchor i the positives are the other samples of its class, the negatives the samples
-    of other classes; similarities are cosines of the L2-normalised embeddings (N, D). An
-    anchor without a positive or a negative gets 0. Optional ``pos_mask``/``neg_mask`` (N, N)
-    boolean (from a ``km.miners`` miner) further restrict the pairs (they are AND-ed with the
-    label masks); ``miner`` (a ``km.miners`` object) computes them from the same similarity
-    matrix. ``return_valid=True`` also returns the (N,) mask of anchors that have both.
-    With ``ref_embeddings`` (M, D) / ``ref_labels`` (M,) the anchors are compared with those
-    references instead of each other (masks are (N, M)); if the references contain the
-    anchors at rows ``self_offset + i`` (a batch gathered across replicas), those self-pairs
-    are not positives.
-    Paper defaults for fine-grained retrieval: m = 0.4, γ = 80.
+    of other classes; similarities are cosines of the L2-normalised embeddings. An anchor
+    without a positive or a negative gets 0.
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids.
+        embeddings: (N, D) float tensor.
+        margin: relaxation m in [0, 1) (default 0.4, the paper's fine-grained retrieval
+            setting).
+        gamma: scale γ > 0 (default 80.0, idem).
+        pos_mask: optional (N, M) boolean mask AND-ed with the label positives (default None).
+        neg_mask: optional (N, M) boolean mask AND-ed with the label negatives (default None).
+        return_valid: also return the (N,) mask of anchors that have both (default False).
+        miner: optional ``km.miners`` object computing the masks from the same similarity
+            matrix; exclusive with ``pos_mask``/``neg_mask`` (default None).
+        ref_embeddings: optional (M, D) references compared with the anchors instead of each
+            other (default None; pass with ``ref_labels``).
+        ref_labels: optional (M,) class ids of the references (default None).
+        self_offset: row of anchor 0 among the references when they contain the anchors (a
+            batch gathered across replicas), so self-pairs are not positives (default None).
+
+    Returns:
+        (N,) float32 losses, or ``(loss, valid)`` with ``return_valid=True``.
 
     Example:
-        >>> loss = km.ops.circle_pairwise(labels, embeddings, margin=0.4, gamma=80.0)
-        >>> loss.shape  # (N,)
-        >>> km.ops.circle_pairwise([0, 1], np.eye(2))   # no positive pair -> [0., 0.]
+
+    >>> import numpy as np, keras_margins as km
+    >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-0.6, 0.8]])
+    >>> print(np.round(np.asarray(km.ops.circle_pairwise([0, 0, 1, 1], emb)), 2))
+    [0.  6.4 6.4 0. ]
+    >>> print(np.asarray(km.ops.circle_pairwise([0, 1], np.eye(2))))   # no positive pair
+    [0. 0.]
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
     """
     _check_hparams(margin, gamma)
     if (ref_embeddings is None) != (ref_labels is None):

@@ -43,15 +43,31 @@ def normalized_matmul(x, w):
 
 
 def cosine_similarity(features, kernel):
-    """Cosines between L2-normalised rows of ``features`` (N, D) and columns of ``kernel`` (D, C).
+    """Cosines between the rows of ``features`` (N, D) and the columns of ``kernel`` (D, C).
 
-    cos_ij = <x_i/||x_i||, w_j/||w_j||> (SPEC §0), clipped to [-1, 1]. Zero vectors give
-    cosine 0 (never NaN). Returns (N, C) float32.
+    cos_ij = <x_i/||x_i||, w_j/||w_j||>, clipped to [-1, 1]; a zero vector has cosine 0 with
+    everything (never NaN). One matmul whose output is scaled by 1/||x_i||·1/||w_j||, with a
+    hand-written backward pass (the normalised kernel is never materialised; see
+    ``docs/design.md``, "The fused cosine op").
+
+    Args:
+        features: float tensor (N, D).
+        kernel: float tensor (D, C), one column per class (a head's ``.kernel``).
+
+    Returns:
+        (N, C) cosines, float32 (float64 for float64 inputs).
 
     Example:
-        >>> cos = km.ops.cosine_similarity(np.eye(3, 4), np.ones((4, 5)))
-        >>> cos.shape
-        (3, 5)
+
+    >>> import numpy as np, keras_margins as km
+    >>> x = np.array([[1.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    >>> print(np.round(np.asarray(km.ops.cosine_similarity(x, np.eye(2))), 4))
+    [[1.  0. ]
+     [0.6 0.8]
+     [0.  0. ]]
+
+    Reference:
+        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017 (normalised features and weights).
     """
     features = as_float(features, "features", 2, "(N, D)")
     kernel = as_float(kernel, "kernel", 2, "(D, C)")

@@ -1,5 +1,7 @@
-"""Margin measures of Zhou et al. 2022 (SPEC §1.1, §1.5): sample and class margins,
-zero-centroid."""
+"""Margin measures of Zhou et al. (ICLR 2022): sample and class margins, zero-centroid.
+
+Definitions: ``docs/papers.md`` §1.1 and §1.5.
+"""
 
 from keras import ops
 
@@ -16,13 +18,27 @@ from keras_margins.ops._common import (
 
 
 def sample_margin(labels, cos):
-    """γ_i = cos θ_{i,y_i} − max_{j≠y_i} cos θ_ij, shape (N,), in [−2, 2] (SPEC §1.1).
+    """Sample margins γ_i = cos θ_{i,y_i} − max_{j≠y_i} cos θ_ij, in [−2, 2].
 
-    Positive iff sample i is classified correctly. The sample-margin regulariser of SPEC §1.4
-    is R_sm = −mean_i γ_i.
+    γ_i > 0 iff sample i is classified correctly. The sample-margin regulariser is
+    R_sm = −mean_i γ_i (``sample_margin_weight`` of the margin losses).
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids in [0, C).
+        cos: (N, C) cosines, C >= 2.
+
+    Returns:
+        (N,) float32 sample margins.
 
     Example:
-        >>> km.ops.sample_margin([0], [[0.9, 0.1, -0.2]])   # 0.8
+
+    >>> import numpy as np, keras_margins as km
+    >>> cos = np.array([[0.9, 0.1, -0.2], [0.7, 0.4, 0.2]])
+    >>> print(np.round(np.asarray(km.ops.sample_margin([0, 1], cos)), 4))
+    [ 0.8 -0.3]
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin).
     """
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
@@ -39,12 +55,28 @@ def _unit_columns(kernel):
 
 
 def class_margin(kernel):
-    """Smallest angle (radians) between two class prototypes, m_cls = min_{i≠j} arccos(ŵ_i·ŵ_j).
+    """Class margin: the smallest angle (radians) between two class prototypes.
 
-    SPEC §1.1. Its maximum is arccos(−1/(C−1)) for C ≤ D+1 (the regular simplex).
+    m_cls = min_{i≠j} arccos(ŵ_i·ŵ_j). For C ≤ D+1 its maximum is arccos(−1/(C−1)), reached
+    by the regular simplex.
+
+    Args:
+        kernel: (D, C) prototypes, one column per class, C >= 2.
+
+    Returns:
+        A float32 scalar tensor (radians).
 
     Example:
-        >>> float(km.ops.class_margin(np.eye(3)))   # π/2
+
+    >>> import numpy as np, keras_margins as km
+    >>> print(round(float(km.ops.class_margin(np.eye(3))), 4))   # π/2
+    1.5708
+    >>> simplex = km.ops.pedcc_centroids(4, 3)                   # arccos(-1/3)
+    >>> print(round(float(km.ops.class_margin(simplex)), 4))
+    1.9106
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (class margin).
     """
     w = _unit_columns(kernel)
     gram = ops.matmul(ops.transpose(w), w)
@@ -54,12 +86,25 @@ def class_margin(kernel):
 
 
 def zero_centroid(kernel):
-    """R_w = || Σ_k w_k/||w_k|| ||², the squared norm of the sum of unit class columns.
+    """Zero-centroid measure R_w = ||Σ_k ŵ_k||² of the unit class prototypes (sum form).
 
-    SPEC §1.5 (the public code's sum form; the paper's mean form is this divided by C²).
+    This is the sum form of the authors' public code; the paper writes the mean form
+    ||(1/C) Σ_k ŵ_k||², which is this value divided by C² (``docs/papers.md`` §1.5).
+
+    Args:
+        kernel: (D, C) prototypes, one column per class, C >= 2.
+
+    Returns:
+        A float32 scalar tensor.
 
     Example:
-        >>> float(km.ops.zero_centroid(np.eye(2)))   # ||(1, 1)||² = 2
+
+    >>> import numpy as np, keras_margins as km
+    >>> print(round(float(km.ops.zero_centroid(np.eye(2))), 4))   # ||(1, 1)||²
+    2.0
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (zero-centroid regularisation).
     """
     w = _unit_columns(kernel)
     return ops.sum(ops.square(ops.sum(w, axis=1)))

@@ -11,17 +11,40 @@ from keras_margins.ops.cosine import normalized_matmul
 
 
 def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
-    """Positive / negative pair masks, each (N, M) boolean.
+    """Positive and negative pair masks of a batch, each (N, M) boolean.
 
-    pos[i, j] = labels[i] == ref_labels[j] (excluding i == j when ``ref_labels`` is None and
-    ``remove_diagonal``), neg[i, j] = labels[i] != ref_labels[j] (SPEC §2.1, pair-wise form).
-    When the references contain the anchors themselves at rows ``self_offset + i`` (a global
-    batch gathered across replicas), pass ``self_offset`` (int or scalar tensor) to exclude
-    those self-pairs from the positives.
+    pos[i, j] = labels[i] == ref_labels[j] and neg[i, j] = labels[i] != ref_labels[j]. Without
+    ``ref_labels`` the batch is compared with itself and, with ``remove_diagonal``, an anchor
+    is not its own positive. When the references contain the anchors at rows
+    ``self_offset + i`` (a batch gathered across replicas), those self-pairs are excluded from
+    the positives.
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids.
+        ref_labels: optional (M,) class ids of the references (default: ``labels``).
+        remove_diagonal: exclude i == j from the positives when ``ref_labels`` is None
+            (default True).
+        self_offset: optional int or scalar tensor, row of anchor 0 among the references
+            (default None).
+
+    Returns:
+        ``(pos, neg)``, two (N, M) boolean tensors.
 
     Example:
-        >>> pos, neg = km.ops.pair_masks([0, 0, 1])
-        >>> pos.shape, neg.shape   # (3, 3), (3, 3); pos[0, 1] and neg[0, 2] are True
+
+    >>> import numpy as np, keras_margins as km
+    >>> pos, neg = km.ops.pair_masks([0, 0, 1])
+    >>> print(np.asarray(pos).astype(int))
+    [[0 1 0]
+     [1 0 0]
+     [0 0 0]]
+    >>> print(np.asarray(neg).astype(int))
+    [[0 0 1]
+     [0 0 1]
+     [1 1 0]]
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020 (pair-wise labels).
     """
     labels = as_labels(labels)
     same_set = ref_labels is None
@@ -43,11 +66,25 @@ def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
 def pairwise_cosine(embeddings, ref_embeddings=None):
     """(N, M) cosine similarities between L2-normalised rows, clipped to [-1, 1].
 
-    Zero vectors give similarity 0 (never NaN). ``ref_embeddings`` defaults to ``embeddings``.
+    Zero vectors give similarity 0 (never NaN). Against explicit references the fused cosine
+    op of the heads is used, so class-level and pair-wise Circle losses see identical
+    similarities.
+
+    Args:
+        embeddings: (N, D) float tensor.
+        ref_embeddings: optional (M, D) references (default: ``embeddings``).
+
+    Returns:
+        (N, M) float tensor.
 
     Example:
-        >>> sim = km.ops.pairwise_cosine(np.random.rand(8, 16))
-        >>> sim.shape   # (8, 8), ones on the diagonal
+
+    >>> import numpy as np, keras_margins as km
+    >>> e = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    >>> print(np.round(np.asarray(km.ops.pairwise_cosine(e)), 4))
+    [[1.     0.     0.7071]
+     [0.     1.     0.7071]
+     [0.7071 0.7071 1.    ]]
     """
     embeddings = as_float(embeddings, "embeddings", 2, "(N, D)")
     if ref_embeddings is None:

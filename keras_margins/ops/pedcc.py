@@ -1,6 +1,7 @@
-"""Predefined evenly-distributed class centroids (PEDCC; Zhu & Zu, SPEC §3.1).
+"""Predefined evenly-distributed class centroids (PEDCC; Zhu & Zu, arXiv:2111.15449).
 
 Runs once, at build time, in NumPy (the result becomes a fixed, non-trainable weight).
+Construction and deviations: ``docs/papers.md`` §3.1.
 """
 
 import functools
@@ -53,15 +54,38 @@ def _repulsion(num_classes, dim, rng, iterations, step):
 
 
 def pedcc_centroids(num_classes, dim, seed=0, iterations=1000, step=0.1):
-    """(D, C) NumPy float32 array of unit columns evenly spread on the sphere (SPEC §3.1).
+    """(D, C) NumPy float32 array of unit columns evenly spread on the sphere.
 
     C ≤ D+1: the exact regular simplex (Gram matrix 1 on the diagonal, −1/(C−1) elsewhere,
-    zero centroid), randomly rotated into R^D. C > D+1: iterative repulsion on the sphere
-    (``iterations`` steps of decaying size ``step``). Deterministic for a given ``seed``.
+    columns summing to zero), randomly rotated into R^D. C > D+1: repulsion on the sphere
+    (``iterations`` steps of geometrically decaying size, starting at ``step``).
+    Deterministic for a given ``seed``; cached per process.
+
+    Args:
+        num_classes: C >= 2.
+        dim: D >= 1.
+        seed: integer seed of the rotation / initial points, or None for fresh randomness
+            (default 0).
+        iterations: repulsion steps for C > D+1 (default 1000).
+        step: initial repulsion step size, > 0 (default 0.1).
+
+    Returns:
+        A (D, C) float32 NumPy array.
 
     Example:
-        >>> c = km.ops.pedcc_centroids(10, 32)      # (32, 10)
-        >>> np.round(c.T @ c, 4)[0, 1]              # -0.1111 = -1/9
+
+    >>> import numpy as np, keras_margins as km
+    >>> c = km.ops.pedcc_centroids(4, 3)
+    >>> c.shape
+    (3, 4)
+    >>> print(np.round(c.T @ c, 4))
+    [[ 1.     -0.3333 -0.3333 -0.3333]
+     [-0.3333  1.     -0.3333 -0.3333]
+     [-0.3333 -0.3333  1.     -0.3333]
+     [-0.3333 -0.3333 -0.3333  1.    ]]
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
     for name, value, low in (("num_classes", num_classes, 2), ("dim", dim, 1)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:

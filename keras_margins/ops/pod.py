@@ -1,4 +1,7 @@
-"""POD loss on predefined class centroids (Zhu & Zu, arXiv 2111.15449; SPEC §3.2)."""
+"""POD loss on predefined class centroids (Zhu & Zu, arXiv:2111.15449).
+
+Formulas and the δ schedule: ``docs/papers.md`` §3.2-3.3.
+"""
 
 from keras import ops
 
@@ -23,14 +26,30 @@ def pod_terms(labels, features, centroids, delta=0.05):
 
     NaC_i = (1 − x_i·c_{y_i} / sqrt(||x_i||² + δ²))², the squared (1 − cosine) between
     [x_i, δ] and [c_{y_i}, 0]. Decorrelation: with residuals r_i = x_i/||x_i|| − c_{y_i}
-    (not batch-centred) and Σ = RᵀR/(B−1), L_sc = Σ_{a≠b} Σ_ab² / (D−1). Centroid columns are
-    normalised (a no-op for PEDCC). ``delta`` may be a float or a scalar tensor/variable.
-    At x_i = 0 every value is finite (NaC_i = 1 for δ > 0, x̂_i = 0), but x/||x|| is singular
-    there, so the decorrelation gradient is huge (finite, ~1/EPS) for an exactly-zero feature.
+    (not batch-centred) and Σ = RᵀR/(B−1), L_sc = Σ_{a≠b} Σ_ab² / (D−1). Centroid columns
+    are normalised (a no-op for PEDCC). At x_i = 0 every value is finite (NaC_i = 1 for
+    δ > 0), but x/||x|| is singular there, so the decorrelation gradient of an exactly-zero
+    feature is huge (finite, ~1/1e-12).
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids in [0, C).
+        features: (N, D) embeddings before normalisation, N >= 2, D >= 2.
+        centroids: (D, C) class centroids (``km.ops.pedcc_centroids``).
+        delta: δ >= 0, a float or a scalar tensor/variable (default 0.05).
+
+    Returns:
+        ``(nac, decorrelation)``: an (N,) tensor and a scalar tensor.
 
     Example:
-        >>> nac, decorrelation = km.ops.pod_terms(labels, features, centroids, delta=0.05)
-        >>> nac.shape, decorrelation.shape   # ((N,), ())
+
+    >>> import numpy as np, keras_margins as km
+    >>> x = np.array([[2.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.3, 0.4]])
+    >>> nac, decorrelation = km.ops.pod_terms([0, 1, 2], x, np.eye(3), delta=0.05)
+    >>> print(np.round(np.asarray(nac), 4), round(float(decorrelation), 4))
+    [0.     0.0113 0.0416] 0.0042
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
     _check_delta(delta)
     features, centroids = features_and_kernel(features, centroids, "(D, C) of class centroids")
@@ -54,15 +73,30 @@ def pod_terms(labels, features, centroids, delta=0.05):
 
 
 def pod_loss(labels, features, centroids, delta=0.05, decorrelation_weight=1.0):
-    """POD loss (), SPEC §3.2: mean_i NaC_i + ``decorrelation_weight`` · L_sc.
+    """POD loss: mean_i NaC_i + ``decorrelation_weight`` · L_sc (see ``pod_terms``).
 
-    NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))² pulls each feature onto its fixed centroid
-    (δ > 0 penalises small norms and keeps x = 0 finite); L_sc decorrelates the residuals
-    x̂_i − c_{y_i} across feature dimensions. Centroids (D, C): ``km.ops.pedcc_centroids``.
+    NaC pulls each feature onto its fixed centroid (δ > 0 penalises small norms and keeps
+    x = 0 finite); L_sc decorrelates the residuals x̂_i − c_{y_i} across feature dimensions.
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids in [0, C).
+        features: (N, D) embeddings before normalisation, N >= 2, D >= 2.
+        centroids: (D, C) class centroids (``km.ops.pedcc_centroids``).
+        delta: δ >= 0 (default 0.05, the authors' value for the first epoch).
+        decorrelation_weight: weight of L_sc, >= 0 (default 1.0, as in the authors' code).
+
+    Returns:
+        A scalar float tensor.
 
     Example:
-        >>> c = km.ops.pedcc_centroids(10, 32)
-        >>> loss = km.ops.pod_loss(labels, features, c, delta=0.05)   # scalar
+
+    >>> import numpy as np, keras_margins as km
+    >>> x = np.array([[2.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.0, 0.3, 0.4]])
+    >>> print(round(float(km.ops.pod_loss([0, 1, 2], x, np.eye(3), delta=0.05)), 4))
+    0.0218
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
     check_non_negative(decorrelation_weight, "decorrelation_weight")
     nac, decorrelation = pod_terms(labels, features, centroids, delta)

@@ -1,4 +1,4 @@
-"""Virtual Softmax (Chen, Deng & Shen, NeurIPS 2018; SPEC §5)."""
+"""Virtual Softmax (Chen, Deng & Shen, NeurIPS 2018). Details: ``docs/papers.md`` §2."""
 
 from keras import ops
 
@@ -26,14 +26,29 @@ def virtual_log_probs(features, kernel, virtual_clip=None):
     """u_ij = z_ij − log(Σ_k e^{z_ik} + e^{||W_j||·||x_i||}), shape (N, C), with z = x·W.
 
     u_ij is log p(class j | x_i) under the Virtual Softmax model *if j were the label*: the
-    virtual class W_virt = ||W_j||·x/||x|| then adds the logit z_virt = ||W_j||·||x|| (SPEC §5).
-    Computed as z − logaddexp(logsumexp(z), z_virt) (stable without clipping); gradients flow
-    through ||W_j|| and ||x|| as in the paper. ``virtual_clip`` caps z_virt (some public ports
-    clamp it at 15 or 50; off by default).
+    virtual class W_virt = ||W_j||·x/||x|| then adds the logit ||W_j||·||x||. Computed as
+    z − logaddexp(logsumexp(z), z_virt), stable without clipping; gradients flow through
+    ||W_j|| and ||x|| as in the paper. ``-u[i, y_i]`` is the Virtual Softmax loss of sample i,
+    which lets ``VirtualSoftmaxHead`` work in a plain ``keras.Sequential``.
+
+    Args:
+        features: (N, D) float tensor.
+        kernel: (D, C) bias-free linear weights, C >= 2.
+        virtual_clip: optional cap on the virtual logit, > 0 (default None; some public ports
+            clamp it at 15 or 50).
+
+    Returns:
+        (N, C) float tensor.
 
     Example:
-        >>> u = km.ops.virtual_log_probs(features, head.kernel)    # (N, C)
-        >>> loss = -u[np.arange(N), labels]                        # = virtual_softmax(...)
+
+    >>> import numpy as np, keras_margins as km
+    >>> x, w = np.array([[1.0, 2.0]]), np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])
+    >>> print(np.round(np.asarray(km.ops.virtual_log_probs(x, w)), 4))
+    [[-2.0993 -1.0993 -2.5959]]
+
+    Reference:
+        - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
     if virtual_clip is not None and not virtual_clip > 0:
         raise ValueError(f"`virtual_clip` must be > 0 or None; got {virtual_clip}.")
@@ -46,16 +61,34 @@ def virtual_log_probs(features, kernel, virtual_clip=None):
 
 
 def virtual_softmax(labels, features, kernel, virtual_clip=None):
-    """Per-sample Virtual Softmax loss, shape (N,) (Chen et al. 2018, Eq. 3; SPEC §5).
+    """Per-sample Virtual Softmax loss.
 
-    L_i = −log( e^{z_y} / (Σ_{j=1..C} e^{z_j} + e^{z_virt}) ),  z_j = W_jᵀx,
-    z_virt = ||W_y||·||x||: cross-entropy over the C logits plus a virtual negative class
-    W_virt = ||W_y||·x/||x|| built from the sample itself. Always ≥ the softmax loss; no
-    hyper-parameters. x = 0 gives log(C + 1).
+    L_i = −log( e^{z_y} / (Σ_{j=1..C} e^{z_j} + e^{||W_y||·||x_i||}) ), z_j = W_jᵀx_i:
+    cross-entropy over the C logits plus a virtual negative class W_virt = ||W_y||·x/||x||
+    built from the sample itself. Never below the plain softmax loss; no hyper-parameters.
+    x = 0 gives log(C + 1).
+
+    Args:
+        labels: (N,) or (N, 1) integer class ids in [0, C).
+        features: (N, D) float tensor.
+        kernel: (D, C) bias-free linear weights, C >= 2.
+        virtual_clip: optional cap on the virtual logit, > 0 (default None).
+
+    Returns:
+        (N,) float tensor.
 
     Example:
-        >>> loss = km.ops.virtual_softmax(labels, features, head.kernel)   # (N,)
-        >>> float(km.ops.virtual_softmax([0], np.zeros((1, 4)), np.ones((4, 3)))[0])  # log 4
+
+    >>> import numpy as np, keras_margins as km
+    >>> x, w = np.array([[1.0, 2.0]]), np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])
+    >>> print(np.round(np.asarray(km.ops.virtual_softmax([1], x, w)), 4))   # softmax CE: 0.5514
+    [1.0993]
+    >>> loss = km.ops.virtual_softmax([0], np.zeros((1, 4)), np.ones((4, 3)))
+    >>> print(round(float(loss[0]), 4))   # log 4
+    1.3863
+
+    Reference:
+        - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
     log_probs = virtual_log_probs(features, kernel, virtual_clip)
     labels = as_labels(labels, static_shape(kernel)[1], static_shape(features)[0])
