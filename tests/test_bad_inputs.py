@@ -237,7 +237,12 @@ LOSS_ROWS += (
         pytest.param(lambda: km.losses.POD()(LABELS, FEATS), "POD", id="POD-outside_margin_model"),
         pytest.param(lambda: km.losses.LossEnsemble([km.losses.ArcFace()])(LABELS, COS),
                      "LossEnsemble", id="LossEnsemble-outside_margin_model"),
+        pytest.param(lambda: km.losses.SampleMarginRegularizer(km.losses.ArcFace(), 1.0)(LABELS, COS),
+                     "MarginModel", id="SampleMarginRegularizer-outside_margin_model"),
     ]
+    + _hparam_rows("SampleMarginRegularizer", lambda **kw: km.losses.SampleMarginRegularizer(
+        **{"loss": km.losses.ArcFace(), "weight": 1.0, **kw}),
+        {"weight": [-1.0, float("inf"), "1"], "loss": [None, 3]})
 )
 
 LAYER_ROWS = []
@@ -381,6 +386,12 @@ MODEL_ROWS = [
     pytest.param(lambda: km.models.MarginModel(keras.Sequential([keras.Input((3,)), keras.layers.Reshape((3, 1))]),
                                                km.layers.LargestMarginHead(C)).build((None, 3)),
                  "features", id="MarginModel-backbone_rank3"),
+    pytest.param(lambda: _eager_model_step(km.losses.SampleMarginRegularizer(km.losses.ArcFace(), 1.0),
+                                           keras.layers.Dense(C), LABELS), "head",
+                 id="MarginModel-sample_margin_head_with_bias"),
+    pytest.param(lambda: _eager_model_step(km.losses.SampleMarginRegularizer(km.losses.ArcFace(), 1.0),
+                                           None, LABELS), "head",
+                 id="MarginModel-sample_margin_no_head"),
 ]
 
 
