@@ -10,6 +10,10 @@ class ClassHead(keras.layers.Layer):
 
     Heads compute in float32 even under a mixed-precision policy (scores feed a softmax with
     scales up to 64, which overflows float16), unless an explicit ``dtype`` is given.
+
+    Args:
+        num_classes: C >= 2.
+        **kwargs: base ``keras.layers.Layer`` arguments (``dtype`` defaults to float32).
     """
 
     def __init__(self, num_classes, **kwargs):

@@ -10,8 +10,19 @@ from keras_margins.ops._common import check_not_nan
 class L2Normalize(keras.layers.Layer):
     """``x / max(||x||, 1e-12)`` along ``axis``; zero rows stay zero (never NaN).
 
+    The last layer of an exported embedding model (cosine = dot product of its outputs).
+
+    Args:
+        axis: axis to normalise along (default -1).
+        **kwargs: base ``keras.layers.Layer`` arguments.
+
     Example:
-        >>> emb = km.layers.L2Normalize()(backbone.output)
+
+    >>> import numpy as np, keras_margins as km
+    >>> out = km.layers.L2Normalize()(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    >>> print(np.round(np.asarray(out), 4))
+    [[0.6 0.8]
+     [0.  0. ]]
     """
 
     def __init__(self, axis=-1, **kwargs):

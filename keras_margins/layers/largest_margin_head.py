@@ -9,7 +9,7 @@ from keras_margins.layers._base import ClassHead
 @keras.saving.register_keras_serializable(package="keras_margins")
 class LargestMarginHead(ClassHead):
     """Cosine head: (N, D) features -> (N, C) cosines cos θ_ij between ``x_i/||x_i||`` and
-    ``w_j/||w_j||`` (SPEC §0, §1). Pair it with any cosine loss (``LMSoftmax``, ``ArcFace``,
+    ``w_j/||w_j||``. Pair it with any cosine loss (``LMSoftmax``, ``ArcFace``,
     ``CosFace``, ``SphereFace``, ``NormFace``, ``MarginSoftmax``, ``CircleLoss``): margins are
     applied in the loss, on the target column only, so ``predict`` returns plain cosines whose
     argmax is the class. The prototypes live in ``.kernel`` with shape (D, C).

@@ -1,4 +1,4 @@
-"""Cosine head on fixed PEDCC centroids (Zhu & Zu, arXiv 2111.15449; SPEC §3)."""
+"""Cosine head on fixed PEDCC centroids (Zhu & Zu, arXiv:2111.15449)."""
 
 import keras
 from keras import ops
@@ -11,17 +11,26 @@ from keras_margins.layers._base import ClassHead
 class PEDCCHead(ClassHead):
     """(N, D) features -> (N, C) cosines to C predefined evenly-distributed class centroids.
 
-    The centroids (``km.ops.pedcc_centroids(C, D, seed)``: exact regular simplex for
-    C ≤ D+1, repulsion otherwise; SPEC §3.1) are a non-trainable (D, C) weight at
+    The centroids (``km.ops.pedcc_centroids(C, D, seed)``: the exact regular simplex for
+    C ≤ D+1, repulsion on the sphere otherwise) are a non-trainable (D, C) weight at
     ``.kernel``: saved in ``.keras`` files and restored from them on load, never retrained.
-    argmax of the output is the class (SPEC §3.2, inference). Train with ``km.losses.POD``
-    inside ``km.models.MarginModel``, or with any cosine loss (``ArcFace``, ``LMSoftmax``...)
-    in a plain ``keras.Sequential``.
+    The argmax of the output is the class, the paper's inference rule. Train with
+    ``km.losses.POD`` inside ``km.models.MarginModel``, or with any cosine loss (``ArcFace``,
+    ``LMSoftmax``...) in a plain ``keras.Sequential``.
+
+    Args:
+        num_classes: C >= 2.
+        seed: integer seed of the centroids' random rotation (default 0).
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``: float32 by
+            default, also under mixed precision).
 
     Example:
         >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
         >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"], jit_compile=True)
         >>> model.fit(x, y, callbacks=[km.callbacks.PODDelta()])
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
 
     def __init__(self, num_classes, seed=0, **kwargs):

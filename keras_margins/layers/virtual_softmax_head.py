@@ -1,4 +1,4 @@
-"""Linear head for Virtual Softmax (Chen, Deng & Shen, NeurIPS 2018; SPEC §5)."""
+"""Linear head for Virtual Softmax (Chen, Deng & Shen, NeurIPS 2018)."""
 
 import keras
 from keras import ops
@@ -9,9 +9,10 @@ from keras_margins.layers.largest_margin_head import LargestMarginHead
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class VirtualSoftmaxHead(LargestMarginHead):
-    """Bias-free linear head z = x·W (kernel (D, C) at ``.kernel``) whose virtual class lives
-    in training only, so it works in a plain ``keras.Sequential`` with
-    ``km.losses.VirtualSoftmax`` (SPEC §5, DESIGN contract 4):
+    """Bias-free linear head z = x·W whose virtual class lives in training only.
+
+    It works in a plain ``keras.Sequential`` with ``km.losses.VirtualSoftmax``, with no
+    labels as inputs (``docs/papers.md`` §2):
 
     * training: u_j = z_j − log(Σ_k e^{z_k} + e^{||W_j||·||x||}) (``km.ops.virtual_log_probs``),
       log p(j | x) under the paper's model if j were the label; the NLL −u_y is exactly the
@@ -19,14 +20,22 @@ class VirtualSoftmaxHead(LargestMarginHead):
     * inference: log_softmax(z), whose argmax is argmax(x·W), so ``evaluate`` reports the
       plain softmax cross-entropy and ``predict`` gives class log-probabilities.
 
-    Same arguments as ``LargestMarginHead`` (initialiser, regulariser, constraint of the
-    kernel) plus ``virtual_clip`` (cap on the virtual logit, off by default; public ports use
-    15 or 50).
+    The (D, C) kernel is at ``.kernel``.
+
+    Args:
+        num_classes: C >= 2.
+        virtual_clip: optional cap on the virtual logit, > 0 (default None; public ports use
+            15 or 50).
+        **kwargs: the other arguments of ``LargestMarginHead`` (``kernel_initializer``,
+            ``kernel_regularizer``, ``kernel_constraint``) and of ``keras.layers.Layer``.
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.VirtualSoftmaxHead(10)])
         >>> model.compile("adam", loss=km.losses.VirtualSoftmax(), jit_compile=True)
         >>> model.fit(x, y); model.predict(x).argmax(-1)
+
+    Reference:
+        - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
 
     def __init__(self, num_classes, virtual_clip=None, **kwargs):
