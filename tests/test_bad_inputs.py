@@ -344,7 +344,24 @@ METRIC_ROWS += [
 
 _X = RNG.normal(size=(20, 3)).astype("float32")
 _Y = np.repeat(np.arange(4), 5)
+METRIC_ROWS += [
+    pytest.param(lambda: km.metrics.group_accuracy(LABELS, COS[:, :3], [50, 50, 5, 5]), "y_pred",
+                 id="group_accuracy-y_pred_columns"),
+    pytest.param(lambda: km.metrics.group_accuracy(LABELS, _with(COS, (0, 0), np.nan), [50, 50, 5, 5]), "y_pred",
+                 id="group_accuracy-y_pred_nan"),
+    pytest.param(lambda: km.metrics.group_accuracy(BAD_LABELS["out_of_range"], COS, [50, 50, 5, 5]), "y_true",
+                 id="group_accuracy-y_true_out_of_range"),
+    pytest.param(lambda: km.metrics.group_accuracy(LABELS, COS, [50, -1, 5, 5]), "train_counts",
+                 id="group_accuracy-train_counts_negative"),
+    pytest.param(lambda: km.metrics.group_accuracy(LABELS, COS, [50, 50, 5, 5], few_threshold=200),
+                 "few_threshold", id="group_accuracy-thresholds_order"),
+]
+
 DATA_ROWS = [
+    pytest.param(lambda: km.data.long_tailed(_X, _Y, 0.5), "imbalance_ratio", id="long_tailed-ratio_below_1"),
+    pytest.param(lambda: km.data.long_tailed(_X, _Y[:-1], 10), "x", id="long_tailed-rows"),
+    pytest.param(lambda: km.data.long_tailed(_X, _Y + 0.5, 10), "y", id="long_tailed-labels_float"),
+    pytest.param(lambda: km.data.long_tailed(_X, _Y, 10, seed=-1), "seed", id="long_tailed-seed"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=0, k=2), "p", id="pk-p0"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=5, k=2), "p", id="pk-p_too_large"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2.5, k=2), "p", id="pk-p_float"),

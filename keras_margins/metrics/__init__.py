@@ -1,5 +1,6 @@
-"""Metrics: margin monitors (Keras metrics), retrieval and verification scores."""
+"""Metrics: margin monitors (Keras metrics), retrieval, verification and long-tailed scores."""
 
+from keras_margins.metrics.group_accuracy import group_accuracy
 from keras_margins.metrics.margin_metrics import MinSampleMargin, SampleMargin
 from keras_margins.metrics.retrieval import retrieval_scores
 from keras_margins.metrics.verification import verification_scores
