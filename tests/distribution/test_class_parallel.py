@@ -1,0 +1,130 @@
+"""km.distribution.class_parallel on 8 simulated CPU devices (JAX backend).
+
+The device count and the backend are fixed when JAX starts, and this test process has
+already started its backend, so the checks run in one child process
+(``_class_parallel_child.py``: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``,
+``KERAS_BACKEND=jax``), whichever backend the suite itself runs on. Each case trains one
+SGD step (learning rate 1: the weight change is the gradient) from the same weights and
+batch on one device and under ``class_parallel()``, and compares.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import pytest
+
+CHILD = pathlib.Path(__file__).with_name("_class_parallel_child.py")
+CASES = [
+    "arcface",
+    "cosface",
+    "lmsoftmax",
+    "circle",
+    "virtual_softmax",
+    "pod",
+    "ensemble",
+    "pair_circle",
+    "arcface_mesh_2x4",
+]
+D, C = 8, 32
+
+
+def child_env():
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="0", TF_CPP_MIN_LOG_LEVEL="3")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["PYTHONPATH"] = os.pathsep.join([str(CHILD.parents[2]), env.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def results():
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), *CASES],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    line = [row for row in proc.stdout.splitlines() if row.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sharded_step_equals_single_device(results, case):
+    r = results["cases"][case]
+    # Same loss as one device, to float32 rounding of a reduction split over devices.
+    assert abs(r["loss"] - r["ref_loss"]) <= 1e-5 * max(1.0, abs(r["ref_loss"])), r
+    # Same gradient (every trainable variable) to 1e-5 relative to its scale.
+    assert r["grad_nonzero"], r
+    assert r["grad_max_abs_diff"] <= 1e-5 * max(1.0, r["grad_max_abs"]), r
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_head_kernel_is_split_by_class(results, case):
+    r = results["cases"][case]
+    shards = r["model_axis_size"]
+    assert r["mesh"] == [8 // shards, shards]
+    assert r["spec"] == [None, "model"], r  # (D, C) kernel: class axis over "model"
+    assert r["devices"] == 8
+    assert r["shards"] == [[D, C // shards]], r  # each device holds C / shards columns
+    assert r["sharded"] is True
+    if case != "pod":  # PEDCC centroids are fixed: no optimizer slot
+        assert r["slot_shards"] == [[D, C // shards]], r  # momentum split the same way
+
+
+def test_custom_head_name_is_found(results):
+    # Found by layer type: a head named by the user is sharded too.
+    assert results["cases"]["arcface"]["path"].endswith("/my_head/kernel")
+
+
+@pytest.mark.parametrize(
+    "call, names",
+    [
+        ("model_axis_size=3", ["`model_axis_size`", "(8)"]),
+        ("model_axis_size=0", ["`model_axis_size`"]),
+        ("model_axis_size=16", ["`model_axis_size`"]),
+        ("model_axis_size=2.0", ["`model_axis_size`"]),
+        ("model_axis_size=True", ["`model_axis_size`"]),
+        ("devices=[]", ["`devices`"]),
+        ("devices='cpu:0'", ["`devices`"]),
+        ("devices=twice", ["`devices`", "twice"]),
+        ("devices=unknown", ["`devices`", "cpu:99"]),
+        ("devices=3,model_axis_size=2", ["`model_axis_size`", "(3)"]),
+        ("num_classes=30", ["num_classes=30", "`model_axis_size`=8"]),
+        ("num_classes=30,model_axis_size=4", ["num_classes=30", "`model_axis_size`=4"]),
+    ],
+)
+def test_bad_arguments_raise_value_error(results, call, names):
+    message = results["errors"][call]
+    assert message is not None, f"{call} raised no ValueError"
+    for name in names:
+        assert name in message, message
+
+
+def test_accepted_arguments(results):
+    a = results["accepted"]
+    assert a["is_model_parallel"] is True
+    assert a["two_devices_ids"] == [2, 5] and a["two_devices_shards"] == [[D, 3]]
+    assert a["c6_axis2_shards"] == [[D, 3]]  # C need only be a multiple of the model axis
+    # The batch is split over the whole mesh: the backbone runs data-parallel.
+    assert a["data_spec"] == [["batch", "model"], None]
+    assert a["num_model_replicas"] == 8
+
+
+def test_in_process_backend_check():
+    """On the suite's own backend: JAX gives a one-device mesh, others a clear error."""
+    import keras_margins as km
+
+    if keras.backend.backend() != "jax":
+        with pytest.raises(RuntimeError, match="JAX backend"):
+            km.distribution.class_parallel()
+        return
+    dist = km.distribution.class_parallel()
+    assert isinstance(dist, keras.distribution.ModelParallel)
+    assert dist.device_mesh.axis_names == ("batch", "model")
+    with pytest.raises(ValueError, match="`model_axis_size`"):
+        km.distribution.class_parallel(model_axis_size=2)
