@@ -1,4 +1,4 @@
-"""Circle loss classes (Sun et al., CVPR 2020; SPEC §2)."""
+"""Circle loss classes (Sun et al., CVPR 2020)."""
 
 import keras
 
@@ -18,16 +18,24 @@ except ImportError:  # pragma: no cover - older Keras 3
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class CircleLoss(MarginLoss):
-    """Class-level Circle loss on the (N, C) cosines of a cosine head (SPEC §2.1, Eq. 6 of
-    Sun et al. 2020 with one positive s_p = cos θ_y and the C − 1 negatives cos θ_j).
+    """Class-level Circle loss on the (N, C) cosines of a cosine head (Eq. 6 of Sun et al.
+    2020 with one positive s_p = cos θ_y and the C − 1 negatives cos θ_j).
 
     Defaults m = 0.25, γ = 256 (the paper's face-recognition setting); numerically safe at
     γ = 256 (softplus of two log-sum-exps, never the product of exponentials).
+
+    Args:
+        margin: relaxation m in [0, 1) (default 0.25, the paper's face-recognition setting).
+        gamma: scale γ > 0 (default 256.0, idem).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.CircleLoss(margin=0.25, gamma=256.0))
         >>> model.fit(x, y)
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
 
     def __init__(self, margin=0.25, gamma=256.0, **kwargs):
@@ -41,7 +49,7 @@ class CircleLoss(MarginLoss):
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class PairCircleLoss(MarginLoss):
-    """Pair-wise Circle loss on embeddings (N, D) (SPEC §2.1; Sun et al. 2020, Eq. 1/6).
+    """Pair-wise Circle loss on embeddings (N, D) (Sun et al. 2020, Eq. 6).
 
     In-batch cosine similarities; positives = same label except self, negatives = other
     labels, optionally restricted by a ``km.miners`` miner. The batch loss is the mean over
@@ -51,12 +59,10 @@ class PairCircleLoss(MarginLoss):
     model whose output is the embedding. Train with class-balanced batches
     (``km.data.pk_batches``) so that anchors have positives.
 
-    Same value as ``keras.losses.Circle`` on L2-normalised embeddings whenever every anchor
-    has a positive and a negative, with these differences: the weights α are stop-gradient
-    here (the paper's and PML's convention; Keras differentiates through them), embeddings
-    are normalised here (Keras expects unit inputs), anchors without a positive or a negative
-    are excluded from the mean here (Keras masks anchors whose loss is exactly 0, which also
-    drops valid anchors whose softplus underflows), and Keras' LSE over an empty set uses −inf.
+    It gives the same value as ``keras.losses.Circle`` on L2-normalised embeddings when every
+    anchor has a positive and a negative; the differences (stop-gradient weights α, built-in
+    normalisation, which anchors are averaged, empty sets) are explained in
+    ``docs/papers.md`` §4.3.
 
     ``cross_replica=True`` (for ``tf.distribute`` strategies, e.g. ``MirroredStrategy``):
     each replica normally sees only its slice of the batch, so pairs are mined within a
@@ -68,10 +74,21 @@ class PairCircleLoss(MarginLoss):
     so with equal valid-anchor counts the loss equals the single-device loss on the global
     batch. A no-op outside a multi-replica context and on other backends.
 
+    Args:
+        margin: relaxation m in [0, 1) (default 0.4, the paper's fine-grained retrieval
+            setting).
+        gamma: scale γ > 0 (default 80.0, idem).
+        miner: optional ``km.miners`` object restricting the pairs (default None: all pairs).
+        cross_replica: mine pairs over the global batch under ``tf.distribute`` (default False).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
+
     Example:
         >>> model = keras.Sequential([backbone])              # outputs embeddings (N, D)
         >>> model.compile("adam", loss=km.losses.PairCircleLoss(miner=km.miners.MultiSimilarityMiner()))
         >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)
+
+    Reference:
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
     """
 
     needs = "embedding"

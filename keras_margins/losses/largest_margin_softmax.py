@@ -1,4 +1,4 @@
-"""LM-Softmax (Zhou et al., ICLR 2022, SPEC §1.3)."""
+"""LM-Softmax (Zhou et al., ICLR 2022)."""
 
 import keras
 
@@ -10,18 +10,29 @@ from keras_margins.ops._common import check_positive
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class LargestMarginSoftmax(MarginLoss):
-    """LM-Softmax: L = −log e^{s·cos θ_y} / Σ_{j≠y} e^{s·cos θ_j} (SPEC §1.3), the softmax
-    with the target removed from the denominator, plus ``sample_margin_weight``·R_sm (§1.4).
+    """LM-Softmax: the softmax with the target removed from its denominator, on cosines.
 
-    The loss is unbounded below by design (it keeps widening the margins), so negative values
-    are normal. Default ``scale=5.0`` is the authors' script default for visual
-    classification. ``divide_by_scale=True`` divides by s as the public code does (this only
-    rescales gradients).
+    L = −log e^{s·cos θ_y} / Σ_{j≠y} e^{s·cos θ_j}, plus ``sample_margin_weight`` · R_sm with
+    R_sm = −mean_i γ_i. Not Liu et al.'s L-Softmax. Negative values are normal, but the loss
+    is bounded below on unit cosines: L ≥ log(C−1) − 2s per sample (every other prototype at
+    −x, i.e. collapsed prototypes), and log(C−1) − s·C/(C−1) when each feature sits on its own
+    prototype and the prototypes sum to zero, reached by the regular simplex
+    (``docs/papers.md`` §1.3). It is never clipped.
+
+    Args:
+        scale: s > 0 (default 5.0, the authors' script default for visual classification).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        divide_by_scale: divide the loss by s as the authors' public code does; this only
+            rescales the gradient (default False, the paper's formula).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.LMSoftmax(scale=5.0, sample_margin_weight=1.0))
         >>> model.fit(x, y)
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (largest margin softmax loss, sample-margin regularisation).
     """
 
     def __init__(self, scale=5.0, sample_margin_weight=0.0, divide_by_scale=False, **kwargs):

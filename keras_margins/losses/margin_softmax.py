@@ -1,4 +1,4 @@
-"""The generalised margin softmax losses on a cosine head (SPEC §1.2-1.4)."""
+"""The generalised margin softmax losses on a cosine head (Zhou et al., ICLR 2022)."""
 
 import math
 
@@ -11,7 +11,7 @@ from keras_margins.ops._common import check_positive
 
 
 def _with_sample_margin(loss, labels, cos, weight):
-    """loss_i + λ·(−γ_i): per-sample form of L + λ·R_sm (SPEC §1.4, R_sm = −mean γ)."""
+    """loss_i + λ·(−γ_i): per-sample form of L + λ·R_sm, R_sm = −mean γ (sample-margin regularisation)."""
     if weight:
         return loss - weight * sample_margin(labels, cos)
     return loss
@@ -19,18 +19,30 @@ def _with_sample_margin(loss, labels, cos, weight):
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class MarginSoftmax(MarginLoss):
-    """Generalised margin softmax (GM-Softmax) on cosines, Zhou et al. 2022 (SPEC §1.2):
+    """Generalised margin softmax (GM-Softmax) on cosines (Zhou et al. 2022):
 
     L = −log e^{s·ψ(θ_y)} / (e^{s·ψ(θ_y)} + Σ_{j≠y} e^{s·cos θ_j}),  ψ(θ) = cos(m1·θ+m2) − m3,
 
-    plus ``sample_margin_weight`` · R_sm (SPEC §1.4). ``y_pred`` are the (N, C) cosines of a
+    plus ``sample_margin_weight`` · R_sm with R_sm = −mean_i γ_i (the sample-margin
+    regulariser). ``y_pred`` are the (N, C) cosines of a
     cosine head (``LargestMarginHead``, ``PEDCCHead``); ``y_true`` integer labels.
     The insightface "combined" margin is ``MarginSoftmax(64, m1=1.0, m2=0.3, m3=0.2)``.
+
+    Args:
+        scale: s > 0 (default 64.0).
+        m1: multiplicative angular margin, >= 1 (default 1.0).
+        m2: additive angular margin in radians, in [0, π) (default 0.0).
+        m3: additive cosine margin, >= 0 (default 0.0).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.MarginSoftmax(64.0, m2=0.3, m3=0.2))
         >>> model.fit(x, y)
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (generalised margin softmax, sample-margin regularisation).
     """
 
     def __init__(self, scale=64.0, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
@@ -83,12 +95,20 @@ class _Preset(MarginSoftmax):
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class NormFace(_Preset):
-    """NormFace (Wang et al. 2017): normalised softmax, s·cos θ logits, no margin.
+    """NormFace (Wang et al. 2017): normalised softmax with logits s·cos θ, no margin.
 
-    MarginSoftmax with m = (1, 0, 0) (SPEC §1.2); default s = 16.
+    ``MarginSoftmax`` with m = (1, 0, 0).
+
+    Args:
+        scale: s > 0 (default 16.0, a common fixed scale for NormFace).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.NormFace(scale=16.0))
+
+    Reference:
+        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017.
     """
 
     def __init__(self, scale=16.0, sample_margin_weight=0.0, **kwargs):
@@ -97,12 +117,28 @@ class NormFace(_Preset):
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class SphereFace(_Preset):
-    """Normalised SphereFace (Liu et al. 2017): ψ(θ) = (−1)^k cos(m·θ) − 2k, k = ⌊mθ/π⌋.
+    """Feature-normalised SphereFace: ``MarginSoftmax`` with m1 = ``margin``, m2 = m3 = 0.
 
-    MarginSoftmax with m1 = ``margin`` (SPEC §1.2); defaults s = 30, m = 1.5.
+    Target logit s·ψ(θ_y) with ψ(θ) = (−1)^k cos(m·θ) − 2k, k = ⌊m·θ/π⌋ (Liu et al.'s monotone
+    extension of cos(m·θ), used here for real m), non-target logits s·cos θ_j, on
+    L2-normalised features *and* prototypes with a fixed scale s. This is not the original
+    A-Softmax (unnormalised features, logits scaled by ||x||, integer m = 4, annealing) and not
+    pytorch-metric-learning's ``SphereFaceLoss`` (which scales the logits by ||x|| and
+    truncates the margin to an integer): see ``docs/papers.md`` §1.2.
+
+    Args:
+        scale: s > 0 (default 30.0).
+        margin: multiplicative angular margin m >= 1, any real (default 1.5; both defaults
+            are the usual setting of feature-normalised SphereFace re-implementations).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.SphereFace(scale=30.0, margin=1.5))
+
+    Reference:
+        - Liu et al., 2017. [SphereFace: Deep Hypersphere Embedding for Face Recognition](https://arxiv.org/abs/1704.08063), CVPR 2017.
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (SphereFace as a case of the generalised margin softmax).
     """
 
     def __init__(self, scale=30.0, margin=1.5, sample_margin_weight=0.0, **kwargs):
@@ -115,10 +151,20 @@ class SphereFace(_Preset):
 class CosFace(_Preset):
     """CosFace / AM-Softmax (Wang et al. 2018): target logit s·(cos θ_y − m).
 
-    MarginSoftmax with m3 = ``margin`` (SPEC §1.2); defaults s = 64, m = 0.35.
+    ``MarginSoftmax`` with m3 = ``margin`` (a cosine offset, as in pytorch-metric-learning's
+    ``CosFaceLoss``, whose values it matches).
+
+    Args:
+        scale: s > 0 (default 64.0, the CosFace paper).
+        margin: m >= 0 (default 0.35, the CosFace paper).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.CosFace(scale=64.0, margin=0.35))
+
+    Reference:
+        - Wang et al., 2018. [CosFace: Large Margin Cosine Loss for Deep Face Recognition](https://arxiv.org/abs/1801.09414), CVPR 2018.
     """
 
     def __init__(self, scale=64.0, margin=0.35, sample_margin_weight=0.0, **kwargs):
@@ -130,10 +176,19 @@ class CosFace(_Preset):
 @keras.saving.register_keras_serializable(package="keras_margins")
 class ArcFace(_Preset):
     """ArcFace (Deng et al. 2019): target logit s·cos(θ_y + m), with the fallback
-    cos θ − m·sin m where θ + m > π (SPEC §1.2). Defaults s = 64, m = 0.5 rad.
+    cos θ − m·sin m where θ + m > π. Defaults s = 64, m = 0.5 rad (the ArcFace paper).
+
+    Args:
+        scale: s > 0 (default 64.0).
+        margin: additive angular margin m in radians, in [0, π) (default 0.5).
+        sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.ArcFace(scale=64.0, margin=0.5))
+
+    Reference:
+        - Deng et al., 2019. [ArcFace: Additive Angular Margin Loss for Deep Face Recognition](https://arxiv.org/abs/1801.07698), CVPR 2019.
     """
 
     def __init__(self, scale=64.0, margin=0.5, sample_margin_weight=0.0, **kwargs):

@@ -1,4 +1,4 @@
-"""POD loss for PEDCC heads (Zhu & Zu, arXiv 2111.15449; SPEC §3.2)."""
+"""POD loss for PEDCC heads (Zhu & Zu, arXiv:2111.15449)."""
 
 import keras
 from keras import ops
@@ -10,23 +10,31 @@ from keras_margins.ops.virtual_softmax import safe_norm
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class POD(ModelLoss, MarginLoss):
-    """POD loss (SPEC §3.2): NaC term + ``decorrelation_weight`` · decorrelation term,
+    """POD loss: NaC term + ``decorrelation_weight`` · decorrelation term.
 
-    NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))²,
-    L_sc = Σ_{a≠b} Σ_ab² / (D−1), Σ = RᵀR/(B−1), r_i = x_i/||x_i|| − c_{y_i},
+        NaC_i = (1 − x_i·c_{y_i}/sqrt(||x_i||² + δ²))²,
+        L_sc = Σ_{a≠b} Σ_ab² / (D−1), Σ = RᵀR/(B−1), r_i = x_i/||x_i|| − c_{y_i},
 
     on the embedding x (before any normalisation) and the fixed centroids of a
-    ``km.layers.PEDCCHead``. Softmax-free. It needs the embedding and the head, so it runs in
-    ``km.models.MarginModel`` (``needs = "model"``). δ is a non-trainable variable of the
-    model (created by ``build_state``, saved with it), starting at ``delta``; the
-    ``km.callbacks.PODDelta`` callback applies the paper's schedule using the per-epoch mean
-    norms this loss accumulates in training steps. With sample weights each sample's share of
-    the batch loss (NaC_i + weight·L_sc) is weighted.
+    ``km.layers.PEDCCHead``. Softmax-free. It needs the embedding and the head, so it is a
+    ``km.losses.ModelLoss`` that runs in ``km.models.MarginModel``. δ is a non-trainable
+    variable of the model (created by ``build_state``, saved with it), starting at ``delta``;
+    the ``km.callbacks.PODDelta`` callback applies the authors' schedule using the per-epoch
+    mean norms this loss accumulates in training steps. With sample weights each sample's
+    share of the batch loss (NaC_i + weight·L_sc) is weighted.
+
+    Args:
+        delta: initial δ >= 0 (default 0.05, the authors' value for the first epoch).
+        decorrelation_weight: weight of L_sc, >= 0 (default 1.0, as in the authors' code).
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
 
     Example:
         >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
         >>> model.compile("adam", loss=km.losses.POD(delta=0.05), metrics=["accuracy"])
         >>> model.fit(x, y, epochs=30, callbacks=[km.callbacks.PODDelta()])
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
 
     needs = "model"

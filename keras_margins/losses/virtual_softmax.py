@@ -1,4 +1,4 @@
-"""Virtual Softmax loss on ``VirtualSoftmaxHead`` outputs (Chen et al. 2018; SPEC §5)."""
+"""Virtual Softmax loss on ``VirtualSoftmaxHead`` outputs (Chen et al., NeurIPS 2018)."""
 
 import keras
 
@@ -8,8 +8,7 @@ from keras_margins.ops._common import as_labels, check_scores, take_target
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class VirtualSoftmax(MarginLoss):
-    """Virtual Softmax (Chen, Deng & Shen 2018, Eq. 3; SPEC §5):
-    L = −log e^{z_y} / (Σ_j e^{z_j} + e^{||W_y||·||x||}).
+    """Virtual Softmax: L = −log e^{z_y} / (Σ_j e^{z_j} + e^{||W_y||·||x||}), z = x·W.
 
     Pair it with ``km.layers.VirtualSoftmaxHead``: in training the head emits the class
     log-probabilities u_j of the virtual-class model, and this loss is their NLL −u_y, which
@@ -17,10 +16,16 @@ class VirtualSoftmax(MarginLoss):
     emits log_softmax(x·W), so ``evaluate`` reports the plain softmax cross-entropy. No
     hyper-parameters. Works in ``keras.Sequential`` and in ``km.models.MarginModel``.
 
+    Args:
+        **kwargs: ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``).
+
     Example:
         >>> model = keras.Sequential([backbone, km.layers.VirtualSoftmaxHead(10)])
         >>> model.compile("adam", loss=km.losses.VirtualSoftmax(), jit_compile=True)
         >>> model.fit(x, y)
+
+    Reference:
+        - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
 
     def __init__(self, **kwargs):
