@@ -13,6 +13,8 @@ Keras' distribution API runs on the JAX backend (TensorFlow users keep
 TensorFlow when it is imported, so ``km.distribution`` exists on every backend.
 """
 
+import math
+
 import keras
 
 __all__ = ["class_parallel"]
@@ -40,16 +42,34 @@ def _current_layer():
     return getattr(stack[-1], "caller", None)
 
 
-def class_axis(head, shape=None):
-    """The axis of ``head.kernel`` (or of a kernel of ``shape``) that indexes the classes.
+#: Names of the heads' class-indexed weights: (D, C) ``kernel`` or class-major (C, D) ``centers``.
+CLASS_WEIGHT_NAMES = ("kernel", "centers")
 
-    A head may state it with a ``class_axis`` attribute; otherwise it is the axis of size
-    ``num_classes`` (the last one when D = C: the heads' kernels are (D, C)).
+
+def class_variable(head):
+    """The variable that stores ``head``'s class prototypes (kernel or centers), or None."""
+    for variable in getattr(head, "weights", ()):
+        if variable.name in CLASS_WEIGHT_NAMES and len(variable.shape) == 2:
+            return variable
+    return None
+
+
+def class_axis(head, shape=None):
+    """The axis of ``head``'s prototype variable (of ``shape`` if given) that indexes classes.
+
+    A head may state it with a ``class_axis`` attribute; a class-major head
+    (``class_major=True``, (C, D) storage) has it first; otherwise it is the axis of size
+    ``num_classes``, the last one when D = C (the default (D, C) kernel).
     """
     if shape is None:
-        shape = tuple(head.kernel.shape)
+        variable = class_variable(head)
+        if variable is None:
+            return None
+        shape = tuple(variable.shape)
     rank = len(shape)
     axis = getattr(head, "class_axis", None)
+    if axis is None and getattr(head, "class_major", False):
+        axis = 0
     if axis is not None:
         return int(axis) % rank
     matches = [i for i, size in enumerate(shape) if size == head.num_classes]
@@ -106,7 +126,7 @@ class _ClassParallel(keras.distribution.ModelParallel):
         from keras_margins.layers._base import ClassHead
 
         head = _current_layer()
-        if not isinstance(head, ClassHead) or variable.name != "kernel":
+        if not isinstance(head, ClassHead) or variable.name not in CLASS_WEIGHT_NAMES:
             return None
         shape = tuple(variable.shape)
         axis = class_axis(head, shape)
@@ -145,10 +165,10 @@ def class_parallel(devices=None, model_axis_size=None):
     ``with km.distribution.class_parallel().scope(): ...``. Then build, compile and ``fit``
     as usual, with any head and loss of the library; the loss and gradients are those of
     one device. In several processes, call ``keras.distribution.initialize(...)`` first:
-    the devices are then those of every process, and each process feeds its own
-    ``global_batch / num_processes`` rows (pass ``auto_shard_dataset=False`` to Keras'
-    ``DataParallel``-style sharding of a ``tf.data`` pipeline that is already per process;
-    NumPy arrays given to ``fit`` are always per process). JAX backend only.
+    the devices are then those of every process. Either give ``fit`` a ``tf.data`` pipeline
+    of the global batch (Keras splits it between processes), or set
+    ``distribution.auto_shard_dataset = False`` and let each process feed its own
+    ``global_batch / num_processes`` rows (NumPy arrays need this). JAX backend only.
 
     Args:
         devices: list of devices (``keras.distribution.list_devices()`` strings such as
@@ -212,15 +232,105 @@ def class_parallel(devices=None, model_axis_size=None):
     return _ClassParallel(keras.distribution.LayoutMap(mesh))
 
 
-def is_class_sharded(head):
-    """Whether ``head.kernel`` is split along its class axis over several devices (JAX)."""
-    kernel = getattr(head, "kernel", None)
-    layout = getattr(kernel, "_layout", None)
-    if layout is None or not isinstance(layout, keras.distribution.TensorLayout):
-        return False
-    axis = class_axis(head)
+def _class_sharding(head):
+    """(TensorLayout, class axis, mesh axis name, shard count) of a class-split head, or None."""
+    variable = class_variable(head)
+    layout = getattr(variable, "_layout", None)
+    if not isinstance(layout, keras.distribution.TensorLayout) or layout.device_mesh is None:
+        return None
+    axis = class_axis(head, tuple(variable.shape))
+    if axis is None or layout.axes[axis] is None:
+        return None
     mesh = layout.device_mesh
-    if axis is None or mesh is None or layout.axes[axis] is None:
-        return False
-    return mesh.shape[list(mesh.axis_names).index(layout.axes[axis])] > 1
+    name = layout.axes[axis]
+    shards = mesh.shape[list(mesh.axis_names).index(name)]
+    return (layout, axis, name, shards) if shards > 1 else None
 
+
+def is_class_sharded(head):
+    """Whether ``head``'s prototypes are split along the class axis over several devices."""
+    return _class_sharding(head) is not None
+
+
+def _varying(x, axis_name):
+    """``x`` (equal on every shard) typed as varying over ``axis_name`` inside shard_map, so
+    that a custom-gradient op may return a per-shard cotangent (summed over shards)."""
+    import jax
+
+    if hasattr(jax.lax, "pcast"):
+        return jax.lax.pcast(x, axis_name, to="varying")
+    if hasattr(jax.lax, "pvary"):  # pragma: no cover - older JAX
+        return jax.lax.pvary(x, axis_name)
+    return x  # pragma: no cover - JAX without varying-axis types
+
+
+#: Added to the sampler's seed per shard (times the shard index) so shards draw independently.
+_SHARD_SEED_STRIDE = 0x3C6EF372
+
+
+def shard_num_sampled(num_classes, shards, batch_size, sample_rate):
+    """Columns a Partial FC step keeps on each of ``shards`` devices: of the C / shards
+    columns there, max(⌈sample_rate·C/shards⌉, N), at most C / shards (every class of the
+    batch may live on one shard, so each shard keeps room for N positives)."""
+    block = num_classes // shards
+    return min(block, max(int(math.ceil(sample_rate * block - 1e-9)), batch_size))
+
+
+def sharded_partial_cosines(head, embedding, labels, sample_rate, seed):
+    """Partial FC's sampled cosines on a class-split head, sampled shard by shard.
+
+    Each device keeps the classes of the (gathered) batch that live in its own block of
+    C / shards columns plus random others of that block, K_b = ``shard_num_sampled(...)``
+    columns (``km.ops.sample_classes`` on the block, a different seed per shard), and
+    computes the cosines of the whole batch with those columns only: the kernel never
+    leaves its devices (no all-gather of the kernel; only the (N, D) features are gathered,
+    as in An et al. 2021's model-parallel Partial FC). The (N, shards·K_b) result is split
+    by columns over the same devices and the wrapped loss's softmax reduces across them.
+
+    Returns None when ``head`` is not class-sharded (or the backend is not JAX): sample over
+    the whole head then. Otherwise ``(cosines (N, shards·K_b), sampled_labels (N,))``, where
+    ``sampled_labels[i]`` is the column of class ``labels[i]`` (−1 for a label outside
+    [0, C)).
+    """
+    sharding = _class_sharding(head)
+    if sharding is None or keras.backend.backend() != "jax":
+        return None
+    import jax
+    from jax.sharding import PartitionSpec
+
+    from keras import ops
+
+    from keras_margins.ops.cosine import cosine_similarity
+    from keras_margins.ops.sampling import sample_classes
+
+    layout, axis, mesh_axis, shards = sharding
+    num_classes = head.num_classes
+    block = num_classes // shards
+    batch = embedding.shape[0]
+    if batch is None:
+        raise ValueError("Partial FC on a class-sharded head needs a static batch size N.")
+    k_block = shard_num_sampled(num_classes, shards, batch, sample_rate)
+    weights = ops.convert_to_tensor(class_variable(head))
+    labels = ops.cast(labels, "int32")
+    seed = ops.cast(seed, "int32")
+
+    def per_shard(weights, features, labels, seed):
+        shard = jax.lax.axis_index(mesh_axis).astype("int32")
+        ids, local = sample_classes(
+            labels - shard * block, block, k_block, seed + shard * _SHARD_SEED_STRIDE
+        )
+        rows = ops.take(weights, ids, axis=axis)  # this shard's sampled prototypes
+        kernel = ops.transpose(rows) if axis == 0 else rows  # (D, K_b)
+        # The features are the same on every shard; their gradient is the sum over shards.
+        cosines = cosine_similarity(_varying(features, mesh_axis), kernel)
+        column = ops.where(local >= 0, local + shard * k_block, -1)
+        return cosines, jax.lax.pmax(column, mesh_axis)
+
+    spec = PartitionSpec
+    mapped = jax.shard_map(
+        per_shard,
+        mesh=layout.device_mesh.backend_mesh,
+        in_specs=(spec(*layout.axes), spec(), spec(), spec()),
+        out_specs=(spec(None, mesh_axis), spec()),
+    )
+    return mapped(weights, embedding, labels, seed)
