@@ -216,6 +216,23 @@ for _name, _make in {
     LOSS_ROWS += _score_rows(_name, lambda l, c, m=_make: m()(l, c))
 LOSS_ROWS += _score_rows("VirtualSoftmax", lambda l, c: km.losses.VirtualSoftmax()(l, c), "y_pred")
 LOSS_ROWS += _embedding_rows("PairCircleLoss", lambda l, e: km.losses.PairCircleLoss()(l, e))
+# Member losses of the ensemble paper (pair losses compare labels for equality only).
+LOSS_ROWS += _embedding_rows("TripletMarginLoss", lambda l, e: km.losses.TripletMarginLoss()(l, e))
+LOSS_ROWS += _embedding_rows("TripletMarginLoss_semi_hard", lambda l, e: km.losses.TripletMarginLoss(
+    1.0, miner=km.miners.SemiHardMiner())(l, e))
+LOSS_ROWS += _embedding_rows("BinomialDevianceLoss", lambda l, e: km.losses.BinomialDevianceLoss()(l, e))
+LOSS_ROWS += _score_rows("ProxyNCALoss", lambda l, c: km.losses.ProxyNCALoss()(l, c))
+LOSS_ROWS += (
+    _hparam_rows("TripletMarginLoss", km.losses.TripletMarginLoss,
+                 {"margin": [-0.1, float("nan"), "1"], "miner": ["semi_hard", 3], "squared": [1, "yes"]})
+    + _hparam_rows("BinomialDevianceLoss", km.losses.BinomialDevianceLoss,
+                   {"alpha": [0.0, -1.0], "beta": [1.5, float("nan")], "cost": [0.0, -2.0]})
+    + _hparam_rows("ProxyNCALoss", km.losses.ProxyNCALoss,
+                   {"softmax_scale": [0.0], "embedding_scale": [-1.0], "proxy_scale": [0.0],
+                    "label_smoothing": [-0.1, 1.0], "exclude_positive": [1]})
+    + [pytest.param(lambda: km.losses.ProxyNCALoss(label_smoothing=0.1, exclude_positive=True),
+                    "exclude_positive", id="ProxyNCALoss-exclude_positive_with_smoothing")]
+)
 LOSS_ROWS += (
     _hparam_rows("MarginSoftmax", km.losses.MarginSoftmax,
                  {**MARGIN_HPARAMS, "sample_margin_weight": [-1.0]})
@@ -409,6 +426,22 @@ MODEL_ROWS = [
     pytest.param(lambda: _eager_model_step(km.losses.SampleMarginRegularizer(km.losses.ArcFace(), 1.0),
                                            None, LABELS), "head",
                  id="MarginModel-sample_margin_no_head"),
+]
+
+_PAIR_MEMBER = [(km.losses.TripletMarginLoss(), None)]
+MODEL_ROWS += [
+    pytest.param(lambda: km.models.EnsembleModel("dense", _PAIR_MEMBER), "backbone", id="EnsembleModel-backbone"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), []), "members", id="EnsembleModel-members_empty"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), [(km.losses.ArcFace(), None)]), "members",
+                 id="EnsembleModel-scores_loss_without_head"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), [(km.losses.POD(), km.layers.PEDCCHead(C))]),
+                 "members", id="EnsembleModel-model_loss"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER, embedding_dim=0), "embedding_dim",
+                 id="EnsembleModel-embedding_dim"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER, diversity_weight=-1.0),
+                 "diversity_weight", id="EnsembleModel-diversity_weight"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER).compile("adam", loss="mse"), "loss",
+                 id="EnsembleModel-compile_with_loss"),
 ]
 
 
