@@ -10,10 +10,18 @@ the median of per-round paired ratios. XLA on and off are both measured for ever
 
 Goal (issue 9): margin head + loss <= 1.10 x the plain softmax step under XLA.
 
+``--label-check`` times instead each class-level loss with and without the XLA label check
+(``km.ops`` multiply the gathered target by 1 or NaN, so an out-of-range label poisons the
+loss under ``jit_compile``), side by side, XLA on; goal: < 1 % (ratio ≤ 1.01). It writes its
+own section (``step_time_label_check``).
+
 Usage:
     python benchmarks/step_time.py                 # C = 500, 1 000, 10 000
     python benchmarks/step_time.py --full          # also C = 100 000 (slow on 2 cores)
+    python benchmarks/step_time.py --label-check   # cost of the invalid-label check
 """
+
+import contextlib
 
 import os
 import sys
@@ -91,7 +99,31 @@ def case_builders(num_classes, dim):
     return builders
 
 
-def make_step(builder, x, y, xla):
+@contextlib.contextmanager
+def label_check(enabled=True):
+    """Trace with (default) or without the invalid-label NaN check of the class-level ops.
+
+    Without it, ``poison_invalid_labels`` (the one function the ops call for the check) is
+    replaced by the identity while a step is traced; the compiled step keeps what it traced.
+    """
+    if enabled:
+        yield
+        return
+    import keras_margins.ops._common as common
+    import keras_margins.ops.circle as circle
+
+    modules = [m for m in (common, circle) if hasattr(m, "poison_invalid_labels")]
+    saved = [m.poison_invalid_labels for m in modules]
+    for m in modules:
+        m.poison_invalid_labels = lambda values, labels, num_classes: values
+    try:
+        yield
+    finally:
+        for m, fn in zip(modules, saved):
+            m.poison_invalid_labels = fn
+
+
+def make_step(builder, x, y, xla, check_labels=True):
     """A zero-argument callable running one compiled training step to completion."""
     model, loss = builder()
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
@@ -104,7 +136,74 @@ def make_step(builder, x, y, xla):
         logs = step((x, y))
         return float(logs["loss"])
 
+    with label_check(check_labels):
+        run()  # trace and compile now, with or without the label check
     return run
+
+
+LABEL_CHECK_CASES = ("ArcFace", "CosFace", "LMSoftmax", "CircleLoss (class-level)",
+                     "VirtualSoftmax", "PEDCC+POD")
+NO_CHECK = " (no label check)"
+
+
+def bench_label_check(num_classes, args, builders):
+    """Each class-level loss with and without the label check, interleaved, XLA on."""
+    rng = np.random.default_rng(args.seed)
+    x = tf.constant(rng.standard_normal((args.batch, args.dim)).astype("float32"))
+    y = tf.constant(rng.integers(0, num_classes, args.batch).astype("int32"))
+    names = [n for n in LABEL_CHECK_CASES if n in builders]
+    cases, values = {}, {}
+    for name in names:
+        for checked in (True, False):
+            key = name if checked else name + NO_CHECK
+            cases[key] = make_step(builders[name], x, y, True, check_labels=checked)
+            values[key] = cases[key]()
+    results = _timing.measure(cases, args.repeats, args.warmup, args.seed)
+    rows = []
+    for name in names:
+        rows.append({
+            "loss": name, "num_classes": num_classes,
+            "time_checked": results[name], "time_unchecked": results[name + NO_CHECK],
+            "ratio": _timing.paired_ratios(results, name, name + NO_CHECK),
+        })
+    return rows
+
+
+def label_check_table(rows):
+    headers = ["C", "loss", "step, with check", "step, without", "with ÷ without (wall)",
+               "with ÷ without (CPU)", "< 1 %?"]
+    out = []
+    for r in rows:
+        cpu = r["ratio"]["cpu"]["median"]
+        out.append([f"{r['num_classes']:,}", r["loss"], _timing.fmt_ms(r["time_checked"]),
+                    _timing.fmt_ms(r["time_unchecked"]), _timing.fmt_ratio(r["ratio"]["wall"]),
+                    _timing.fmt_ratio(r["ratio"]["cpu"]), "yes" if cpu <= 1.01 else "**no**"])
+    return _timing.markdown_table(headers, out)
+
+
+def main_label_check(args):
+    info = _timing.machine_info()
+    rows = []
+    for c in args.classes:
+        print(f"C = {c}: label check on/off, compiling and timing ...", flush=True)
+        builders = case_builders(c, args.dim)
+        if args.losses:
+            builders = {k: v for k, v in builders.items() if k in args.losses}
+        rows += bench_label_check(c, args, builders)
+    notes = (
+        f"Cost of the invalid-label check under XLA: the class-level ops multiply each "
+        f"gathered target value by 1 (label in [0, C)) or NaN, two comparisons and a select "
+        f"over N. Each loss's training step (as in the table above: N = {args.batch}, "
+        f"D = {args.dim}, `jit_compile=True`) traced with and without the check, timed "
+        f"interleaved; median of {args.repeats} rounds, ratios are medians of per-round paired "
+        f"ratios [IQR]. Goal: < 1 % (CPU-time ratio ≤ 1.01).\n\n"
+        f"Machine: {_timing.machine_line(info)}"
+    )
+    payload = {"benchmark": "step_time_label_check", "machine": info,
+               "config": _timing.config_of(args), "rows": rows}
+    return _timing.report(args, "step_time_label_check",
+                          "Cost of the XLA invalid-label check", notes,
+                          label_check_table(rows), payload)
 
 
 def bench_classes(num_classes, args, builders=None):
@@ -188,6 +287,8 @@ def parse_args(argv):
                         help="C values (500 <= D + 1 lets PEDCC+POD run)")
     parser.add_argument("--full", action="store_true", help="add C = 100 000")
     parser.add_argument("--losses", nargs="+", default=None, help="subset of case names")
+    parser.add_argument("--label-check", action="store_true",
+                        help="time the class-level losses with and without the label check")
     args = _timing.parse(parser, argv)
     if args.full and 100000 not in args.classes:
         args.classes = list(args.classes) + [100000]
@@ -196,6 +297,8 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.label_check:
+        return main_label_check(args)
     info = _timing.machine_info()
     all_rows, all_skipped = [], {}
     for c in args.classes:

@@ -57,7 +57,9 @@ class PairCircleLoss(MarginLoss):
     pytorch-metric-learning. Defaults m = 0.4, γ = 80 (the paper's fine-grained retrieval
     setting). ``needs = "embedding"``: use it on a headless ``km.models.MarginModel`` or any
     model whose output is the embedding. Train with class-balanced batches
-    (``km.data.pk_batches``) so that anchors have positives.
+    (``km.data.pk_batches``) so that anchors have positives. Labels are only compared for
+    equality, so any integer is a valid class id here (−1, or ids far above the number of
+    classes); unlike the class-level losses, nothing is out of range.
 
     It gives the same value as ``keras.losses.Circle`` on L2-normalised embeddings when every
     anchor has a positive and a negative; the differences (stop-gradient weights α, built-in

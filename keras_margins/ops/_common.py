@@ -2,7 +2,9 @@
 
 Everything here is written in ``keras.ops`` so it runs on every Keras backend and under XLA.
 The validation helpers only inspect *static* shapes, plus concrete label values when a
-tensor is eager; they never add graph ops that could break ``jit_compile=True``.
+tensor is eager; they never add graph ops that could break ``jit_compile=True``. Label
+values that cannot be read (inside a compiled graph) are checked by :func:`take_target` /
+:func:`poison_invalid_labels`, which turn a row with an invalid label into NaN.
 """
 
 import numpy as np
@@ -70,8 +72,10 @@ def check_not_nan(x, name):
 def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
     """Integer labels of shape (N,) from (N,) or (N, 1); validated where possible.
 
-    Shapes are checked statically. Values (0 <= label < num_classes, integral) are checked
-    when the tensor is concrete (eager mode); inside ``jit_compile`` graphs they cannot be.
+    Shapes are checked statically. Values (integral; 0 <= label < num_classes when
+    ``num_classes`` is given, any integer otherwise) are checked
+    when the tensor is concrete (eager mode); inside ``jit_compile`` graphs they cannot be
+    read, and the class-level ops poison invalid rows with NaN instead (:func:`take_target`).
     """
     shape = static_shape(labels)
     if len(shape) == 2 and shape[1] == 1:
@@ -93,8 +97,10 @@ def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
             ):
                 raise ValueError(f"`{name}` must hold integer class ids; got {arr[:5]}...")
             lo, hi = arr.min(), arr.max()
-            if lo < 0 or (num_classes is not None and hi >= num_classes):
-                bound = f"[0, {num_classes - 1}]" if num_classes is not None else ">= 0"
+            # Without ``num_classes`` (pair-wise losses, miners) labels are only compared for
+            # equality: any integer is a valid class id.
+            if num_classes is not None and (lo < 0 or hi >= num_classes):
+                bound = f"[0, {num_classes - 1}]"
                 raise ValueError(
                     f"`{name}` must lie in {bound}; got values in [{int(lo)}, {int(hi)}]."
                 )
@@ -162,9 +168,48 @@ def target_mask(labels, num_classes):
     return ops.equal(ops.expand_dims(labels, 1), ops.expand_dims(classes, 0))
 
 
-def take_target(values, labels):
-    """values[i, labels[i]] as (N,), a gather (no one-hot)."""
-    return ops.squeeze(ops.take_along_axis(values, ops.expand_dims(labels, 1), axis=1), 1)
+def label_poison(labels, num_classes, dtype="float32"):
+    """(N,) factor: 1 where ``0 <= labels[i] < num_classes``, NaN elsewhere.
+
+    Eager calls reject bad label values in :func:`as_labels`; inside ``jit_compile`` graphs
+    (``tf.function(jit_compile=True)``, ``jax.jit``) values cannot be read, and XLA's gather
+    clamps (TF) or wraps/fills (JAX) an out-of-range index, so a wrong class would be used
+    silently. Multiplying a per-sample value by this factor makes the value *and its
+    gradient* NaN for an invalid label (as TF's compiled sparse cross-entropy does), so the
+    batch loss is NaN and the step can never pass for a finite one. Valid rows are multiplied
+    by exactly 1.0 (bit-identical). Costs two comparisons and a select over N.
+    """
+    labels = ops.cast(labels, "int32")
+    if num_classes is None:
+        raise ValueError("label_poison: `num_classes` must be known (the number of classes).")
+    valid = ops.logical_and(labels >= 0, labels < num_classes)
+    return ops.cast(ops.where(valid, 1.0, float("nan")), dtype)
+
+
+def poison_invalid_labels(values, labels, num_classes):
+    """``values`` (N,) with the rows whose label is outside [0, num_classes) set to NaN.
+
+    The one place the library checks label *values* under XLA (see :func:`label_poison`).
+    Every class-level loss and metric reaches it through :func:`take_target`; call it
+    directly on a per-sample value that does not gather the target column.
+    """
+    return values * label_poison(labels, num_classes, values.dtype)
+
+
+def take_target(values, labels, num_classes=None):
+    """values[i, labels[i]] as (N,), a gather (no one-hot); NaN where a label is invalid.
+
+    ``num_classes`` (default: the number of columns of ``values``) is the range labels must
+    lie in; rows with a label outside [0, num_classes) come back NaN (value and gradient),
+    which is how invalid labels surface under ``jit_compile`` (eager calls raise earlier, in
+    :func:`as_labels`).
+    """
+    if num_classes is None:
+        num_classes = static_shape(values)[1]
+        if num_classes is None:
+            num_classes = ops.shape(values)[1]
+    target = ops.squeeze(ops.take_along_axis(values, ops.expand_dims(labels, 1), axis=1), 1)
+    return poison_invalid_labels(target, labels, num_classes)
 
 
 def masked_logsumexp(x, mask, axis=-1):

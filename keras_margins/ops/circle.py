@@ -20,6 +20,7 @@ from keras_margins.ops._common import (
     check_positive,
     check_scores,
     masked_logsumexp,
+    poison_invalid_labels,
     static_shape,
     target_mask,
 )
@@ -115,7 +116,8 @@ def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
     labels = as_labels(labels, num_classes, cos.shape[0])
     is_target = target_mask(labels, cos.shape[1])
     loss, _ = circle_from_similarity(cos, is_target, ops.logical_not(is_target), margin, gamma)
-    return loss
+    # An invalid label selects no positive (loss 0): make it NaN instead (checked under XLA).
+    return poison_invalid_labels(loss, labels, cos.shape[1])
 
 
 def circle_pairwise(

@@ -20,7 +20,8 @@ def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
     the positives.
 
     Args:
-        labels: (N,) or (N, 1) integer class ids.
+        labels: (N,) or (N, 1) integer class ids; compared for equality only, so any
+            integer (negative ones included) is a valid id.
         ref_labels: optional (M,) class ids of the references (default: ``labels``).
         remove_diagonal: exclude i == j from the positives when ``ref_labels`` is None
             (default True).
