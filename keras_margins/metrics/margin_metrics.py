@@ -11,8 +11,7 @@ class SampleMargin(keras.metrics.Mean):
     """Mean sample margin γ = cos θ_y − max_{j≠y} cos θ_j over the data seen.
 
     Use on a cosine head's output (LargestMarginHead, PEDCCHead). Positive means correctly
-    classified with room to spare; the maximum is 2. A label outside [0, C) raises eagerly
-    and makes the result NaN under ``jit_compile``.
+    classified with room to spare; the maximum is 2.
 
     Args:
         name: metric name (default ``"sample_margin"``).
@@ -48,8 +47,6 @@ class SampleMargin(keras.metrics.Mean):
 class MinSampleMargin(keras.metrics.Metric):
     """Smallest sample margin min_i γ_i over the data seen (the paper's dataset margin).
 
-    NaN (until ``reset_state``) once a batch had an invalid label under ``jit_compile``.
-
     Args:
         name: metric name (default ``"min_sample_margin"``).
         dtype: dtype of the result (default ``"float32"``).
@@ -76,20 +73,13 @@ class MinSampleMargin(keras.metrics.Metric):
         self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        margins = sample_margin(y_true, y_pred)
-        batch_min = ops.min(margins)
+        batch_min = ops.min(sample_margin(y_true, y_pred))
         current = ops.where(self.seen > 0, ops.minimum(self.minimum, batch_min), batch_min)
-        # A NaN margin (an invalid label under jit_compile) must stick: XLA's min on TF
-        # skips NaN, so propagate it explicitly.
-        poisoned = ops.logical_or(ops.any(ops.isnan(margins)), ops.isnan(self.minimum))
-        current = ops.where(poisoned, float("nan"), current)
         self.minimum.assign(ops.cast(current, self.dtype))
         self.seen.assign(1.0)
 
     def result(self):
-        # ``.value`` honours a StatelessScope (stateless_result, the JAX trainer); converting
-        # the variable itself would read the stored value on TensorFlow.
-        return ops.convert_to_tensor(self.minimum.value)
+        return ops.convert_to_tensor(self.minimum)
 
     def reset_state(self):
         self.minimum.assign(0.0)

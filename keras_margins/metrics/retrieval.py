@@ -122,18 +122,28 @@ def retrieval_scores(
     Args:
         embeddings: (M, D) reference embeddings.
         labels: (M,) integer class ids of the references.
-        query_embeddings, query_labels: optional separate query set (Q, D), (Q,).
-        k: the K of Recall@K (an int or a sequence).
-        chunk_size: queries scored at once; ``None`` scores all queries in one block.
-        metric: ``"cosine"`` (the papers') or ``"euclidean"``.
+        query_embeddings: optional separate queries (Q, D) (default None: leave-one-out).
+        query_labels: (Q,) class ids of the queries (default None; pass with
+            ``query_embeddings``).
+        k: the K of Recall@K, an int or a sequence (default (1, 5, 10)).
+        chunk_size: queries scored at once; ``None`` scores all queries in one block
+            (default 256).
+        metric: ``"cosine"`` (the papers', default) or ``"euclidean"``.
 
     Returns:
-        dict of Python floats.
+        dict of Python floats: ``precision_at_1``, ``r_precision``, ``map_at_r`` and
+        ``recall_at_{k}`` for each k.
 
     Example:
-        >>> (x, y), (xt, yt) = km.data.digits_zero_shot()
-        >>> scores = km.metrics.retrieval_scores(backbone.predict(xt), yt, k=(1, 2, 4, 8))
-        >>> scores["map_at_r"], scores["recall_at_1"]
+
+    >>> import numpy as np, keras_margins as km
+    >>> emb = np.array([[1.0, 0.1], [0.9, 0.0], [0.0, 1.0], [0.1, 0.9], [0.7, 0.7]])
+    >>> scores = km.metrics.retrieval_scores(emb, [0, 0, 1, 1, 1], k=(1, 2))
+    >>> {name: round(value, 4) for name, value in scores.items()}
+    {'precision_at_1': 1.0, 'r_precision': 0.9, 'map_at_r': 0.9, 'recall_at_1': 1.0, 'recall_at_2': 1.0}
+
+    Reference:
+        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505), ECCV 2020, §3.2.
     """
     refs = _as_embeddings(embeddings, "embeddings")
     ref_labels = _as_label_vector(labels, len(refs), "labels")

@@ -16,9 +16,20 @@ from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 class Miner:
     """Base of ``km.miners``: subclasses implement ``mine(pos, neg, sim)``.
 
-    ``__call__(labels, embeddings)`` works on cosine similarity of the L2-normalised
-    embeddings; ``masks_from_similarity(labels, sim)`` reuses a similarity matrix a loss has
-    already computed (``PairCircleLoss`` does this).
+    ``__call__(labels, embeddings)`` works on the cosine similarity of the L2-normalised
+    embeddings and returns ``(pos_mask, neg_mask)``, two (N, N) boolean tensors that are
+    subsets of the label masks (``km.ops.pair_masks``); ``masks_from_similarity(labels, sim)``
+    reuses a similarity matrix a loss has already computed (``PairCircleLoss`` does this).
+    ``mine(pos, neg, sim)`` receives the label masks and the float32 (N, N) similarities.
+
+    Example:
+
+    >>> import numpy as np, keras_margins as km
+    >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    >>> labels = [0, 0, 0, 1, 1]
+    >>> pos, neg = km.miners.AllPairsMiner()(labels, emb)
+    >>> np.asarray(pos).shape, np.asarray(neg).dtype
+    ((5, 5), dtype('bool'))
     """
 
     def __call__(self, labels, embeddings):

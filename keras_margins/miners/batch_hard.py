@@ -21,9 +21,23 @@ class BatchHardMiner(Miner):
     Ties go to the lowest index. Masks have at most one True per row.
 
     Example:
-        >>> loss = km.losses.PairCircleLoss(miner=km.miners.BatchHardMiner())
-        >>> pos, neg = km.miners.BatchHardMiner()(labels, embeddings)
-        >>> pos.sum(axis=1).max()   # <= 1
+
+    >>> import numpy as np, keras_margins as km
+    >>> emb = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    >>> labels = [0, 0, 0, 1, 1]
+    >>> pos, neg = km.miners.BatchHardMiner()(labels, emb)
+    >>> print(np.asarray(pos).astype(int))
+    [[0 0 1 0 0]
+     [0 0 1 0 0]
+     [1 0 0 0 0]
+     [0 0 0 0 1]
+     [0 0 0 1 0]]
+    >>> print(np.asarray(neg).argmax(axis=1))   # hardest negative of each anchor
+    [3 3 3 1 2]
+    >>> loss = km.losses.PairCircleLoss(miner=km.miners.BatchHardMiner())
+
+    Reference:
+        - Hermans, Beyer & Leibe, 2017. [In Defense of the Triplet Loss for Person Re-Identification](https://arxiv.org/abs/1703.07737).
     """
 
     def mine(self, pos, neg, sim):

@@ -1,4 +1,4 @@
-"""Zero-centroid regularisation of class prototypes (Zhou et al. 2022, SPEC §1.5)."""
+"""Zero-centroid regularisation of class prototypes (Zhou et al., ICLR 2022)."""
 
 import keras
 
@@ -7,13 +7,28 @@ from keras_margins.ops import zero_centroid
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class ZeroCentroid(keras.regularizers.Regularizer):
-    """λ·|| Σ_k w_k/||w_k|| ||² on a (D, C) kernel (SPEC §1.5, R_w): keeps the prototypes'
-    centroid at the origin, which enlarges tail-class margins on imbalanced data.
-    ``reduction="mean"`` uses the paper's ||(1/C) Σ_k ŵ_k||² instead of the public code's sum.
-    Default λ = 5 (the authors' script, ``--reg 5``).
+    """λ·R_w on a (D, C) kernel, R_w = ||Σ_k ŵ_k||² (sum form) or ||(1/C) Σ_k ŵ_k||² (mean form).
+
+    Keeps the unit prototypes' centroid at the origin, which enlarges the tail-class margins
+    on imbalanced data. The default ``reduction="sum"`` is the authors' public code; the
+    paper writes the mean form, which is the sum form divided by C² (multiply λ by C² to get
+    the same gradient with ``reduction="mean"``). Use it as a head's ``kernel_regularizer``.
+
+    Args:
+        weight: λ >= 0 (default 5.0, the authors' script, ``--reg 5``, for the sum form).
+        reduction: ``"sum"`` (default) or ``"mean"``.
 
     Example:
-        >>> head = km.layers.LargestMarginHead(10, kernel_regularizer=km.regularizers.ZeroCentroid(5.0))
+
+    >>> import numpy as np, keras_margins as km
+    >>> print(float(km.regularizers.ZeroCentroid(5.0)(np.eye(2))))   # 5 · ||(1, 1)||²
+    10.0
+    >>> print(float(km.regularizers.ZeroCentroid(5.0, reduction="mean")(np.eye(2))))   # / C²
+    2.5
+    >>> head = km.layers.LargestMarginHead(10, kernel_regularizer=km.regularizers.ZeroCentroid())
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (zero-centroid regularisation).
     """
 
     def __init__(self, weight=5.0, reduction="sum"):
