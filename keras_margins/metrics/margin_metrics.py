@@ -11,7 +11,8 @@ class SampleMargin(keras.metrics.Mean):
     """Mean sample margin γ = cos θ_y − max_{j≠y} cos θ_j over the data seen.
 
     Use on a cosine head's output (LargestMarginHead, PEDCCHead). Positive means correctly
-    classified with room to spare; the maximum is 2.
+    classified with room to spare; the maximum is 2. A label outside [0, C) raises eagerly
+    and makes the result NaN under ``jit_compile``.
 
     Args:
         name: metric name (default ``"sample_margin"``).
@@ -47,6 +48,8 @@ class SampleMargin(keras.metrics.Mean):
 class MinSampleMargin(keras.metrics.Metric):
     """Smallest sample margin min_i γ_i over the data seen (the paper's dataset margin).
 
+    NaN (until ``reset_state``) once a batch had an invalid label under ``jit_compile``.
+
     Args:
         name: metric name (default ``"min_sample_margin"``).
         dtype: dtype of the result (default ``"float32"``).
@@ -73,13 +76,20 @@ class MinSampleMargin(keras.metrics.Metric):
         self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        batch_min = ops.min(sample_margin(y_true, y_pred))
+        margins = sample_margin(y_true, y_pred)
+        batch_min = ops.min(margins)
         current = ops.where(self.seen > 0, ops.minimum(self.minimum, batch_min), batch_min)
+        # A NaN margin (an invalid label under jit_compile) must stick: XLA's min on TF
+        # skips NaN, so propagate it explicitly.
+        poisoned = ops.logical_or(ops.any(ops.isnan(margins)), ops.isnan(self.minimum))
+        current = ops.where(poisoned, float("nan"), current)
         self.minimum.assign(ops.cast(current, self.dtype))
         self.seen.assign(1.0)
 
     def result(self):
-        return ops.convert_to_tensor(self.minimum)
+        # ``.value`` honours a StatelessScope (stateless_result, the JAX trainer); converting
+        # the variable itself would read the stored value on TensorFlow.
+        return ops.convert_to_tensor(self.minimum.value)
 
     def reset_state(self):
         self.minimum.assign(0.0)
