@@ -1,5 +1,5 @@
 """Figures of the papers: learned features on the unit circle / sphere, and the distribution of
-sample margins (SPEC §1.1).
+sample margins (Zhou et al., ICLR 2022).
 
 matplotlib is imported on first use (``import keras_margins`` stays light), and figures are
 plain ``matplotlib.figure.Figure`` objects drawn with the Agg canvas: no pyplot, no GUI, no
@@ -93,7 +93,7 @@ def plot_embeddings(
 
 
 def plot_margin_histogram(margins, ax=None, title="Sample margins", bins=40):
-    """Histogram of sample margins γ = cos θ_y − max_{j≠y} cos θ_j (SPEC §1.1).
+    """Histogram of sample margins γ = cos θ_y − max_{j≠y} cos θ_j (Zhou et al. 2022).
 
     ``margins`` is an array, or a dict ``{name: array}`` to overlay several losses. A dashed
     line marks γ = 0 (left of it: misclassified). Returns the ``Figure``.

@@ -1,4 +1,4 @@
-"""Callback logging the class margin of a head (Zhou et al. 2022, SPEC §1.1)."""
+"""Callback logging the class margin of a head (Zhou et al., ICLR 2022)."""
 
 import keras
 
@@ -6,13 +6,23 @@ from keras_margins.ops import class_margin, zero_centroid
 
 
 class MarginMonitor(keras.callbacks.Callback):
-    """Adds ``class_margin`` (radians: the smallest angle between two class prototypes) and
-    ``zero_centroid`` (||Σ_k ŵ_k||²) of ``head.kernel`` to the epoch logs, so they show in the
-    progress bar, History, TensorBoard and can drive EarlyStopping / KerasTuner.
+    """Adds the class margin and the zero-centroid measure of ``head.kernel`` to the epoch logs.
+
+    ``class_margin`` (radians: the smallest angle between two class prototypes,
+    ``km.ops.class_margin``) and ``zero_centroid`` (||Σ_k ŵ_k||², the sum form of
+    ``km.ops.zero_centroid``) show in the progress bar, History and TensorBoard, and can drive
+    EarlyStopping / KerasTuner.
+
+    Args:
+        head: a head layer with a (D, C) ``.kernel`` (e.g. ``km.layers.LargestMarginHead``).
+        prefix: prepended to the two log names (default ``""``).
 
     Example:
         >>> head = km.layers.LargestMarginHead(10)
         >>> model.fit(x, y, callbacks=[km.callbacks.MarginMonitor(head)])
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (class margin, zero-centroid regularisation).
     """
 
     def __init__(self, head, prefix=""):

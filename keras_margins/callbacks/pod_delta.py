@@ -1,4 +1,4 @@
-"""δ schedule of the POD loss (Zhu & Zu, public training script; SPEC §3.2)."""
+"""δ schedule of the POD loss (Zhu & Zu, arXiv:2111.15449; the authors' training script)."""
 
 import keras
 
@@ -6,7 +6,7 @@ _SOURCES = {"logits": "logit_norm_sum", "features": "feature_norm_sum"}
 
 
 class PODDelta(keras.callbacks.Callback):
-    """Sets the POD loss's δ after each epoch e (0-based): δ = α·(e+1)·mean_norm (SPEC §3.2).
+    """Sets the POD loss's δ after each epoch e (0-based): δ = α·(e+1)·mean_norm.
 
     δ keeps its initial value (the loss's ``delta``, 0.05 by default) during epoch 0.
     ``mean_norm`` is the mean over the epoch's training samples of ||x·C|| (``norm_source=
@@ -15,14 +15,17 @@ class PODDelta(keras.callbacks.Callback):
     inside the training step (no extra pass over the data). Adds ``pod_delta`` to the logs.
 
     Args:
-        alpha: the schedule's α (0.01 in the authors' script).
-        norm_source: ``"logits"`` or ``"features"``.
-        loss: the ``POD`` loss; default: the model's compiled loss (or the POD member of a
-            ``LossEnsemble``).
+        alpha: the schedule's α > 0 (default 0.01, the authors' script).
+        norm_source: ``"logits"`` (default, the authors' script) or ``"features"``.
+        loss: the ``POD`` loss (default None: the model's compiled loss, or the POD member of
+            a ``LossEnsemble``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"])
         >>> model.fit(x, y, epochs=30, callbacks=[km.callbacks.PODDelta(alpha=0.01)])
+
+    Reference:
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449) (δ schedule of the authors' public training code).
     """
 
     def __init__(self, alpha=0.01, norm_source="logits", loss=None):

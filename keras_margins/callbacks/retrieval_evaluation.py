@@ -43,19 +43,23 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     Args:
         validation_data: ``(x, y)`` arrays, or a ``tf.data.Dataset`` of ``(x, y)`` batches.
         embedding_model: model mapping x to (N, D) embeddings (e.g. the backbone of a
-            ``Sequential([backbone, head])``); it shares weights with the trained model.
-        k: the K of Recall@K.
-        batch_size: batch size of the embedding pass.
-        chunk_size: query block size of ``km.metrics.retrieval_scores``.
-        metric: ``"cosine"`` or ``"euclidean"``.
-        prefix: prepended to the log names.
+            ``Sequential([backbone, head])``); it shares weights with the trained model
+            (default None: the trained model itself).
+        k: the K of Recall@K (default (1,)).
+        batch_size: batch size of the embedding pass (default 256).
+        chunk_size: query block size of ``km.metrics.retrieval_scores`` (default 256).
+        metric: ``"cosine"`` (default) or ``"euclidean"``.
+        prefix: prepended to the log names (default ``"val_"``).
         frequency: evaluate every ``frequency`` epochs; the logs of the epochs in between do
-            not carry the keys.
+            not carry the keys (default 1).
 
     Example:
         >>> cb = km.callbacks.RetrievalEvaluation((xt, yt), embedding_model=backbone)
         >>> stop = keras.callbacks.EarlyStopping("val_map_at_r", mode="max", patience=5)
         >>> model.fit(x, y, epochs=50, callbacks=[cb, stop])
+
+    Reference:
+        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505), ECCV 2020 (MAP@R, R-Precision).
     """
 
     def __init__(

@@ -17,7 +17,14 @@ def _load():
 
 
 def digits_classification(test_fraction=0.25, seed=0):
-    """Stratified train/test split: ``((x_train, y_train), (x_test, y_test))``.
+    """Stratified train/test split of the bundled digits: ``((x_train, y_train), (x_test, y_test))``.
+
+    Args:
+        test_fraction: share of each class in the test split, in (0, 1) (default 0.25).
+        seed: integer seed of the split (default 0).
+
+    Returns:
+        Two ``(x, y)`` pairs: float32 (N, 64) pixels in [0, 1] and int32 (N,) labels 0–9.
 
     Example:
         >>> (x, y), (xt, yt) = km.data.digits_classification()
@@ -39,9 +46,16 @@ def digits_classification(test_fraction=0.25, seed=0):
 
 
 def digits_zero_shot(train_classes=(0, 1, 2, 3, 4), seed=0):
-    """Class-disjoint split of the metric-learning papers: train on ``train_classes``,
-    retrieve among the others. Returns ``((x_train, y_train), (x_test, y_test))``; labels keep
-    their digit values.
+    """Class-disjoint split of the metric-learning papers: train on ``train_classes``, retrieve
+    among the others.
+
+    Args:
+        train_classes: the digits of the training split, a non-empty proper subset of 0–9
+            (default (0, 1, 2, 3, 4)).
+        seed: integer seed of the shuffling (default 0).
+
+    Returns:
+        ``((x_train, y_train), (x_test, y_test))``; labels keep their digit values.
 
     Example:
         >>> (x, y), (xt, yt) = km.data.digits_zero_shot()

@@ -1,4 +1,4 @@
-"""P×K class-balanced batches (the sampler of the metric-learning papers; SPEC §2, §4).
+"""P×K class-balanced batches (the sampler of the deep-metric-learning papers).
 
 Each batch holds P distinct classes × K samples of each, so that every anchor of a pair loss
 (``PairCircleLoss``, miners) has K − 1 positives and (P − 1)·K negatives. Classes are drawn
@@ -67,16 +67,23 @@ def pk_batches(data, p, k, seed=0, steps_per_epoch=None, infinite=False):
     Args:
         data: ``(x, y)`` arrays (``x`` may be a dict/tuple of arrays) or a ``tf.data.Dataset``
             of ``(x, y)`` elements (batched datasets are unbatched); it is read into memory once.
-        p: classes per batch (distinct). k: samples per class. Batch size = p·k, labels grouped.
-        seed: the stream is a deterministic function of ``seed`` (each new iteration, e.g.
-            each Keras epoch, draws fresh batches, reproducibly).
-        steps_per_epoch: batches per iteration; defaults to ``len(y) // (p·k)`` (at least 1).
-        infinite: repeat forever (then pass ``steps_per_epoch`` to ``fit``).
+        p: classes per batch (distinct). Batch size = p·k, labels grouped.
+        k: samples per class.
+        seed: integer; the stream is a deterministic function of ``seed`` (each new
+            iteration, e.g. each Keras epoch, draws fresh batches, reproducibly; default 0).
+        steps_per_epoch: batches per iteration (default None: ``len(y) // (p·k)``, at least 1).
+        infinite: repeat forever, then pass ``steps_per_epoch`` to ``fit`` (default False).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(x, y)`` batches.
 
     Example:
         >>> (x, y), _ = km.data.digits_zero_shot()
         >>> ds = km.data.pk_batches((x, y), p=5, k=8, seed=0)
         >>> model.fit(ds, epochs=10)   # every batch: 5 distinct digits × 8 images
+
+    Reference:
+        - Hermans, Beyer & Leibe, 2017. [In Defense of the Triplet Loss for Person Re-Identification](https://arxiv.org/abs/1703.07737) (P×K batches).
     """
     steps = steps_per_epoch
     if steps is not None and (int(steps) != steps or steps < 1):

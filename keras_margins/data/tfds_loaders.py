@@ -2,7 +2,7 @@
 ``(image float32 (H, W, C), label int32)``.
 
 Retrieval sets use the standard class-disjoint split of the deep-metric-learning papers
-(Musgrave et al. 2020; SPEC §4): the images of TFDS's own train and test splits are pooled and
+(Musgrave et al. 2020): the images of TFDS's own train and test splits are pooled and
 the first half of the classes trains, the second half is retrieved. Labels keep their
 original ids (like ``digits_zero_shot``).
 
