@@ -1,4 +1,4 @@
-"""DESIGN contract 8: bad input to any public entry point is a ValueError naming the argument.
+"""Bad input to any public entry point is a ValueError naming the argument.
 
 One table: every row is (entry point, bad input) -> the argument name the message must
 contain. Rows are generated per entry-point family (labels + class scores, features +

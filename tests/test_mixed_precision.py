@@ -1,4 +1,4 @@
-"""DESIGN contract 8: every head + loss trains under the ``mixed_float16`` policy with XLA.
+"""Mixed precision: every head + loss trains under the ``mixed_float16`` policy with XLA.
 
 The backbone runs in float16; heads and losses compute in float32. A few steps on digits
 must give finite losses, finite weights, and real updates (Keras' loss-scale optimizer skips

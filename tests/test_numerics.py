@@ -1,4 +1,4 @@
-"""DESIGN contract 8, numerics: every loss gives a finite value AND finite gradients (w.r.t.
+"""Numerics: every loss gives a finite value AND finite gradients (w.r.t.
 the features and the class kernel) at the edges: cosines of exactly +1 and -1, zero-norm
 features and class columns, one-class batches, batches without a positive pair, identical
 embeddings, and the largest published scales (s = 64, gamma = 256)."""

@@ -1,4 +1,4 @@
-"""km.callbacks.PODDelta: δ = α·(e+1)·mean norm after epoch e (SPEC §3.2)."""
+"""km.callbacks.PODDelta: δ = α·(e+1)·mean norm after epoch e (Zhu & Zu's schedule)."""
 
 import keras
 import numpy as np

@@ -1,4 +1,4 @@
-"""km.losses.LossEnsemble through km.models.MarginModel (SPEC §4)."""
+"""km.losses.LossEnsemble through km.models.MarginModel (Zabihzadeh et al.)."""
 
 import importlib.util
 import os

@@ -146,7 +146,7 @@ def test_no_positive_gives_zero_and_finite_gradients():
 
 
 def test_gradients_are_finite_and_alphas_stop_gradient():
-    """Gradient equals the analytic one with alphas held constant (SPEC §2.1)."""
+    """Gradient equals the analytic one with alphas held constant (stop-gradient, docs/papers.md §4.1)."""
     rng = np.random.default_rng(1)
     c = rng.uniform(-0.9, 0.9, size=(3, 4)).astype("float64")
     labels = np.array([0, 1, 3])

@@ -121,7 +121,7 @@ def test_largest_margin_softmax_matches_reference(seed):
     labels, cos = random_case(seed, c=5)
     got = km.ops.largest_margin_softmax(labels, cos.astype("float32"), 5.0)
     np.testing.assert_allclose(np.asarray(got), ref_lm_softmax(labels, cos.astype("float32").astype("float64"), 5.0), rtol=1e-5, atol=1e-6)
-    # CE = softplus(LM) (SPEC §1.3)
+    # CE = softplus(LM) (Zhou et al. 2022, LM-Softmax)
     ce = km.ops.margin_softmax(labels, cos, 5.0)
     np.testing.assert_allclose(np.logaddexp(0, np.asarray(km.ops.largest_margin_softmax(labels, cos, 5.0))), np.asarray(ce), rtol=1e-10)
 
@@ -130,7 +130,30 @@ def test_largest_margin_softmax_two_classes_is_difference():
     cos = np.array([[0.9, -0.3], [0.1, 0.4]])
     got = np.asarray(km.ops.largest_margin_softmax([0, 0], cos, 10.0))
     np.testing.assert_allclose(got, [10 * (-0.3 - 0.9), 10 * (0.4 - 0.1)], rtol=1e-12)
-    assert got[0] < 0  # unbounded below, never clipped
+    assert got[0] < 0  # negative values are kept, never clipped
+
+
+def test_largest_margin_softmax_lower_bounds():
+    """Bounded below on unit cosines (docs/papers.md §1.3): log(C−1) − 2s per sample, reached
+    when every other prototype sits at −x; log(C−1) − s·C/(C−1) for the class average with
+    features on their prototypes summing to zero, reached by the regular simplex."""
+    s, c = 5.0, 4
+    collapsed = np.array([[1.0, -1.0, -1.0, -1.0]])
+    got = np.asarray(km.ops.largest_margin_softmax([0], collapsed, s))
+    np.testing.assert_allclose(got, [math.log(c - 1) - 2 * s], rtol=1e-12)
+    labels, cos = random_case(3, c=c)
+    assert np.all(np.asarray(km.ops.largest_margin_softmax(labels, cos, s)) >= math.log(c - 1) - 2 * s)
+    # Regular simplex: Gram matrix 1 on the diagonal, −1/(C−1) elsewhere (NumPy, exact).
+    gram = np.full((c, c), -1.0 / (c - 1)) + np.eye(c) * (1.0 + 1.0 / (c - 1))
+    simplex = np.asarray(km.ops.largest_margin_softmax(np.arange(c), gram, s))
+    np.testing.assert_allclose(simplex, math.log(c - 1) - s * c / (c - 1), rtol=1e-12)
+    # Another zero-sum arrangement with features on their prototypes (a square in 2-D) stays
+    # strictly above the simplex bound.
+    square = np.array([[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 0.0, -1.0],
+                       [-1.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 1.0]])
+    got = np.asarray(km.ops.largest_margin_softmax(np.arange(c), square, s))
+    np.testing.assert_allclose(got, math.log(2.0 + math.exp(-s)) - s, rtol=1e-12)
+    assert got.mean() > math.log(c - 1) - s * c / (c - 1) + 1.0
 
 
 def _grads(fn, cos, labels):

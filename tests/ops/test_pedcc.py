@@ -1,4 +1,4 @@
-"""km.ops.pedcc_centroids (SPEC §3.1)."""
+"""km.ops.pedcc_centroids (Zhu & Zu, PEDCC; docs/papers.md §3.1)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""km.ops.pod_loss / pod_terms against a NumPy reference (SPEC §3.2)."""
+"""km.ops.pod_loss / pod_terms against a NumPy reference (Zhu & Zu, POD loss)."""
 
 import keras
 import numpy as np

@@ -1,4 +1,4 @@
-"""km.ops.virtual_softmax / virtual_log_probs against a NumPy reference (SPEC §5)."""
+"""km.ops.virtual_softmax / virtual_log_probs against a NumPy reference (Chen et al. 2018)."""
 
 import math
 
