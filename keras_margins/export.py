@@ -26,103 +26,21 @@ import uuid
 import keras
 import numpy as np
 
-from keras_margins.layers import ClassHead, L2Normalize
+# split_head and embedding_model live in km.models; they stay importable from here.
+from keras_margins.models.embedding import INPUT_NAME, embedding_model, split_head
 
-INPUT_NAME = "inputs"
+__all__ = [
+    "EMBEDDING_OUTPUT", "INPUT_NAME", "MODELS_CONFIG", "SCORES_OUTPUT", "SCORES_SIGNATURE",
+    "SERVING_SIGNATURE", "check_export", "embedding_model", "export_embedding_model",
+    "grpc_request", "outputs_without_keras_margins", "rest_request", "rest_url", "split_head",
+    "update_models_config",
+]
 EMBEDDING_OUTPUT = "embedding"
 SCORES_OUTPUT = "scores"
 SERVING_SIGNATURE = "serving_default"
 SCORES_SIGNATURE = "scores"
 MODELS_CONFIG = "models.config"
 _VERSION_RE = re.compile(r"^[0-9]+$")
-
-
-# ----------------------------------------------------------------------------- model surgery
-def split_head(model):
-    """``(embedding_part, head, scorer)`` of a model.
-
-    * a ``MarginModel`` (anything with public ``.backbone``/``.head``): its backbone, its head,
-      and the model itself as scorer (``call`` gives the head's scores);
-    * a ``Sequential``/functional model whose last layer is a ``km.layers.ClassHead``: the
-      layers before the head, the head, the full model;
-    * any other Keras model: treated as an embedding model, ``head = scorer = None``.
-
-    Raises ``ValueError`` for a head alone, a model with nothing before its head, or a model
-    that contains a head without ending in it.
-    """
-    if isinstance(model, ClassHead):
-        raise ValueError(
-            f"`model` is the head {model.name!r} alone; pass the full model or its backbone."
-        )
-    if not isinstance(model, keras.layers.Layer):
-        raise ValueError(f"`model` must be a Keras model; got {type(model).__name__}.")
-    if hasattr(model, "backbone") and hasattr(model, "head"):
-        if not isinstance(model.backbone, keras.layers.Layer):
-            raise ValueError("`model.backbone` is not a Keras model: no embedding part to export.")
-        return model.backbone, model.head, (model if model.head is not None else None)
-    layers = list(getattr(model, "layers", []))
-    heads = [layer for layer in layers if isinstance(layer, ClassHead)]
-    if not heads:
-        return model, None, None
-    head = layers[-1]
-    if not isinstance(head, ClassHead):
-        raise ValueError(
-            f"`model` contains the head {heads[0].name!r} but does not end in it; pass the "
-            "embedding model itself."
-        )
-    if isinstance(model, keras.Sequential):
-        part = layers[:-1]
-        if not part:
-            raise ValueError(f"`model` has no embedding part: it is only the head {head.name!r}.")
-        return keras.Sequential(part, name=f"{model.name}_embedding"), head, model
-    try:
-        features = head.input
-    except (AttributeError, ValueError) as err:
-        raise ValueError(f"cannot find the input of head {head.name!r} in `model`: {err}") from err
-    if any(features is tensor for tensor in model.inputs):
-        raise ValueError(
-            f"`model` has no embedding part: its inputs go straight into {head.name!r}."
-        )
-    return keras.Model(model.inputs, features, name=f"{model.name}_embedding"), head, model
-
-
-def _input_shape(models, input_shape):
-    if input_shape is not None:
-        return tuple(input_shape)
-    for model in models:
-        try:
-            inputs = model.inputs
-        except (AttributeError, ValueError):
-            inputs = None
-        if inputs:
-            if len(inputs) != 1:
-                raise ValueError(f"`model` must have exactly one input; it has {len(inputs)}.")
-            return tuple(inputs[0].shape[1:])
-    raise ValueError(
-        f"cannot infer the input shape of {models[0].name!r} (not built on a keras.Input); "
-        "pass `input_shape` (per example, without the batch axis)."
-    )
-
-
-def embedding_model(model, normalize=True, input_shape=None):
-    """A functional Keras model ``inputs -> embedding`` (the head dropped, L2-normalised).
-
-    Shares weights with ``model``; what ``export_embedding_model`` writes is exactly this.
-
-    Example:
-        >>> emb = km.export.embedding_model(model)      # model = Sequential([backbone, head])
-        >>> emb.predict(x).shape                        # (N, D), unit rows
-    """
-    part, _, _ = split_head(model)
-    shape = _input_shape([part, model], input_shape)
-    inputs = keras.Input(shape, name=INPUT_NAME)
-    features = part(inputs)
-    if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:
-        got = getattr(features, "shape", type(features).__name__)
-        raise ValueError(f"the embedding part of `model` must output one (N, D) tensor; got {got}.")
-    if normalize:
-        features = L2Normalize(name="l2_normalize", dtype="float32")(features)
-    return keras.Model(inputs, features, name=f"{part.name}_serving")
 
 
 # ----------------------------------------------------------------------------- versions / paths
@@ -423,58 +341,3 @@ def check_export(export_dir, model, x, atol=1e-5):
     if bad:
         raise ValueError(f"export {export_dir} disagrees with the model: max |diff| {bad} > {atol}")
     return errors
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_cli(subparsers):
-    """Register ``keras-margins export MODEL.keras BASE_DIR`` on an argparse ``subparsers``."""
-    parser = subparsers.add_parser(
-        "export",
-        help="export the embedding part of a .keras model for TF Serving",
-        description=(
-            "Load a .keras model (head or MarginModel or embedding model), drop the head, add "
-            "L2 normalisation and write a SavedModel to BASE_DIR/<next version>/ with signature "
-            f"'{SERVING_SIGNATURE}': '{INPUT_NAME}' -> '{EMBEDDING_OUTPUT}' (float32); update "
-            f"{MODELS_CONFIG} in BASE_DIR's parent."
-        ),
-    )
-    parser.add_argument("model", help="path of a .keras model")
-    parser.add_argument("base_dir", help="model folder, e.g. saved_models/digits")
-    parser.add_argument("--version", type=int, default=None, help="default: next free integer")
-    parser.add_argument(
-        "--no-normalize", dest="normalize", action="store_false", help="skip L2 normalisation"
-    )
-    parser.add_argument(
-        "--scores", dest="include_scores", action="store_true",
-        help=f"also export signature '{SCORES_SIGNATURE}' (class scores of the head)",
-    )
-    parser.add_argument(
-        "--serving-root", default="/models",
-        help="BASE_DIR's parent as the server sees it, in models.config (default /models)",
-    )
-    parser.add_argument(
-        "--no-config", dest="models_config", action="store_const", const=False, default=None,
-        help=f"do not write {MODELS_CONFIG}",
-    )
-    parser.set_defaults(func=run_cli, command="export")
-    return parser
-
-
-def run_cli(args):
-    """Run the ``export`` subcommand from parsed arguments; prints the version folder."""
-    if not os.path.isfile(args.model):
-        raise ValueError(f"`model` {args.model!r} is not a file (expected a .keras model).")
-    model = keras.models.load_model(args.model, safe_mode=True)
-    path = export_embedding_model(
-        model,
-        args.base_dir,
-        version=args.version,
-        normalize=args.normalize,
-        include_scores=args.include_scores,
-        models_config=args.models_config,
-        serving_root=args.serving_root,
-    )
-    signatures = SERVING_SIGNATURE + (f", {SCORES_SIGNATURE}" if args.include_scores else "")
-    print(f"exported {path} (signatures: {signatures}; input '{INPUT_NAME}', output "
-          f"'{EMBEDDING_OUTPUT}')")
-    return 0

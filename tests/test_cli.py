@@ -4,14 +4,13 @@ import shutil
 import subprocess
 import sys
 import time
-import types
 
 import keras
 import numpy as np
 import pytest
 
 import keras_margins as km
-from keras_margins import cli
+from keras_margins import cli, registry
 
 
 def _table_value(text, label):
@@ -72,36 +71,65 @@ def test_bad_arguments_exit_with_message(tmp_path, capsys):
         cli.main(["train", "--loss", "no-such-loss"])
 
 
-def test_modules_register_their_own_subcommands(monkeypatch, capsys):
-    calls = []
-
-    def add_subcommand(subparsers):
-        p = subparsers.add_parser("hello")
-        p.add_argument("--who", default="world")
-        p.set_defaults(func=lambda args: calls.append(args.who) or 0)
-
-    monkeypatch.setitem(sys.modules, "keras_margins.fakeplugin",
-                        types.SimpleNamespace(add_subcommand=add_subcommand))
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    cli.register_plugins(sub, names=("fakeplugin", "module_that_does_not_exist"))
-    args = parser.parse_args(["hello", "--who", "km"])
-    assert args.func(args) == 0 and calls == ["km"]
-    assert capsys.readouterr().err == ""  # a missing module is silently skipped
-
-
-def test_real_plugins_appear_when_their_modules_exist():
+def test_parser_has_the_four_subcommands_and_reads_the_registry():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"train", "evaluate"} <= set(commands)
-    for module, command in (("export", "export"), ("tuning", "tune")):
-        present = hasattr(km, module) and (
-            hasattr(getattr(km, module), "add_subcommand") or hasattr(getattr(km, module), "add_cli")
-        )
-        if present:
-            assert command in commands
+    assert set(commands) == {"train", "evaluate", "export", "tune"}
+    train_options = {a.dest: a for a in commands["train"]._actions}
+    assert tuple(train_options["loss"].choices) == tuple(registry.FAMILIES)
+    assert tuple(train_options["head"].choices) == tuple(registry.HEADS)
+    # Every family the CLI offers is a real class of the library (no name lookups).
+    for name, family in registry.FAMILIES.items():
+        assert family.loss is None or getattr(km.losses, family.loss.__name__) is family.loss
+        assert family.head is None or getattr(km.layers, family.head.__name__) is family.head
+
+
+@pytest.mark.parametrize(
+    "loss, scale, margin, expected",
+    [
+        ("arcface", 16.0, 0.3, {"scale": 16.0, "margin": 0.3}),
+        ("circle", 64.0, 0.2, {"gamma": 64.0, "margin": 0.2}),  # --scale is Circle's gamma
+        ("pod", None, 0.1, {"delta": 0.1}),                      # --margin is POD's delta
+        ("lmsoftmax", 7.0, None, {"scale": 7.0}),
+    ],
+)
+def test_scale_and_margin_reach_the_right_loss_arguments(loss, scale, margin, expected):
+    from keras_margins.cli.train import build_loss_and_head
+
+    loss_object, head, family = build_loss_and_head(loss, None, 10, scale, margin)
+    assert type(loss_object) is family.loss is registry.FAMILIES[loss].loss
+    config = loss_object.get_config()
+    for key, value in expected.items():
+        assert config[key] == pytest.approx(value), key
+    assert isinstance(head, family.head) and head.num_classes == 10
+    with pytest.raises(ValueError, match="--scale"):
+        build_loss_and_head("pod", None, 10, 3.0, None)
+    with pytest.raises(ValueError, match="--margin"):
+        build_loss_and_head("normface", None, 10, None, 0.2)
+
+
+def test_registry_rejects_what_is_not_a_class():
+    with pytest.raises(ValueError, match="loss"):
+        registry.LossFamily("ArcFace", km.layers.LargestMarginHead)
+    with pytest.raises(ValueError, match="head"):
+        registry.LossFamily(km.losses.ArcFace, "LargestMarginHead")
+    with pytest.raises(ValueError, match="default"):
+        registry.Param("scale", 1.0, 2.0, 3.0)
+
+
+def test_library_modules_never_import_the_command_line():
+    root = os.path.dirname(km.__file__)
+    offenders = []
+    for folder, _, files in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "cli":
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path) as f:
+                    if "keras_margins.cli" in f.read():
+                        offenders.append(os.path.relpath(path, root))
+    assert offenders == []
 
 
 @pytest.mark.slow

@@ -2,18 +2,12 @@
 
 import keras
 
+from keras_margins._compat import set_keras_mask
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
 from keras_margins.ops._common import as_labels
 from keras_margins.ops._distribute import gather_across_replicas
-from keras_margins.ops.circle import _check_hparams, circle_class_level, circle_pairwise
-
-try:  # Keras >= 3.6
-    from keras.src.backend import set_keras_mask as _set_keras_mask
-except ImportError:  # pragma: no cover - older Keras 3
-
-    def _set_keras_mask(tensor, mask):
-        tensor._keras_mask = mask
+from keras_margins.ops.circle import check_circle_hparams, circle_class_level, circle_pairwise
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -39,7 +33,7 @@ class CircleLoss(MarginLoss):
     """
 
     def __init__(self, margin=0.25, gamma=256.0, **kwargs):
-        _check_hparams(margin, gamma)
+        check_circle_hparams(margin, gamma)
         kwargs.setdefault("name", "circle_loss")
         super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
 
@@ -96,7 +90,7 @@ class PairCircleLoss(MarginLoss):
     needs = "embedding"
 
     def __init__(self, margin=0.4, gamma=80.0, miner=None, cross_replica=False, **kwargs):
-        _check_hparams(margin, gamma)
+        check_circle_hparams(margin, gamma)
         if isinstance(miner, dict):
             miner = keras.saving.deserialize_keras_object(miner)
         if miner is not None and not isinstance(miner, Miner):
@@ -122,7 +116,7 @@ class PairCircleLoss(MarginLoss):
             y_true, y_pred, self.margin, self.gamma, miner=self.miner, return_valid=True,
             **references,
         )
-        _set_keras_mask(loss, valid)  # Keras' reduction then averages over valid anchors.
+        set_keras_mask(loss, valid)  # Keras' reduction then averages over valid anchors.
         return loss
 
     def get_config(self):

@@ -1,41 +1,21 @@
-"""Learned-weight ensemble of losses (Zabihzadeh et al. 2021/2023; SPEC §4)."""
+"""Learned-weight ensemble of losses (Zabihzadeh et al., "Ensemble of loss functions to improve
+generalizability of deep metric learning methods", 2021/2023)."""
 
 import math
 
 import keras
 from keras import ops
 
-from keras_margins.losses._base import NEEDS as _NEEDS
-from keras_margins.losses._base import ModelLoss, compute_model_loss
+from keras_margins._compat import scale_loss_for_distribution
+from keras_margins.losses._base import NEEDS, ModelLoss
+from keras_margins.metrics.last_value import LastValue
 from keras_margins.ops._common import check_positive
-
-try:  # Keras 3: divide by the replica count under tf.distribute, as keras.losses.Loss does
-    from keras.src.losses.loss import scale_loss_for_distribution as _scale_for_distribution
-except ImportError:  # pragma: no cover
-
-    def _scale_for_distribution(value):
-        return value
 
 
 #: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).
 _MEAN_FLOOR = 1e-12
 #: Smallest initial a_k: a_k = 0 is a stationary point of c_k = a_k² + 1/(4m).
 _MIN_A = 1e-3
-
-
-class _CurrentValue(keras.metrics.Metric):
-    """A metric holding the last value it was given (how c_k reaches the logs on every
-    backend: JAX maps only metric variables into ``compute_metrics``)."""
-
-    def __init__(self, name):
-        super().__init__(name=name, dtype="float32")
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
-
-    def update_state(self, value):
-        self.value.assign(ops.cast(value, "float32"))
-
-    def result(self):
-        return ops.convert_to_tensor(self.value)
 
 
 def _as_loss(loss):
@@ -47,8 +27,13 @@ def _as_loss(loss):
         raise ValueError(
             f"`losses` must hold keras.losses.Loss objects (e.g. km.losses.ArcFace()); got {loss!r}."
         )
-    if getattr(loss, "needs", "scores") not in _NEEDS:
-        raise ValueError(f"`losses`: {loss.name} has needs={loss.needs!r}; expected one of {_NEEDS}.")
+    needs = getattr(loss, "needs", "scores")  # Keras' own losses have no `needs`: scores
+    if needs not in NEEDS:
+        raise ValueError(f"`losses`: {loss.name} has needs={needs!r}; expected one of {NEEDS}.")
+    if needs == "model" and not isinstance(loss, ModelLoss):
+        raise ValueError(
+            f"`losses`: {loss.name} has needs='model' but does not subclass km.losses.ModelLoss."
+        )
     return loss
 
 
@@ -62,7 +47,7 @@ def _unique_names(losses):
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class LossEnsemble(ModelLoss):
-    """Several losses on one embedding / head with learned weights (SPEC §4):
+    """Several losses on one embedding / head with learned weights (Zabihzadeh et al.):
 
         L = Σ_k c_k · (mean_j L̄_j / L̄_k) · L_k + penalty_scale · η · (Σ_k c_k − 1)²,
         c_k = a_k² + 1/(4m),
@@ -148,7 +133,7 @@ class LossEnsemble(ModelLoss):
             name="loss_ensemble_steps", aggregation="only_first_replica",
         )
         # Trackers of c_k, attached to the model so that it resets and logs them.
-        self._trackers = [_CurrentValue(f"c_{name}") for name in self.names]
+        self._trackers = [LastValue(f"c_{name}") for name in self.names]
         model._loss_ensemble_coefficients = self._trackers
         for member in self.members:
             if isinstance(member, ModelLoss):
@@ -167,9 +152,9 @@ class LossEnsemble(ModelLoss):
 
     # ----------------------------------------------------------------------------- the loss
     def _member_value(self, member, y, outputs, model, sample_weight, training):
+        if isinstance(member, ModelLoss):
+            return member.compute_model_loss(y, outputs, model, sample_weight, training=training)
         needs = getattr(member, "needs", "scores")
-        if needs == "model":
-            return compute_model_loss(member, y, outputs, model, sample_weight, training)
         value = outputs[needs if needs == "embedding" else "scores"]
         if value is None:
             raise ValueError(f"`losses`: {member.name} needs class scores but the model has no head.")
@@ -206,7 +191,7 @@ class LossEnsemble(ModelLoss):
         if self.normalize_by_running_mean:
             values = values * self._normaliser(values, training)
         penalty = self.penalty_scale * self.eta * ops.square(ops.sum(coefficients) - 1.0)
-        return ops.sum(coefficients * values) + _scale_for_distribution(penalty)
+        return ops.sum(coefficients * values) + scale_loss_for_distribution(penalty)
 
     def call(self, y_true, y_pred):
         raise ValueError(

@@ -3,7 +3,7 @@
 import keras
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.losses.margin_softmax import _with_sample_margin
+from keras_margins.losses.margin_softmax import with_sample_margin
 from keras_margins.ops import largest_margin_softmax
 from keras_margins.ops._common import check_positive
 
@@ -51,7 +51,7 @@ class LargestMarginSoftmax(MarginLoss):
         loss = largest_margin_softmax(labels, cos, self.scale)
         if self.divide_by_scale:
             loss = loss / self.scale
-        return _with_sample_margin(loss, labels, cos, self.sample_margin_weight)
+        return with_sample_margin(loss, labels, cos, self.sample_margin_weight)
 
 
 LMSoftmax = LargestMarginSoftmax

@@ -10,7 +10,7 @@ from keras_margins.ops import margin_softmax, sample_margin
 from keras_margins.ops._common import check_positive
 
 
-def _with_sample_margin(loss, labels, cos, weight):
+def with_sample_margin(loss, labels, cos, weight):
     """loss_i + λ·(−γ_i): per-sample form of L + λ·R_sm, R_sm = −mean γ (sample-margin regularisation)."""
     if weight:
         return loss - weight * sample_margin(labels, cos)
@@ -65,7 +65,7 @@ class MarginSoftmax(MarginLoss):
 
     def per_sample(self, labels, cos):
         loss = margin_softmax(labels, cos, self.scale, self.m1, self.m2, self.m3)
-        return _with_sample_margin(loss, labels, cos, self.sample_margin_weight)
+        return with_sample_margin(loss, labels, cos, self.sample_margin_weight)
 
 
 def _default_name(cls):

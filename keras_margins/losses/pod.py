@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.ops import pod_terms
-from keras_margins.ops.virtual_softmax import safe_norm
+from keras_margins.ops._common import safe_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -11,7 +11,7 @@ import numpy as np
 _METRICS = ("cosine", "euclidean")
 
 
-def _as_embeddings(x, name):
+def as_embeddings(x, name):
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"`{name}` must be a rank-2 array (N, D) of embeddings; got {x.shape}.")
@@ -145,7 +145,7 @@ def retrieval_scores(
     Reference:
         - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505), ECCV 2020, §3.2.
     """
-    refs = _as_embeddings(embeddings, "embeddings")
+    refs = as_embeddings(embeddings, "embeddings")
     ref_labels = _as_label_vector(labels, len(refs), "labels")
     leave_one_out = query_embeddings is None
     if leave_one_out != (query_labels is None):
@@ -153,7 +153,7 @@ def retrieval_scores(
     if leave_one_out:
         queries, q_labels = refs, ref_labels
     else:
-        queries = _as_embeddings(query_embeddings, "query_embeddings")
+        queries = as_embeddings(query_embeddings, "query_embeddings")
         q_labels = _as_label_vector(query_labels, len(queries), "query_labels")
         if queries.shape[1] != refs.shape[1]:
             raise ValueError(

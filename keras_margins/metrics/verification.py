@@ -3,13 +3,13 @@ ROC AUC (evaluation-time NumPy on the host)."""
 
 import numpy as np
 
-from keras_margins.metrics.retrieval import _as_embeddings
+from keras_margins.metrics.retrieval import as_embeddings
 
 
 def pair_similarity(emb_a, emb_b, metric="cosine"):
     """Row-wise similarity of two (N, D) arrays, larger = more alike (float64 (N,))."""
-    a = _as_embeddings(emb_a, "emb_a").astype("float64")
-    b = _as_embeddings(emb_b, "emb_b").astype("float64")
+    a = as_embeddings(emb_a, "emb_a").astype("float64")
+    b = as_embeddings(emb_b, "emb_b").astype("float64")
     if a.shape != b.shape:
         raise ValueError(f"`emb_a` {a.shape} and `emb_b` {b.shape} must have the same shape.")
     if metric == "cosine":

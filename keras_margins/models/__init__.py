@@ -1,4 +1,5 @@
-"""Task models: a backbone plus a head, for losses that need more than class scores."""
+"""Task models and model surgery: a backbone plus a head, and the embedding part of a model."""
 
+from keras_margins.models.embedding import embedding_model, mlp_backbone, split_head
 from keras_margins.models.ensemble_model import EnsembleModel
 from keras_margins.models.margin_model import MarginModel

@@ -1,11 +1,11 @@
-"""``MarginModel``: backbone + head task model for losses that need the embedding
-(DESIGN.md contract 4; shared protocol in the project notes)."""
+"""``MarginModel``: backbone + head task model for losses that need the embedding or the
+model (the ``needs`` protocol of ``km.losses.MarginLoss`` / ``km.losses.ModelLoss``; the design
+is described in ``docs/design.md``)."""
 
 import keras
 
-from keras_margins.losses._base import NEEDS as _NEEDS
-from keras_margins.losses._base import ModelLoss, compute_model_loss
-from keras_margins.losses.ensemble import _CurrentValue
+from keras_margins.losses._base import NEEDS, ModelLoss
+from keras_margins.metrics.last_value import LastValue
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -20,16 +20,18 @@ class MarginModel(keras.Model):
     * ``"scores"``: ``loss(y, scores, sample_weight)`` (cosine-head losses, VirtualSoftmax,
       any Keras loss or loss name);
     * ``"embedding"``: ``loss(y, embedding, sample_weight)`` (pair-wise losses);
-    * ``"model"``: ``loss.compute_model_loss(y, outputs, model, sample_weight)`` with
-      ``outputs = {"embedding": e, "scores": s or None}`` (POD, loss ensembles). It returns
-      the scalar ``Loss.__call__`` would (reduced, scaled for ``tf.distribute`` like
-      ``keras.losses.Loss`` does). If it accepts a ``training`` argument, it gets it.
+    * ``"model"``: a ``km.losses.ModelLoss`` (POD, loss ensembles); the model calls
+      ``loss.compute_model_loss(y, outputs, model, sample_weight, training=...)`` with
+      ``outputs = {"embedding": e, "scores": s or None}``. It returns the scalar
+      ``Loss.__call__`` would (reduced, scaled for ``tf.distribute`` like
+      ``keras.losses.Loss`` does). A loss with ``needs="model"`` that is not a ``ModelLoss``
+      is rejected at ``compile``.
 
-    Regulariser and ``add_loss`` terms (``self.losses``) are added as Keras does. A loss with
-    ``build_state(model)`` gets it called once per loss object at ``compile`` (also on
-    reload, before weights and optimizer slots are restored): it creates its variables with
-    ``model.add_weight`` so the model trains and saves them. A loss with ``logs(model)``
-    (``{name: scalar}``) has those values added to the fit/evaluate logs: read in
+    Regulariser and ``add_loss`` terms (``self.losses``) are added as Keras does. A
+    ``ModelLoss`` gets ``build_state(model)`` called once per loss object at ``compile`` (also
+    on reload, before weights and optimizer slots are restored): it creates its variables with
+    ``model.add_weight`` so the model trains and saves them. The values of its
+    ``logs(model)`` (``{name: scalar}``) are added to the fit/evaluate logs: read in
     ``compute_loss`` (the values the step used, before the optimizer update) and kept in
     metrics, so it works on every backend (JAX passes only metric variables to
     ``compute_metrics``). Compiled metrics
@@ -77,13 +79,22 @@ class MarginModel(keras.Model):
 
     def call(self, inputs, training=None):
         embedding = self.backbone(inputs, training=training)
-        if self.head is None:
+        if self.head is None or (training and not self._training_needs_scores()):
             outputs = {"embedding": embedding}
         else:
             outputs = {"embedding": embedding, "scores": self.head(embedding, training=training)}
         if training or self._dict_in_inference:
             return outputs
         return outputs.get("scores", embedding)
+
+    def _training_needs_scores(self):
+        """False when the compiled loss trains without the full (N, C) head output (e.g.
+        ``km.losses.PartialFC``: ``needs_training_scores = False``) and no compiled metric
+        reads it: the training step then never computes the (N, C) scores."""
+        loss = getattr(self, "loss", None)
+        if getattr(loss, "needs_training_scores", True):
+            return True
+        return getattr(self, "_compile_metrics", None) is not None
 
     def _lock_state(self):
         # Like Keras' Functional/Sequential: losses may add their state (build_state) after
@@ -106,8 +117,8 @@ class MarginModel(keras.Model):
     def _build_loss_state(self):
         loss = getattr(self, "loss", None)
         needs = getattr(loss, "needs", "scores")
-        if needs not in _NEEDS:
-            raise ValueError(f"`loss.needs` must be one of {_NEEDS}; got {needs!r}.")
+        if needs not in NEEDS:
+            raise ValueError(f"`loss.needs` must be one of {NEEDS}; got {needs!r}.")
         if not isinstance(loss, ModelLoss):
             if needs == "model":
                 raise ValueError(
@@ -121,7 +132,7 @@ class MarginModel(keras.Model):
         # loss.logs(model) may read model variables; on JAX only metric variables reach
         # compute_metrics, so compute_loss copies the values into these metrics.
         if not self._loss_logs:
-            self._loss_logs = {name: _CurrentValue(name) for name in loss.logs(self)}
+            self._loss_logs = {name: LastValue(name) for name in loss.logs(self)}
 
     def _routed_outputs(self, x, y_pred):
         """{"embedding", "scores"} from the step's forward pass (see class docstring)."""
@@ -147,7 +158,9 @@ class MarginModel(keras.Model):
         elif needs == "embedding":
             terms.append(loss(y, outputs["embedding"], sample_weight))
         else:
-            terms.append(compute_model_loss(loss, y, outputs, self, sample_weight, training))
+            terms.append(
+                loss.compute_model_loss(y, outputs, self, sample_weight, training=training)
+            )
         terms.extend(self._aggregate_additional_loss(extra) for extra in self.losses)
         if self._loss_logs:
             for name, value in loss.logs(self).items():

@@ -232,3 +232,20 @@ def masked_logsumexp(x, mask, axis=-1):
     valid = ops.squeeze(has_entry, axis)
     out = ops.log(ops.where(valid, summed, 1.0)) + ops.squeeze(row_max, axis)
     return ops.where(valid, out, 0.0), valid
+
+
+def features_and_kernel(features, kernel, kernel_what="(D, C) with one column per class"):
+    """Validated float (N, D) features and (D, C) kernel with matching D, in one dtype."""
+    features = as_float(features, "features", 2, "(N, D)")
+    kernel = ops.cast(as_float(kernel, "kernel", 2, kernel_what), features.dtype)
+    d_x, (d_w, num_classes) = static_shape(features)[1], static_shape(kernel)
+    if d_x is not None and d_w is not None and d_x != d_w:
+        raise ValueError(f"`features` has D={d_x} but `kernel` has D={d_w} rows; expected (D, C).")
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"`kernel` must have at least 2 class columns; got {num_classes}.")
+    return features, kernel
+
+
+def safe_norm(x, axis):
+    """||x|| with a floor inside the square root: finite gradient at x = 0."""
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis), EPS * EPS))

@@ -27,7 +27,9 @@ from keras_margins.ops._common import (
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 
 
-def _check_hparams(margin, gamma):
+def check_circle_hparams(margin, gamma):
+    """ValueError unless γ > 0 and the relaxation m is in [0, 1) (shared by the ops and the
+    loss classes, which check at construction)."""
     check_positive(gamma, "gamma")
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"`margin` (relaxation m) must be in [0, 1); got {margin}.")
@@ -70,7 +72,7 @@ def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
     Reference:
         - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6.
     """
-    _check_hparams(margin, gamma)
+    check_circle_hparams(margin, gamma)
     sim = ops.cast(as_float(sim, "sim", 2, "(N, M) of similarities"), "float32")
     pos_mask = _as_mask(pos_mask, static_shape(sim), "pos_mask")
     neg_mask = _as_mask(neg_mask, static_shape(sim), "neg_mask")
@@ -111,7 +113,7 @@ def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
     Reference:
         - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
-    _check_hparams(margin, gamma)
+    check_circle_hparams(margin, gamma)
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
     is_target = target_mask(labels, cos.shape[1])
@@ -171,7 +173,7 @@ def circle_pairwise(
     Reference:
         - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
     """
-    _check_hparams(margin, gamma)
+    check_circle_hparams(margin, gamma)
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("Pass both `ref_embeddings` and `ref_labels`, or neither.")
     sim = pairwise_cosine(embeddings, ref_embeddings)

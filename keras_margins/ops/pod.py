@@ -9,11 +9,11 @@ from keras_margins.ops._common import (
     EPS,
     as_labels,
     check_non_negative,
+    features_and_kernel,
     l2_normalize,
     static_shape,
     take_target,
 )
-from keras_margins.ops.virtual_softmax import features_and_kernel
 
 
 def _check_delta(delta):

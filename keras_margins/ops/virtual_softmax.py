@@ -2,24 +2,13 @@
 
 from keras import ops
 
-from keras_margins.ops._common import EPS, as_float, as_labels, static_shape, take_target
-
-
-def features_and_kernel(features, kernel, kernel_what="(D, C) with one column per class"):
-    """Validated float (N, D) features and (D, C) kernel with matching D, in one dtype."""
-    features = as_float(features, "features", 2, "(N, D)")
-    kernel = ops.cast(as_float(kernel, "kernel", 2, kernel_what), features.dtype)
-    d_x, (d_w, num_classes) = static_shape(features)[1], static_shape(kernel)
-    if d_x is not None and d_w is not None and d_x != d_w:
-        raise ValueError(f"`features` has D={d_x} but `kernel` has D={d_w} rows; expected (D, C).")
-    if num_classes is not None and num_classes < 2:
-        raise ValueError(f"`kernel` must have at least 2 class columns; got {num_classes}.")
-    return features, kernel
-
-
-def safe_norm(x, axis):
-    """||x|| with a floor inside the square root: finite gradient at x = 0."""
-    return ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=axis), EPS * EPS))
+from keras_margins.ops._common import (
+    as_labels,
+    features_and_kernel,
+    safe_norm,
+    static_shape,
+    take_target,
+)
 
 
 def virtual_log_probs(features, kernel, virtual_clip=None):

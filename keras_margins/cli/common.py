@@ -1,0 +1,107 @@
+"""What the subcommands share: datasets, the results table, argument types.
+
+Nothing here imports Keras at module level: ``keras-margins --help`` builds its parser without
+it.
+"""
+
+import argparse
+
+#: ``--dataset`` choices.
+DATASETS = ("digits", "digits-zero-shot")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1 (``--epochs``, ``--batch-size``, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1); got {value}")
+    return value
+
+
+def load_dataset(name):
+    """``((x, y), (x_test, y_test), zero_shot)`` of a ``--dataset`` choice."""
+    from keras_margins import data
+
+    if name == "digits":
+        return (*data.digits_classification(), False)
+    if name == "digits-zero-shot":
+        return (*data.digits_zero_shot(), True)
+    raise ValueError(f"`--dataset` must be one of {DATASETS}; got {name!r}.")
+
+
+def class_margin(head):
+    """The class margin (rad) of a head with a ``kernel``, else None."""
+    import keras
+
+    from keras_margins import ops
+
+    kernel = getattr(head, "kernel", None)  # a Dense or cosine head; Virtual Softmax too
+    if kernel is None:
+        return None
+    return float(keras.ops.convert_to_numpy(ops.class_margin(kernel)))
+
+
+def evaluate_model(scorer, head, x_test, y_test, embeddings, zero_shot):
+    """The results table's numbers: accuracy and mean sample margin (seen classes only),
+    MAP@R, P@1, Recall@5 of the embeddings, and the head's class margin."""
+    import keras
+    import numpy as np
+
+    from keras_margins import metrics, ops
+
+    results = {}
+    if head is not None and not zero_shot:
+        scores = np.asarray(scorer.predict(x_test, verbose=0))
+        results["accuracy"] = float(np.mean(np.argmax(scores, axis=1) == y_test))
+        if getattr(head, "kernel", None) is not None:
+            cos = ops.cosine_similarity(embeddings, head.kernel)
+            results["mean_sample_margin"] = float(
+                np.mean(keras.ops.convert_to_numpy(ops.sample_margin(y_test, cos)))
+            )
+    retrieval = metrics.retrieval_scores(embeddings, y_test, k=(1, 5))
+    results.update(
+        map_at_r=retrieval["map_at_r"],
+        precision_at_1=retrieval["precision_at_1"],
+        recall_at_5=retrieval["recall_at_5"],
+    )
+    if head is not None:
+        margin = class_margin(head)
+        if margin is not None:
+            results["class_margin"] = margin
+    return results
+
+
+_LABELS = {
+    "accuracy": "test accuracy",
+    "map_at_r": "MAP@R",
+    "precision_at_1": "P@1",
+    "recall_at_5": "Recall@5",
+    "class_margin": "class margin",
+    "mean_sample_margin": "mean sample margin",
+    "train_seconds": "training time",
+}
+
+
+def format_table(results, title):
+    """The results as an aligned two-column text table."""
+    import math
+
+    rows = []
+    for key, label in _LABELS.items():
+        if key not in results:
+            continue
+        value = results[key]
+        if key == "class_margin":
+            text = f"{value:.4f} rad ({math.degrees(value):.1f} deg)"
+        elif key == "train_seconds":
+            text = f"{value:.1f} s"
+        else:
+            text = f"{value:.4f}"
+        rows.append((label, text))
+    width = max(len(label) for label, _ in rows)
+    rule = "-" * (width + 3 + max(len(t) for _, t in rows))
+    lines = [title, rule, *(f"{label:<{width}}   {text}" for label, text in rows), rule]
+    return "\n".join(lines)
