@@ -72,7 +72,7 @@ def class_axis(head, shape=None):
         axis = 0
     if axis is not None:
         return int(axis) % rank
-    matches = [i for i, size in enumerate(shape) if size == head.num_classes]
+    matches = [i for i, size in enumerate(shape) if size == getattr(head, "num_classes", None)]
     return matches[-1] if matches else None
 
 

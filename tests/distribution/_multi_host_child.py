@@ -1,0 +1,105 @@
+"""One process of the two-process test (test_multi_host.py): JAX backend, 2 CPU devices per
+process, gloo collectives over localhost.
+
+    python _multi_host_child.py PORT PROCESS_ID [CASE ...]
+
+Every process holds the whole global batch but feeds only its half to ``train_on_batch``
+(``auto_shard_dataset = False``). For each case it records the loss of one training step on
+the global batch (SGD, learning rate 1) and, computed locally without any distribution, the
+reference: the same model from the same seed, the same loss on the whole batch. Prints one
+line ``RESULT <json>``.
+"""
+
+import json
+import os
+import sys
+
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+N, F, D, C = 16, 12, 8, 32
+PROCESSES = 2
+
+
+def backbone():
+    return keras.Sequential([keras.Input((F,)), keras.layers.Dense(D)])
+
+
+def cases(km):
+    head = km.layers.LargestMarginHead
+    out = {
+        # name: (distribution kind, model and loss factory)
+        "arcface_data_parallel": ("data", lambda: (keras.Sequential([backbone(), head(C)]), km.losses.ArcFace())),
+        "arcface_class_parallel": ("class", lambda: (keras.Sequential([backbone(), head(C)]), km.losses.ArcFace())),
+        "margin_model_lmsoftmax": ("class", lambda: (km.models.MarginModel(backbone(), head(C)), km.losses.LMSoftmax())),
+        "pair_circle": ("data", lambda: (km.models.MarginModel(backbone()), km.losses.PairCircleLoss())),
+    }
+    if hasattr(km.losses, "PartialFC"):
+        # 4 shards of 8 classes; each shard keeps max(ceil(0.25 * 8), N) capped at 8 = all 8
+        # columns with N = 16, so this is exactly ArcFace, through the per-shard path.
+        out["partial_fc_class_parallel"] = (
+            "class",
+            lambda: (
+                km.models.MarginModel(backbone(), head(C, kernel_layout="class_major")),
+                km.losses.PartialFC(km.losses.ArcFace(), sample_rate=0.25, seed=3),
+            ),
+        )
+    return out
+
+
+def reference_loss(km, make, x, y):
+    """The loss of the whole batch on one device, no distribution, same initial weights."""
+    keras.utils.set_random_seed(1)
+    model, loss = make()
+    if isinstance(loss, getattr(km.losses, "PartialFC", ())):
+        loss = loss.loss  # all columns are kept (see cases): the wrapped loss on the full head
+    model.build((None, F))
+    model.compile(keras.optimizers.SGD(1.0), loss=loss, jit_compile=True)
+    return float(model.evaluate(x, y, batch_size=N, verbose=0))
+
+
+def main(port, process_id, names):
+    keras.distribution.initialize(
+        job_addresses=f"localhost:{port}", num_processes=PROCESSES, process_id=process_id
+    )
+    import keras_margins as km
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, F)).astype("float32")
+    y = (np.repeat(np.arange(N // 2), 2) * 5 % C).astype("int32")  # pairs for PairCircle
+    rows = slice(process_id * N // PROCESSES, (process_id + 1) * N // PROCESSES)
+    results = {
+        "devices": len(jax.devices()),
+        "local_devices": len(jax.local_devices()),
+        "process_count": jax.process_count(),
+    }
+    all_cases = cases(km)
+    for name in names or list(all_cases):
+        kind, make = all_cases[name]
+        reference = reference_loss(km, make, x, y)
+        if kind == "data":
+            dist = keras.distribution.DataParallel(auto_shard_dataset=False)
+        else:
+            dist = km.distribution.class_parallel()
+            dist.auto_shard_dataset = False
+        with dist.scope():
+            keras.utils.set_random_seed(1)
+            model, loss = make()
+            model.build((None, F))
+            model.compile(keras.optimizers.SGD(1.0), loss=loss, jit_compile=True)
+            logs = model.train_on_batch(x[rows], y[rows], return_dict=True)
+            head = model.head if isinstance(model, km.models.MarginModel) else model.layers[-1]
+            sharded = km.distribution.is_class_sharded(head)
+        results[name] = {"loss": float(logs["loss"]), "reference": reference, "sharded": sharded}
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
