@@ -51,12 +51,26 @@ def plot_embeddings(
 ):
     """Scatter of L2-normalised 2-D (circle) or 3-D (sphere) embeddings coloured by class.
 
-    ``class_vectors`` (D, C), e.g. ``head.kernel``, adds the normalised class prototypes as
-    black stars. Returns the matplotlib ``Figure``.
+    Args:
+        embeddings: (N, 2) or (N, 3) array (normalised here).
+        labels: (N,) class ids.
+        class_vectors: optional (D, C) prototypes, e.g. ``head.kernel``, drawn normalised as
+            black stars (default None).
+        ax: optional matplotlib axes to draw on, 3-D for 3-D embeddings (default None: a new
+            figure).
+        title: axes title (default None: "normalised D-D features").
+        legend: draw the legend (default True).
+        max_points: at most this many points are drawn, a fixed random subset (default 2000).
+
+    Returns:
+        The matplotlib ``Figure``.
 
     Example:
         >>> fig = km.plots.plot_embeddings(backbone.predict(x), y, head.kernel, title="ArcFace")
         >>> fig.savefig("arcface_circle.png")
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (features on the unit circle / sphere).
     """
     emb = _unit_rows(embeddings, "embeddings")
     labels = np.asarray(labels).reshape(-1)
@@ -93,14 +107,25 @@ def plot_embeddings(
 
 
 def plot_margin_histogram(margins, ax=None, title="Sample margins", bins=40):
-    """Histogram of sample margins γ = cos θ_y − max_{j≠y} cos θ_j (Zhou et al. 2022).
+    """Histogram of sample margins γ = cos θ_y − max_{j≠y} cos θ_j.
 
-    ``margins`` is an array, or a dict ``{name: array}`` to overlay several losses. A dashed
-    line marks γ = 0 (left of it: misclassified). Returns the ``Figure``.
+    A dashed line marks γ = 0 (left of it: misclassified).
+
+    Args:
+        margins: an array, or a dict ``{name: array}`` to overlay several losses.
+        ax: optional matplotlib axes (default None: a new figure).
+        title: axes title (default ``"Sample margins"``).
+        bins: number of bins (default 40).
+
+    Returns:
+        The matplotlib ``Figure``.
 
     Example:
         >>> gamma = km.ops.sample_margin(y, model.predict(x))
         >>> km.plots.plot_margin_histogram({"ArcFace": gamma}).savefig("margins.png")
+
+    Reference:
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin).
     """
     series = margins if isinstance(margins, dict) else {"sample margin": margins}
     if not series:
@@ -126,8 +151,14 @@ def plot_margin_histogram(margins, ax=None, title="Sample margins", bins=40):
 def embedding_grid(panels, title=None, ncols=None):
     """One figure with ``plot_embeddings`` for each entry of ``panels``.
 
-    ``panels``: dict ``{name: (embeddings, labels, class_vectors or None)}``, all 2-D or all
-    3-D. Returns the ``Figure``.
+    Args:
+        panels: dict ``{name: (embeddings, labels, class_vectors or None)}``, all 2-D or all
+            3-D.
+        title: figure title (default None).
+        ncols: panels per row (default None: all in one row).
+
+    Returns:
+        The matplotlib ``Figure``.
 
     Example:
         >>> fig = km.plots.embedding_grid({"softmax": (e1, y, w1), "ArcFace": (e2, y, w2)})

@@ -11,7 +11,14 @@ import numpy as np
 
 
 def config_roundtrip(obj):
-    """Serialise ``obj`` with Keras and back; assert the config survives unchanged."""
+    """Serialise ``obj`` with Keras and back (``safe_mode=True``); assert the config survives.
+
+    Args:
+        obj: a Keras-serialisable object (layer, loss, regulariser, miner...).
+
+    Returns:
+        The deserialised clone.
+    """
     serialized = keras.saving.serialize_keras_object(obj)
     clone = keras.saving.deserialize_keras_object(serialized, safe_mode=True)
     assert type(clone) is type(obj), (type(clone), type(obj))
@@ -22,7 +29,14 @@ def config_roundtrip(obj):
 def assert_save_load_identical(model, x, directory=None, atol=0.0):
     """``model.save(".keras")`` then ``load_model(safe_mode=True)``: predictions must match.
 
-    Returns the reloaded model. ``atol=0`` demands bit-identical outputs.
+    Args:
+        model: a built Keras model.
+        x: inputs to predict on.
+        directory: where to write ``model.keras`` (default None: a new temporary folder).
+        atol: allowed absolute difference (default 0.0: bit-identical outputs).
+
+    Returns:
+        The reloaded model.
     """
     directory = directory or tempfile.mkdtemp(prefix="km_roundtrip_")
     path = os.path.join(str(directory), "model.keras")
@@ -44,7 +58,16 @@ def _flatten(value):
 
 
 def finite_difference_grad(fn, x, eps=1e-6):
-    """Central finite differences of a scalar NumPy function ``fn`` at float64 array ``x``."""
+    """Central finite differences of a scalar NumPy function ``fn`` at a float64 array ``x``.
+
+    Args:
+        fn: function of one float64 array returning a float.
+        x: the point (array-like).
+        eps: step (default 1e-6).
+
+    Returns:
+        A float64 array shaped like ``x``.
+    """
     x = np.array(x, dtype="float64")
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"])

@@ -38,7 +38,14 @@ _NORMALIZATIONS = ("unit", "symmetric", "imagenet", None)
 
 
 def split_classes(name, split="train"):
-    """The class ids of ``split`` (``"train"`` or ``"test"``) of dataset ``name``: a range.
+    """The class ids of ``split`` of dataset ``name``, as a range.
+
+    Args:
+        name: one of ``TFDS_DATASETS``.
+        split: ``"train"`` or ``"test"`` (default ``"train"``).
+
+    Returns:
+        A ``range`` of class ids.
 
     Example:
         >>> km.data.split_classes("cars196", "test")     # range(98, 196)
@@ -91,15 +98,21 @@ def load_tfds(
     Args:
         name: ``cars196``, ``caltech_birds2011``, ``stanford_online_products``, ``mnist``,
             ``cifar10`` or ``cifar100``.
-        split: ``"train"`` or ``"test"`` (class-disjoint for the retrieval sets, see above).
+        split: ``"train"`` or ``"test"``, class-disjoint for the retrieval sets, see above
+            (default ``"train"``).
         image_size: ``int`` or ``(height, width)`` for a bilinear resize; ``None`` keeps the
-            stored size; ``"default"`` is 224 for the retrieval sets, native otherwise.
-        normalize: ``"unit"`` ([0, 1]), ``"symmetric"`` ([-1, 1]), ``"imagenet"`` (ImageNet
-            mean/std of RGB, 3-channel data only) or ``None`` (0–255 floats).
-        data_dir: TFDS data directory holding the prepared dataset (TFDS default if None).
-        batch_size: batch the dataset (images must then share a size).
-        shuffle: shuffle the examples (file and example order) with ``seed``.
-        download: let TFDS download and prepare the data if missing.
+            stored size; ``"default"`` (the default) is 224 for the retrieval sets, native
+            otherwise.
+        normalize: ``"unit"`` ([0, 1], default), ``"symmetric"`` ([-1, 1]), ``"imagenet"``
+            (ImageNet mean/std of RGB, 3-channel data only) or ``None`` (0–255 floats).
+        data_dir: TFDS data directory holding the prepared dataset (default None: TFDS's).
+        batch_size: batch the dataset, images must then share a size (default None).
+        shuffle: shuffle the examples (file and example order) with ``seed`` (default False).
+        seed: shuffling seed (default 0).
+        download: let TFDS download and prepare the data if missing (default False).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(image float32 (H, W, C), label int32)``.
 
     Example:
         >>> train = km.data.load_tfds("cars196", "train", data_dir="~/tensorflow_datasets")
