@@ -71,6 +71,7 @@ class ModelLoss(keras.losses.Loss):
 
     Calling a ``ModelLoss`` like a plain Keras loss on ``(y_true, y_pred)`` raises a
     ``ValueError`` that points to ``MarginModel``, unless a subclass defines ``call``.
+    The protocol and how ``MarginModel`` shares one forward pass: ``docs/design.md``.
     """
 
     needs = "model"

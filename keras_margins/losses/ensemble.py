@@ -66,11 +66,25 @@ class LossEnsemble(ModelLoss):
     The running mean uses |L_k| (equal to the paper's for non-negative losses, and keeps the
     ratio positive for losses such as LM-Softmax that can go negative); it is updated only in
     training steps. ``penalty_scale`` (100) × ``eta`` (100) is the published penalty weight.
+    Deviations from the paper, with reasons: ``docs/papers.md`` §5.
+
+    Args:
+        losses: non-empty list of ``keras.losses.Loss`` objects (any ``needs``).
+        prior: optional positive weights, one per loss, giving the initial c_k (default None:
+            uniform).
+        eta: η > 0 of the sum-to-one penalty (default 100.0, the authors' value).
+        penalty_scale: factor > 0 in front of η (default 100.0, the authors' code).
+        normalize_by_running_mean: scale each loss by mean_j L̄_j / L̄_k (default True).
+        name: loss name (default ``"loss_ensemble"``).
+        **kwargs: other ``keras.losses.Loss`` arguments.
 
     Example:
         >>> model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(10))
         >>> model.compile("adam", loss=km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()]))
         >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)   # logs c_arc_face, ...
+
+    Reference:
+        - Zabihzadeh, Alitbi & Mousavirad, 2021. [Ensemble of Loss Functions to Improve Generalizability of Deep Metric Learning Methods](https://arxiv.org/abs/2107.01130); Multimedia Tools and Applications, 2023.
     """
 
     needs = "model"
