@@ -1,0 +1,160 @@
+"""``import keras_margins`` loads the core only; heavy modules load on first access; the command
+line's ``--help`` needs no Keras. Checked in child processes (a fresh ``sys.modules``)."""
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import keras_margins as km
+
+HEAVY = ("tensorflow", "keras_tuner", "tensorflow_datasets", "matplotlib")
+CORE = ("ops", "layers", "losses", "miners", "metrics", "models", "optimizers", "regularizers",
+        "callbacks")
+ON_ACCESS = ("data", "tuning", "export", "plots", "testing", "registry", "distribution")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(km.__file__)))
+
+
+def _child(code, backend="jax", timeout=300):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_import_under_jax_loads_the_core_and_no_heavy_dependency():
+    out = _child(f"""
+        import json, sys
+        import keras
+        # Keras itself may import matplotlib (through cv2); only what we add counts for it.
+        before = {{m for m in {HEAVY!r} if m in sys.modules}}
+        import keras_margins as km
+        after = {{m for m in {HEAVY!r} if m in sys.modules}}
+        loaded = {{name: f"keras_margins.{{name}}" in sys.modules
+                  for name in {CORE + ON_ACCESS!r}}}
+        registered = [n in keras.saving.get_custom_objects()
+                      for n in ("keras_margins>LargestMarginHead", "keras_margins>ArcFace",
+                                "keras_margins>MarginModel", "keras_margins>LayerLRAdam")]
+        print(json.dumps({{"before": sorted(before), "after": sorted(after), "loaded": loaded,
+                          "registered": registered, "backend": keras.backend.backend()}}))
+    """)
+    assert out["backend"] == "jax"
+    assert set(out["after"]) - set(out["before"]) == set()
+    for name in ("tensorflow", "keras_tuner", "tensorflow_datasets"):
+        assert name not in out["after"], name
+    assert all(out["loaded"][name] for name in CORE), out["loaded"]
+    assert not any(out["loaded"][name] for name in ON_ACCESS), out["loaded"]
+    assert all(out["registered"])  # .keras files load right after `import keras_margins`
+
+
+def test_import_works_with_the_heavy_dependencies_unimportable():
+    out = _child(f"""
+        import json, sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {HEAVY!r}:
+                    raise ImportError(name + " is blocked")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        import keras_margins as km
+        cos = km.ops.cosine_similarity(np.eye(3, dtype="float32"), np.eye(3, dtype="float32"))
+        print(json.dumps({{"diag": [float(v) for v in np.diag(np.asarray(cos))]}}))
+    """)
+    assert out["diag"] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_heavy_modules_load_on_first_access():
+    out = _child("""
+        import json, sys
+        import keras_margins as km
+        names = dir(km)
+        found = {
+            "data": callable(km.data.digits_classification),
+            "tuning": km.tuning.MarginHyperModel.__name__,
+            "export": callable(km.export.export_embedding_model),
+            "plots": callable(km.plots.plot_embeddings),
+            "testing": km.testing.__name__,
+            "registry": sorted(km.registry.FAMILIES)[0],
+        }
+        try:
+            km.no_such_module
+            missing = "no error"
+        except AttributeError as err:
+            missing = str(err)
+        print(json.dumps({"found": found, "dir": names, "missing": missing,
+                          "tuner": "keras_tuner" in sys.modules}))
+    """)
+    assert out["found"]["tuning"] == "MarginHyperModel"
+    assert out["found"]["testing"] == "keras_margins.testing"
+    assert out["found"]["data"] and out["found"]["export"] and out["found"]["plots"]
+    assert out["tuner"]  # accessing km.tuning imported KerasTuner
+    assert set(CORE + ON_ACCESS) <= set(out["dir"])
+    assert "no_such_module" in out["missing"]
+
+
+def _top_level_imports(path):
+    tree = ast.parse(open(path).read())
+    names = []
+    for node in tree.body:  # module level only; imports inside functions are what we want
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return names
+
+
+def test_no_core_module_imports_tensorflow_at_module_level():
+    package = os.path.dirname(km.__file__)
+    offenders = []
+    for name in CORE:
+        for folder, _, files in os.walk(os.path.join(package, name)):
+            for file in files:
+                if file.endswith(".py"):
+                    path = os.path.join(folder, file)
+                    heavy = [n for n in _top_level_imports(path) if n.split(".")[0] in HEAVY]
+                    if heavy:
+                        offenders.append((os.path.relpath(path, package), heavy))
+    assert offenders == []
+
+
+def _console_script():
+    exe = shutil.which("keras-margins") or os.path.join(os.path.dirname(sys.executable),
+                                                        "keras-margins")
+    assert os.path.isfile(exe), "the keras-margins console script is not installed"
+    return exe
+
+
+def test_help_does_not_import_keras():
+    # What the console script does, with sys.argv[0] as it sets it.
+    code = """
+        import json, sys
+        sys.argv = ["keras-margins", "--help"]
+        from keras_margins.cli import main
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code
+        print(json.dumps({"code": code, "imported": sorted(
+            m for m in ("keras", "tensorflow", "jax", "keras_margins.layers") if m in sys.modules)}))
+    """
+    out = _child(code, backend="tensorflow")
+    assert out == {"code": 0, "imported": []}
+
+
+def test_console_script_help_answers_in_under_two_seconds():
+    exe = _console_script()
+    start = time.perf_counter()
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    for command in ("train", "evaluate", "export", "tune"):
+        assert command in proc.stdout
+    assert elapsed < 2.0, f"keras-margins --help took {elapsed:.2f} s"
