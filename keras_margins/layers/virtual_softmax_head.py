@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_margins import ops as kmops
+from keras_margins.ops.virtual_softmax import attach_virtual_terms
 from keras_margins.layers.largest_margin_head import LargestMarginHead
 
 
@@ -12,13 +12,14 @@ class VirtualSoftmaxHead(LargestMarginHead):
     """Bias-free linear head z = x·W whose virtual class lives in training only.
 
     It works in a plain ``keras.Sequential`` with ``km.losses.VirtualSoftmax``, with no
-    labels as inputs (``docs/papers.md`` §2):
-
-    * training: u_j = z_j − log(Σ_k e^{z_k} + e^{||W_j||·||x||}) (``km.ops.virtual_log_probs``),
-      log p(j | x) under the paper's model if j were the label; the NLL −u_y is exactly the
-      Virtual Softmax loss (value and gradient);
-    * inference: log_softmax(z), whose argmax is argmax(x·W), so ``evaluate`` reports the
-      plain softmax cross-entropy and ``predict`` gives class log-probabilities.
+    labels as inputs (``docs/papers.md`` §2). In training and at inference it outputs the
+    class log-probabilities log_softmax(z) (argmax = argmax(x·W)), so compiled metrics such
+    as ``"accuracy"`` see the model's class scores during ``fit`` too. In training the output
+    tensor also carries the per-row log-sum-exp of z, ||x|| and the kernel (attached the way
+    Keras attaches masks to tensors), from which ``km.losses.VirtualSoftmax`` adds the virtual
+    logit ||W_y||·||x|| of the target column: exactly the paper's loss, value and gradient.
+    At inference nothing is attached, so ``evaluate`` reports the plain softmax
+    cross-entropy. (Another loss on the training output sees plain log-probabilities.)
 
     The (D, C) kernel is at ``.kernel``.
 
@@ -46,9 +47,12 @@ class VirtualSoftmaxHead(LargestMarginHead):
 
     def call(self, inputs, training=None):
         features = self._check_features(inputs)
-        if training:
-            return kmops.virtual_log_probs(features, self.kernel, self.virtual_clip)
-        return ops.log_softmax(ops.matmul(features, self.kernel), axis=-1)
+        if not training:
+            return ops.log_softmax(ops.matmul(features, self.kernel), axis=-1)
+        kernel = ops.convert_to_tensor(self.kernel)
+        logits = ops.matmul(features, kernel)
+        lse = ops.logsumexp(logits, axis=1, keepdims=True)
+        return attach_virtual_terms(logits - lse, lse, features, kernel, self.virtual_clip)
 
     def get_config(self):
         config = super().get_config()

@@ -79,6 +79,66 @@ def virtual_softmax(labels, features, kernel, virtual_clip=None):
     Reference:
         - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
-    log_probs = virtual_log_probs(features, kernel, virtual_clip)
+    if virtual_clip is not None and not virtual_clip > 0:
+        raise ValueError(f"`virtual_clip` must be > 0 or None; got {virtual_clip}.")
+    features, kernel = features_and_kernel(features, kernel)
     labels = as_labels(labels, static_shape(kernel)[1], static_shape(features)[0])
-    return -take_target(log_probs, labels)
+    logits = ops.matmul(features, kernel)
+    lse = ops.logsumexp(logits, axis=1, keepdims=True)
+    terms = {"lse": lse, "feature_norm": safe_norm(features, 1), "kernel": kernel}
+    return virtual_nll(labels, logits - lse, terms, virtual_clip)
+
+
+# ------------------------------------------------------------------------------------------
+# The head/loss hand-off. In training, ``VirtualSoftmaxHead`` outputs the class
+# log-probabilities log_softmax(x·W) (what compiled metrics such as "accuracy" must see) and
+# attaches to that tensor the per-row log-sum-exp, ||x_i|| and the kernel, the way Keras
+# attaches masks to tensors (``keras.src.backend.common.tensor_attributes``: an attribute,
+# or an id-keyed table where the tensor type refuses attributes). ``VirtualSoftmax`` reads
+# them and adds the virtual class of the target column only:
+#   L_i = −log_softmax(z)_{i,y} + softplus(||x_i||·||W_y|| − lse_i)
+#       = −z_y + log(Σ_j e^{z_j} + e^{||W_y||·||x_i||})       (Chen et al. 2018, Eq. 3),
+# O(N·D) on top of the softmax instead of exp/log over all N × C entries.
+_TERMS_ATTR = "_keras_margins_virtual_terms"
+
+try:
+    from keras.src.backend.common.tensor_attributes import get_tensor_attr as _get_attr
+    from keras.src.backend.common.tensor_attributes import set_tensor_attr as _set_attr
+except ImportError:  # pragma: no cover - older/newer Keras layouts
+
+    def _set_attr(tensor, attr, value):
+        setattr(tensor, attr, value)
+
+    def _get_attr(tensor, attr):
+        return getattr(tensor, attr, None)
+
+
+def attach_virtual_terms(log_probs, lse, features, kernel, virtual_clip=None):
+    """Attach what the virtual logit needs to the head's training output (private)."""
+    terms = {"lse": lse, "feature_norm": safe_norm(features, 1), "kernel": kernel}
+    if virtual_clip is not None:
+        terms["virtual_clip"] = float(virtual_clip)
+    _set_attr(log_probs, _TERMS_ATTR, terms)
+    return log_probs
+
+
+def virtual_terms(log_probs):
+    """The terms attached by :func:`attach_virtual_terms`, or None (inference output)."""
+    return _get_attr(log_probs, _TERMS_ATTR)
+
+
+def virtual_nll(labels, log_probs, terms, virtual_clip=None):
+    """−log_probs[i, y_i] + softplus(min(||x_i||·||W_{y_i}||, clip) − lse_i), shape (N,).
+
+    ``log_probs`` = log_softmax(x·W) (N, C); ``terms`` holds ``lse`` (N, 1), ``feature_norm``
+    (N,) and ``kernel`` (D, C). Only the target columns of the kernel are read. Invalid labels
+    give NaN rows (through :func:`take_target`).
+    """
+    clip = terms.get("virtual_clip", virtual_clip)
+    kernel = ops.cast(terms["kernel"], log_probs.dtype)
+    num_classes = static_shape(kernel)[1] or ops.shape(kernel)[1]
+    target_columns = ops.take(kernel, ops.clip(labels, 0, num_classes - 1), axis=1)
+    virtual = terms["feature_norm"] * safe_norm(target_columns, 0)
+    if clip is not None:
+        virtual = ops.minimum(virtual, ops.cast(clip, virtual.dtype))
+    return -take_target(log_probs, labels) + ops.softplus(virtual - ops.squeeze(terms["lse"], 1))

@@ -25,10 +25,40 @@ def test_training_and_inference_outputs():
     w = head.kernel.numpy()
     np.testing.assert_allclose(inference, _log_softmax(x @ w), atol=1e-5)
     np.testing.assert_array_equal(inference.argmax(1), (x @ w).argmax(1))
-    training = np.asarray(head(x, training=True))
-    np.testing.assert_allclose(training, km.ops.virtual_log_probs(x, w), atol=1e-6)
-    assert np.all(training < inference)  # the virtual class takes probability mass
+    # training: the same class log-probabilities (what compiled metrics see) ...
+    training_output = head(x, training=True)
+    np.testing.assert_allclose(np.asarray(training_output), _log_softmax(x @ w), atol=1e-5)
+    # ... carrying the virtual-class terms: the loss on it is the paper's per-sample loss
+    labels = np.arange(len(x)) % 5
+    per_sample = km.losses.VirtualSoftmax(reduction=None)(labels, training_output)
+    np.testing.assert_allclose(per_sample, km.ops.virtual_softmax(labels, x, w), rtol=1e-5)
+    u = np.asarray(km.ops.virtual_log_probs(x, w))
+    np.testing.assert_allclose(per_sample, -u[np.arange(len(x)), labels], rtol=1e-5)
+    assert np.all(np.asarray(per_sample) > -_log_softmax(x @ w)[np.arange(len(x)), labels])
     assert head.compute_output_shape((None, 6)) == (None, 5)
+
+
+def test_logged_training_accuracy_is_accuracy_of_class_scores():
+    """fit's "accuracy" = accuracy of argmax(x·W) on the same batch and weights (SGD lr 0),
+    on rows where the virtual-class log-probabilities u_j would pick another class."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    backbone = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8)])
+    head = km.layers.VirtualSoftmaxHead(5)
+    for model in (keras.Sequential([backbone, head]), km.models.MarginModel(backbone, head)):
+        model.compile(keras.optimizers.SGD(0.0), loss=km.losses.VirtualSoftmax(), metrics=["accuracy"],
+                      jit_compile=True)
+        model.build((None, 6))
+        features = keras.ops.convert_to_numpy(backbone(x))
+        w = keras.ops.convert_to_numpy(head.kernel)
+        u = np.asarray(km.ops.virtual_log_probs(features, w))
+        predicted = (features @ w).argmax(1)
+        assert np.any(u.argmax(1) != predicted)  # the case that used to be logged wrongly
+        # labels: the class-score prediction on half the rows, the u prediction elsewhere
+        y = np.where(np.arange(64) % 2 == 0, predicted, u.argmax(1)).astype("int32")
+        logs = model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False).history
+        assert logs["accuracy"][0] == pytest.approx(np.mean(predicted == y), abs=1e-7)
+        assert logs["accuracy"][0] != pytest.approx(np.mean(u.argmax(1) == y), abs=1e-7)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -58,7 +88,14 @@ def test_fit_loss_equals_op_on_head_weights(jit):
 def test_virtual_clip_is_used_in_training():
     x, _ = _data()
     head = km.layers.VirtualSoftmaxHead(5, virtual_clip=0.5)
-    np.testing.assert_allclose(head(x * 10, training=True), km.ops.virtual_log_probs(x * 10, head.kernel, 0.5), atol=1e-5)
+    labels = np.arange(len(x)) % 5
+    per_sample = km.losses.VirtualSoftmax(reduction=None)(labels, head(x * 10, training=True))
+    x64, w64 = x.astype("float64") * 10, np.asarray(head.kernel, dtype="float64")
+    u = np.asarray(km.ops.virtual_log_probs(x64, w64, 0.5))
+    # float32 against float64: logits up to ~30, so absolute float32 rounding ~1e-6
+    np.testing.assert_allclose(per_sample, -u[np.arange(len(x)), labels], rtol=1e-5, atol=2e-6)
+    unclipped = km.ops.virtual_softmax(labels, x64, w64)
+    assert np.any(np.asarray(unclipped) > np.asarray(per_sample) + 1e-3)  # the clip acted
 
 
 def test_config_and_save_load(tmp_path):
