@@ -18,9 +18,12 @@ Example:
     >>> req = km.export.grpc_request(x[:2], "digits")   # PredictionService.Predict
 """
 
+import contextlib
+import errno
 import os
 import re
 import shutil
+import tempfile
 import uuid
 
 import keras
@@ -72,6 +75,30 @@ def _version_dir(base_dir, version):
     return base_dir, version, target
 
 
+def _publish(staging, base_dir, version, explicit, attempts=1000):
+    """Rename the finished ``staging`` folder to ``base_dir/<version>``; return that path.
+
+    The rename is atomic, so TF Serving never sees a half-written version, and it fails when
+    another process published the same number first (the target then exists and is not
+    empty). An explicit version then raises ``ValueError``; otherwise the export takes the
+    next free number and tries again.
+    """
+    for _ in range(attempts):
+        target = os.path.join(base_dir, str(version))
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError as err:
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not os.path.exists(target):
+                raise
+            if explicit:
+                raise ValueError(
+                    f"version {version} already exists at {target!r}; exports never overwrite."
+                ) from err
+        version = max((_versions(base_dir) or [0])[-1], version) + 1
+    raise RuntimeError(f"no free version found in {base_dir!r} after {attempts} attempts.")
+
+
 # ----------------------------------------------------------------------------- export
 def export_embedding_model(
     model,
@@ -91,7 +118,9 @@ def export_embedding_model(
         base_dir: the model's folder, e.g. ``"saved_models/digits"``; its name is the TF
             Serving model name. The SavedModel goes to ``base_dir/<version>/``.
         version: integer >= 1; ``None`` takes the next free one (1, 2, ...). An existing
-            version is never overwritten (``ValueError``).
+            version is never overwritten (``ValueError``). Several processes may export to
+            the same ``base_dir`` at once: without an explicit ``version``, one that loses
+            the race for a number takes the next free one, so each export gets its own.
         normalize: append L2 normalisation (unit embeddings, cosine = dot product).
         include_scores: also export signature ``scores`` (the head's class scores).
         input_shape: per-example input shape, only for models not built on a ``keras.Input``.
@@ -115,6 +144,7 @@ def export_embedding_model(
     _, head, scorer = split_head(model)
     if include_scores and scorer is None:
         raise ValueError("`include_scores=True` needs a model with a class head; `model` has none.")
+    explicit_version = version is not None
     base_dir, version, target = _version_dir(base_dir, version)
     in_dtype = embed.inputs[0].dtype
     spec = tf.TensorSpec((None, *embed.inputs[0].shape[1:]), tf.float32, name=INPUT_NAME)
@@ -138,7 +168,7 @@ def export_embedding_model(
     staging = os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex}")
     try:
         archive.write_out(staging, verbose=False)
-        os.rename(staging, target)  # atomic: TF Serving never sees a half-written version
+        target = _publish(staging, base_dir, version, explicit=explicit_version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if models_config is not False:
@@ -166,6 +196,11 @@ def update_models_config(root, config_path=None, serving_root="/models"):
     is set to ``<serving_root>/<name>`` (or the absolute local path when ``serving_root`` is
     None). Returns the config path.
 
+    Safe with concurrent writers (several exports at once): the file is re-read and the
+    models listed under an exclusive lock on ``<config_path>.lock`` (``fcntl.flock``, where
+    the platform has it), and the new text is written to a temporary file that replaces the
+    config atomically, so no update is lost and a reader never sees a half-written file.
+
     Example:
         >>> km.export.update_models_config("saved_models")      # saved_models/models.config
         >>> # docker run -v $PWD/saved_models:/models tensorflow/serving \\
@@ -178,6 +213,28 @@ def update_models_config(root, config_path=None, serving_root="/models"):
     if not os.path.isdir(root):
         raise ValueError(f"`root` {root!r} is not a directory.")
     config_path = os.fspath(config_path) if config_path else os.path.join(root, MODELS_CONFIG)
+    with _locked(config_path + ".lock"):
+        return _update_models_config(root, config_path, serving_root, pb, text_format)
+
+
+@contextlib.contextmanager
+def _locked(lock_path):
+    """Exclusive advisory lock on ``lock_path`` for the ``with`` block (POSIX ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock; the atomic replace remains
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _update_models_config(root, config_path, serving_root, pb, text_format):
+    """The read-merge-write of :func:`update_models_config` (called under its lock)."""
     config = pb.ModelServerConfig()
     if os.path.exists(config_path):
         with open(config_path) as f:
@@ -195,8 +252,17 @@ def update_models_config(root, config_path=None, serving_root="/models"):
         else:
             entry.base_path = f"{serving_root.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
-    with open(config_path, "w") as f:
-        f.write(text_format.MessageToString(config))
+    folder = os.path.dirname(os.path.abspath(config_path))
+    handle, temporary = tempfile.mkstemp(prefix=".models.config-", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text_format.MessageToString(config))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, config_path)  # atomic: readers see the old or the new file
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return config_path
 
 
