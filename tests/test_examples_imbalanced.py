@@ -1,0 +1,46 @@
+"""Smoke test of examples/imbalanced.py (--smoke: one seed, ratio 10, a few steps)."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "imbalanced.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("imbalanced_example", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_run_prints_the_table_and_draws_the_figure(example, tmp_path, capsys):
+    figure = tmp_path / "directions.png"
+    tables = example.main(["--smoke", "--figure", str(figure)])
+    assert list(tables) == [10.0]
+    results = tables[10.0]
+    assert list(results) == list(example.METHODS)
+    for runs in results.values():
+        assert len(runs) == 1
+        for column in example.COLUMNS:
+            assert np.isfinite(runs[0][column]), column
+        assert 0.0 <= runs[0]["overall acc %"] <= 100.0
+        assert 0.0 < runs[0]["class margin"] <= 180.0
+        assert runs[0]["min tail margin"] >= runs[0]["class margin"]
+    out = capsys.readouterr().out
+    assert "training images per class [134, 106, 82, 63, 49, 38, 29, 22, 17, 13]" in out
+    for column in example.COLUMNS:
+        assert column in out
+    assert figure.stat().st_size > 10_000
+
+
+def test_tail_margin_is_the_smallest_angle_of_a_few_shot_class(example):
+    # three unit vectors in the plane at 0°, 90° and 135°: class 2 (the tail) is 45° from class 1
+    kernel = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 1.0]])
+    angles = example.angles_deg(kernel)
+    np.testing.assert_allclose(angles[2, 1], 45.0, atol=1e-9)
+    np.testing.assert_allclose(angles.min(), 45.0, atol=1e-9)
+    assert np.isinf(angles[0, 0])
