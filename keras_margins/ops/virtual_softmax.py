@@ -17,8 +17,8 @@ def virtual_log_probs(features, kernel, virtual_clip=None):
     u_ij is log p(class j | x_i) under the Virtual Softmax model *if j were the label*: the
     virtual class W_virt = ||W_j||·x/||x|| then adds the logit ||W_j||·||x||. Computed as
     z − logaddexp(logsumexp(z), z_virt), stable without clipping; gradients flow through
-    ||W_j|| and ||x|| as in the paper. ``-u[i, y_i]`` is the Virtual Softmax loss of sample i,
-    which lets ``VirtualSoftmaxHead`` work in a plain ``keras.Sequential``.
+    ||W_j|| and ||x|| as in the paper. ``-u[i, y_i]`` is the Virtual Softmax loss of sample i
+    (``virtual_softmax`` computes only that column, in O(N·D) beyond the softmax).
 
     Args:
         features: (N, D) float tensor.
