@@ -2,7 +2,8 @@
 
 Loads saved_models/quickstart.keras (or trains it with examples/quickstart.py when missing or
 with --train), writes the embedding model (head dropped, L2-normalised) to
-saved_models/digits/<next version>/ plus saved_models/models.config, then loads the export in
+saved_models/quickstart/<next version>/ (its own serving name: saved_models/digits is the
+main job's) plus saved_models/models.config, then loads the export in
 a fresh Python process that cannot import keras_margins and checks it gives the same
 embeddings and class scores. Finally prints the docker command, the REST body and the curl
 request to query it.
@@ -36,7 +37,7 @@ def main(argv=None):
     parser.add_argument("--model", default="saved_models/quickstart.keras")
     parser.add_argument("--train", action="store_true", help="retrain even if --model exists")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--out", default="saved_models/digits", help="TF Serving model folder")
+    parser.add_argument("--out", default="saved_models/quickstart", help="TF Serving model folder")
     args = parser.parse_args(argv)
 
     model = load_or_train(args.model, args.train, args.epochs)

@@ -44,7 +44,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--directory", default="tuner_runs")
-    parser.add_argument("--export-dir", default="saved_models/tuned_digits")
+    # Its own serving name (`keras-margins tune` exports to saved_models/tuned_digits).
+    parser.add_argument("--export-dir", default="saved_models/tune_margins")
     args = parser.parse_args(argv)
 
     keras.utils.set_random_seed(args.seed)

@@ -176,3 +176,115 @@ def test_check_export_rejects_a_different_model(tmp_path):
         km.export.check_export(path, other, x)
     with pytest.raises(ValueError, match="export_dir"):
         km.export.outputs_without_keras_margins(str(tmp_path), x)
+
+
+# ----------------------------------------------------------------------------- losing no work
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--epochs", "-3"], "--epochs"),
+        (["train", "--batch-size", "0"], "--batch-size"),
+        (["train", "--batch-size", "two"], "--batch-size"),
+        (["train", "--learning-rate", "0"], "--learning-rate"),
+        (["tune", "--max-trials", "0"], "--max-trials"),
+        (["tune", "--epochs", "0"], "--epochs"),
+    ],
+)
+def test_non_positive_counts_are_rejected_by_the_parser(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and "positive" in err
+
+
+def test_bad_export_target_fails_before_training(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    run = tmp_path / "run"
+    for target in (a_file, a_file / "digits"):
+        code = cli.main(["train", "--epochs", "1", "--output-dir", str(run), "--export",
+                         str(target)])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "--export" in err
+        if keras.backend.backend() == "tensorflow":
+            assert "not a directory" in err or "is a file" in err
+        else:
+            assert "TensorFlow backend" in err
+        assert not run.exists()  # nothing was trained or written
+
+
+def test_run_folders_are_never_reused(tmp_path):
+    from keras_margins.cli.train import run_folder
+
+    root = tmp_path / "runs"
+    first = run_folder(None, "digits", "arcface", root=str(root))
+    assert first == str(root / "digits-arcface")
+    (root / "digits-arcface" / "model.keras").write_text("earlier run")
+    second = run_folder(None, "digits", "arcface", root=str(root))
+    third = run_folder(None, "digits", "arcface", root=str(root))
+    assert (second, third) == (str(root / "digits-arcface-2"), str(root / "digits-arcface-3"))
+    assert run_folder(None, "digits", "arcface", overwrite=True, root=str(root)) == first
+    # An explicit folder that holds a run is refused unless --overwrite.
+    with pytest.raises(ValueError, match="--overwrite"):
+        run_folder(first, "digits", "arcface")
+    assert run_folder(first, "digits", "arcface", overwrite=True) == first
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_folder(str(empty), "digits", "arcface") == str(empty)
+    with pytest.raises(ValueError, match="not a directory"):
+        run_folder(str(root / "digits-arcface" / "model.keras"), "digits", "arcface")
+    assert (root / "digits-arcface" / "model.keras").read_text() == "earlier run"
+
+
+def test_second_train_goes_to_a_new_folder_and_keeps_the_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--loss", "normface", "--epochs", "1", "--verbose", "0", "--no-jit"]
+    assert cli.main(argv) == 0
+    first = tmp_path / "runs" / "digits-normface"
+    saved = (first / "results.json").read_text()
+    assert cli.main(argv + ["--seed", "1"]) == 0
+    second = tmp_path / "runs" / "digits-normface-2"
+    assert (second / "model.keras").is_file() and (second / "results.json").is_file()
+    assert (first / "results.json").read_text() == saved
+    assert json.loads((second / "results.json").read_text())["args"]["seed"] == 1
+    out = capsys.readouterr().out
+    assert "model: runs/digits-normface/model.keras" in out
+    assert "model: runs/digits-normface-2/model.keras" in out
+    # An explicit --output-dir holding a run is refused before training, files untouched.
+    assert cli.main(argv + ["--output-dir", str(first)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (first / "results.json").read_text() == saved
+
+
+def test_tune_refuses_to_wipe_an_earlier_search(tmp_path, capsys):
+    (tmp_path / "digits-zero-shot").mkdir()
+    code = cli.main(["tune", "--directory", str(tmp_path), "--export-dir", ""])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and "--overwrite" in err
+    assert cli.main(["tune", "--directory", str(tmp_path), "--resume", "--overwrite"]) == 2
+
+
+def _string_constants(path):
+    import ast
+
+    return [node.value for node in ast.walk(ast.parse(open(path).read()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+
+
+def test_examples_export_to_their_own_serving_names():
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    targets = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            for value in _string_constants(os.path.join(folder, name)):
+                if value.startswith("saved_models/") and not value.endswith(".keras"):
+                    targets.setdefault(value.rstrip("/"), []).append(name)
+    assert "saved_models/digits" not in targets  # the main job's serving name
+    assert "saved_models/tuned_digits" not in targets  # keras-margins tune's
+    assert targets, "the export examples should name their serving folders"
+    for target, users in targets.items():
+        assert len(users) == 1, f"{target} is used by {users}"

@@ -5,6 +5,7 @@ it.
 """
 
 import argparse
+import os
 
 #: ``--dataset`` choices.
 DATASETS = ("digits", "digits-zero-shot")
@@ -19,6 +20,45 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1); got {value}")
     return value
+
+
+def positive_float(text):
+    """argparse type: a finite float > 0 (``--learning-rate``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {value}")
+    return value
+
+
+def check_export_target(base_dir, option="--export"):
+    """Raise ``ValueError`` (naming ``option``) unless a SavedModel can be exported to
+    ``base_dir``: it must not be a file, the backend must be TensorFlow, and the folder (or its
+    nearest existing ancestor) and its parent (where ``models.config`` goes) must be writable.
+    Called before training, so a bad path never costs a training run."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"`{option}` writes a TensorFlow SavedModel and needs the TensorFlow backend "
+            f"(KERAS_BACKEND={keras.backend.backend()})."
+        )
+    path = os.path.abspath(os.fspath(base_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{option}` {base_dir!r} exists and is not a directory.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"`{option}` {base_dir!r}: {existing!r} is a file, not a directory.")
+    # The version folder is staged inside BASE_DIR and models.config written beside it.
+    folders = (path, os.path.dirname(path)) if os.path.isdir(path) else (existing,)
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"`{option}` {base_dir!r}: {folder!r} is not writable.")
+    return path
 
 
 def load_dataset(name):

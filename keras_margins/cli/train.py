@@ -1,11 +1,23 @@
 """``keras-margins train``: train a backbone + head with a margin loss on digits, print the
 results table, save the model and optionally export it for TF Serving."""
 
+import itertools
 import json
 import os
 import time
 
-from keras_margins.cli.common import DATASETS, evaluate_model, format_table, load_dataset
+from keras_margins.cli.common import (
+    DATASETS,
+    check_export_target,
+    evaluate_model,
+    format_table,
+    load_dataset,
+    positive_float,
+    positive_int,
+)
+
+#: The files a run writes; a folder holding one of them holds an earlier run.
+RUN_FILES = ("model.keras", "results.json")
 
 HELP = "train a margin head on a dataset and report accuracy, MAP@R, margins"
 
@@ -27,12 +39,17 @@ def add_parser(subparsers):
                    help="s (gamma for circle); default: the loss's")
     p.add_argument("--margin", type=float, default=None,
                    help="m (the initial delta for pod); default: the loss's")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--embedding-dim", type=int, default=64)
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--learning-rate", type=positive_float, default=3e-3)
+    p.add_argument("--embedding-dim", type=positive_int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output-dir", default=None, help="default: runs/<dataset>-<loss>")
+    p.add_argument("--output-dir", default=None,
+                   help="folder of model.keras, results.json and logs/ (default: "
+                   "runs/<dataset>-<loss>, or runs/<dataset>-<loss>-2, -3, ... when taken)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in the output folder instead of refusing "
+                   "(or, without --output-dir, of starting a new numbered folder)")
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                    help="Keras fit verbosity (1: progress bar)")
     p.add_argument("--no-jit", action="store_true", help="train without XLA")
@@ -59,6 +76,49 @@ def build_loss_and_head(loss_name, head_name, num_classes, scale=None, margin=No
     return loss, head, family
 
 
+def run_folder(output_dir, dataset, loss, overwrite=False, root="runs"):
+    """The folder a training run writes to, created; never one holding an earlier run.
+
+    With ``output_dir``: that folder, unless it holds ``model.keras``/``results.json`` of an
+    earlier run and ``overwrite`` is False (``ValueError``). Without: ``<root>/<dataset>-<loss>``
+    if it does not exist yet, else the first free ``<root>/<dataset>-<loss>-2``, ``-3``, ...
+    (created atomically, so two runs started together never share one); with ``overwrite``
+    always ``<root>/<dataset>-<loss>``.
+    """
+    if output_dir:
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise ValueError(f"`--output-dir` {output_dir!r} exists and is not a directory.")
+        held = [name for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
+        if held and not overwrite:
+            raise ValueError(
+                f"`--output-dir` {output_dir!r} already holds a run ({', '.join(held)}); pass "
+                "--overwrite to replace it, or choose another folder."
+            )
+        _make_dirs(output_dir)
+        return output_dir
+    base = os.path.join(root, f"{dataset}-{loss}")
+    if overwrite:
+        _make_dirs(base)
+        return base
+    _make_dirs(root)
+    for n in itertools.count(1):
+        candidate = base if n == 1 else f"{base}-{n}"
+        try:
+            os.mkdir(candidate)
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise ValueError(f"cannot create the run folder {candidate!r}: {err}") from err
+        return candidate
+
+
+def _make_dirs(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the run folder {path!r}: {err}") from err
+
+
 def run(args):
     """Run ``keras-margins train`` from parsed arguments; returns the exit code."""
     import keras
@@ -66,6 +126,9 @@ def run(args):
     from keras_margins import callbacks as km_callbacks
     from keras_margins.models import MarginModel, mlp_backbone
 
+    # Everything that can be checked is checked before training.
+    if args.export:
+        check_export_target(args.export)
     keras.utils.set_random_seed(args.seed)
     (x, y), (x_test, y_test), zero_shot = load_dataset(args.dataset)
     num_classes = int(y.max()) + 1
@@ -84,8 +147,7 @@ def run(args):
         metrics=["accuracy"],
         jit_compile=not args.no_jit,
     )
-    out_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.loss}")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = run_folder(args.output_dir, args.dataset, args.loss, args.overwrite)
     callbacks = [cls() for cls in family.train_callbacks]  # e.g. POD's delta schedule
     callbacks.append(km_callbacks.RetrievalEvaluation((x_test, y_test), embedding_model=backbone))
     if getattr(head, "kernel", None) is not None:

@@ -1,6 +1,10 @@
 """``keras-margins tune``: a KerasTuner search over the loss families on digits
 (``km.tuning``), its table of trials, the best model's held-out score and its export."""
 
+import os
+
+from keras_margins.cli.common import check_export_target, positive_int
+
 HELP = "search loss, scale and margin with KerasTuner on digits"
 
 #: ``--dataset`` -> the search task of ``km.tuning.digits_search_data``.
@@ -29,15 +33,18 @@ def add_parser(subparsers):
                         help=f"comma-separated families (default: "
                              f"{','.join(tuned_families())}; known: {', '.join(FAMILIES)})")
     parser.add_argument("--tuner", choices=sorted(TUNERS), default="random")
-    parser.add_argument("--max-trials", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--embedding-dim", type=int, default=32)
+    parser.add_argument("--max-trials", type=positive_int, default=10)
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--embedding-dim", type=positive_int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--directory", default="tuner_runs", help="KerasTuner directory")
     parser.add_argument("--project-name", default=None, help="default: the dataset name")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the search in the directory instead of starting over")
+                        help="continue the search already in the directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the search already in the directory and start over "
+                             "(without --resume or --overwrite an existing search is an error)")
     parser.add_argument("--export-dir", default="saved_models/tuned_digits",
                         help="TF Serving model folder of the best embedding model ('' skips)")
     parser.set_defaults(func=run)
@@ -51,6 +58,19 @@ def run(args):
     from keras_margins import export, tuning
     from keras_margins.models import mlp_backbone
 
+    project = args.project_name or args.dataset
+    if args.resume and args.overwrite:
+        raise ValueError("`--resume` and `--overwrite` exclude each other.")
+    if os.path.exists(os.path.join(args.directory, project)) and not (
+        args.resume or args.overwrite
+    ):
+        raise ValueError(
+            f"`--directory` {args.directory!r} already holds the search {project!r}; pass "
+            "--resume to continue it, --overwrite to start over, or another --directory / "
+            "--project-name."
+        )
+    if args.export_dir:
+        check_export_target(args.export_dir, "--export-dir")
     keras.utils.set_random_seed(args.seed)
     task = TASKS[args.dataset]
     train, validation, test, num_classes = tuning.digits_search_data(task, args.seed)
@@ -62,8 +82,7 @@ def run(args):
     objective, callbacks = tuning.objective_and_callbacks(task, validation)
     tuner = tuning.make_tuner(
         hypermodel, objective, args.tuner, args.max_trials, args.seed,
-        directory=args.directory, project_name=args.project_name or args.dataset,
-        overwrite=not args.resume,
+        directory=args.directory, project_name=project, overwrite=args.overwrite,
     )
     print(f"searching {args.max_trials} trials ({args.tuner}) over {', '.join(hypermodel.losses)}"
           f" on {args.dataset}, objective {objective.name} ...", flush=True)
