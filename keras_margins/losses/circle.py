@@ -1,11 +1,12 @@
 """Circle loss classes (Sun et al., CVPR 2020)."""
 
 import keras
+import numpy as np
 
 from keras_margins._compat import set_keras_mask
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
-from keras_margins.ops._common import as_labels
+from keras_margins.ops._common import as_labels, concrete_value
 from keras_margins.ops._distribute import gather_across_replicas
 from keras_margins.ops.circle import check_circle_hparams, circle_class_level, circle_pairwise
 
@@ -17,6 +18,10 @@ class CircleLoss(MarginLoss):
 
     Defaults m = 0.25, γ = 256 (the paper's face-recognition setting); numerically safe at
     γ = 256 (softplus of two log-sum-exps, never the product of exponentials).
+
+    This is not pytorch-metric-learning's ``CircleLoss``: that one is pair-wise on (N, D)
+    embeddings, which is ``km.losses.PairCircleLoss`` here. Given values outside [−1, 1]
+    (embeddings instead of cosines) in eager mode, this loss raises a ``ValueError``.
 
     Args:
         margin: relaxation m in [0, 1) (default 0.25, the paper's face-recognition setting).
@@ -38,7 +43,28 @@ class CircleLoss(MarginLoss):
         super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
 
     def per_sample(self, labels, cos):
+        _check_cosines(cos)
         return circle_class_level(labels, cos, self.margin, self.gamma)
+
+
+#: Slack on |cos| <= 1 for the eager check of CircleLoss (float16 heads round up to 1 + 1e-3).
+_COSINE_SLACK = 1e-3
+
+
+def _check_cosines(y_pred):
+    """Eager only: CircleLoss given (N, D) embeddings instead of (N, C) cosines passes every
+    shape check (when the labels are < D) and returns a meaningless number; cosines are bounded."""
+    values = concrete_value(y_pred)
+    if values is None or values.size == 0:
+        return
+    largest = float(np.max(np.abs(values)))
+    if largest > 1.0 + _COSINE_SLACK:  # NaN compares False: the NaN check reports it
+        raise ValueError(
+            "`y_pred` of km.losses.CircleLoss must be the (N, C) cosines of a cosine head "
+            f"(|cos| <= 1); got values up to {largest:.4g}. For the pair-wise Circle loss on "
+            "(N, D) embeddings (pytorch-metric-learning's CircleLoss), use "
+            "km.losses.PairCircleLoss."
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -48,9 +74,11 @@ class PairCircleLoss(MarginLoss):
     In-batch cosine similarities; positives = same label except self, negatives = other
     labels, optionally restricted by a ``km.miners`` miner. The batch loss is the mean over
     the anchors that have at least one positive and one negative (0 when none has), as in
-    pytorch-metric-learning. Defaults m = 0.4, γ = 80 (the paper's fine-grained retrieval
-    setting). ``needs = "embedding"``: use it on a headless ``km.models.MarginModel`` or any
-    model whose output is the embedding. Train with class-balanced batches
+    pytorch-metric-learning. This is the loss pytorch-metric-learning calls ``CircleLoss``
+    (same defaults); ``km.losses.CircleLoss`` is the class-level form. Defaults m = 0.4,
+    γ = 80 (the paper's fine-grained retrieval setting). ``needs = "embedding"``: use it on a
+    headless ``km.models.MarginModel`` or any model whose output is the embedding. Train with
+    class-balanced batches
     (``km.data.pk_batches``) so that anchors have positives. Labels are only compared for
     equality, so any integer is a valid class id here (−1, or ids far above the number of
     classes); unlike the class-level losses, nothing is out of range.

@@ -1,6 +1,8 @@
 """The generalised margin softmax losses on a cosine head (Zhou et al., ICLR 2022)."""
 
 import math
+import sys
+import warnings
 
 import keras
 from keras import ops
@@ -27,6 +29,9 @@ class MarginSoftmax(MarginLoss):
     regulariser). ``y_pred`` are the (N, C) cosines of a
     cosine head (``LargestMarginHead``, ``PEDCCHead``); ``y_true`` integer labels.
     The insightface "combined" margin is ``MarginSoftmax(64, m1=1.0, m2=0.3, m3=0.2)``.
+    ``m2`` is an angle in radians (convert degrees with ``math.radians``); above 1.5 rad a
+    ``UserWarning`` says it looks like degrees. ``m3`` is a cosine offset (as in
+    pytorch-metric-learning's ``CosFaceLoss``), not an angle.
 
     Args:
         scale: s > 0 (default 64.0).
@@ -49,7 +54,18 @@ class MarginSoftmax(MarginLoss):
         check_positive(scale, "scale")
         if m1 < 1.0 or not 0.0 <= m2 < math.pi or m3 < 0.0:
             raise ValueError(
-                f"margins must satisfy m1 >= 1, 0 <= m2 < π, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}."
+                f"margins must satisfy m1 >= 1, 0 <= m2 < π, m3 >= 0; got m1={m1}, m2={m2}, m3={m3}. "
+                "The angular margin m2 (ArcFace's `margin`) is in radians: convert degrees with "
+                "math.radians."
+            )
+        if m2 > DEGREES_HINT:
+            warnings.warn(
+                f"The additive angular margin m2 (ArcFace's `margin`) is {m2} rad "
+                f"({math.degrees(m2):.0f}°), larger than {DEGREES_HINT} rad: was it meant in "
+                f"degrees (pytorch-metric-learning's convention)? Margins are in radians: "
+                f"math.radians({m2}) = {math.radians(m2):.4g}.",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
             )
         if sample_margin_weight < 0:
             raise ValueError(f"`sample_margin_weight` must be >= 0; got {sample_margin_weight}.")
@@ -66,6 +82,18 @@ class MarginSoftmax(MarginLoss):
     def per_sample(self, labels, cos):
         loss = margin_softmax(labels, cos, self.scale, self.m1, self.m2, self.m3)
         return with_sample_margin(loss, labels, cos, self.sample_margin_weight)
+
+
+#: Above this additive angular margin (rad, about 86°) the value probably is in degrees.
+DEGREES_HINT = 1.5
+
+
+def _user_stacklevel():
+    """``stacklevel`` of the first frame outside this module (the user's constructor call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _default_name(cls):
@@ -177,6 +205,10 @@ class CosFace(_Preset):
 class ArcFace(_Preset):
     """ArcFace (Deng et al. 2019): target logit s·cos(θ_y + m), with the fallback
     cos θ − m·sin m where θ + m > π. Defaults s = 64, m = 0.5 rad (the ArcFace paper).
+
+    ``margin`` is in radians (pytorch-metric-learning's ``ArcFaceLoss`` takes degrees: its
+    28.6 is ``math.radians(28.6)`` ≈ 0.5 here). A margin above 1.5 rad raises a
+    ``UserWarning`` (it looks like degrees); π or more is a ``ValueError``.
 
     Args:
         scale: s > 0 (default 64.0).

@@ -21,9 +21,15 @@ def test_logs_match_retrieval_scores_and_drive_early_stopping():
     model, backbone = _digits_model()
     cb = km.callbacks.RetrievalEvaluation((xt, yt), embedding_model=backbone, k=(1, 4))
     stop = keras.callbacks.EarlyStopping("val_map_at_r", mode="max", patience=1)
-    history = model.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[cb, stop])
+    # Learning stops after epoch 1 (learning rate 0: Adam's update is exactly 0), so MAP@R
+    # repeats its epoch-1 value in epoch 2 (no improvement) and, with patience 1, EarlyStopping
+    # must stop there: 3 of the 10 epochs.
+    freeze = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 3e-3 if epoch < 2 else 0.0)
+    history = model.fit(x, y, epochs=10, batch_size=64, verbose=0, callbacks=[cb, freeze, stop])
     maps = history.history["val_map_at_r"]
-    assert len(maps) == len(history.history["loss"]) >= 2
+    assert len(maps) == len(history.history["loss"]) == 3, maps
+    assert stop.stopped_epoch == 2
+    assert maps[1] > maps[0] and maps[2] == maps[1]
     assert set(history.history) >= {"val_precision_at_1", "val_r_precision", "val_recall_at_4"}
     # Logged numbers are the scores of the backbone embeddings.
     want = km.metrics.retrieval_scores(backbone.predict(xt, verbose=0), yt, k=(1, 4))

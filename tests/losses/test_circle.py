@@ -166,3 +166,31 @@ def test_pair_circle_fit_improves_and_saves(tmp_path):
     assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
     reloaded = km.testing.assert_save_load_identical(model, x[:16], tmp_path)
     assert isinstance(reloaded.loss.miner, km.miners.MultiSimilarityMiner)
+
+
+def test_class_level_circle_rejects_embeddings_and_points_to_pair_circle():
+    """The pytorch-metric-learning trap: its CircleLoss takes (N, D) embeddings; ours is
+    class-level on cosines. Embeddings with D >= C pass every shape check, so the values tell."""
+    rng = np.random.default_rng(7)
+    labels = np.repeat(np.arange(4), 4)
+    embeddings = rng.normal(scale=3.0, size=(16, 8)).astype("float32")
+    with pytest.raises(ValueError, match=r"`y_pred`.*PairCircleLoss"):
+        km.losses.CircleLoss()(labels, embeddings)
+    # the same embeddings as PairCircleLoss: the reference value
+    per_anchor, valid = refs.ref_circle_pairwise(labels, embeddings.astype("float64"), 0.4, 80.0)
+    got = float(km.losses.PairCircleLoss()(labels, embeddings))
+    np.testing.assert_allclose(got, per_anchor[valid].mean(), rtol=1e-5)
+    # cosines, exactly ±1 included, and float32 round-off just above 1 are accepted
+    cos = np.clip(rng.normal(size=(16, 4)), -1, 1).astype("float32")
+    cos[0, 0], cos[1, 1], cos[2, 2] = 1.0, -1.0, 1.0 + 1e-6
+    assert np.isfinite(float(km.losses.CircleLoss()(labels, cos)))
+    cos[3, 0] = 1.01
+    with pytest.raises(ValueError, match="y_pred"):
+        km.losses.CircleLoss()(labels, cos)
+
+
+def test_circle_docstrings_say_which_is_pytorch_metric_learnings():
+    class_level = " ".join(km.losses.CircleLoss.__doc__.split())
+    pair = " ".join(km.losses.PairCircleLoss.__doc__.split())
+    assert "pytorch-metric-learning" in class_level and "PairCircleLoss" in class_level
+    assert "pytorch-metric-learning calls ``CircleLoss``" in pair

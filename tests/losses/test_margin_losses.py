@@ -1,5 +1,7 @@
 """Loss classes of the margin-softmax family: values, presets, config, training."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -116,3 +118,22 @@ def test_fast_fit_learns_digits():
 )
 def test_paper_defaults_reach_95_percent_on_digits(loss):
     assert _digits_accuracy(loss, epochs=20) >= 0.95
+
+
+def test_margin_in_degrees_warns_or_raises():
+    """pytorch-metric-learning's ArcFaceLoss takes degrees (28.6); ours takes radians."""
+    with pytest.raises(ValueError, match="math.radians"):
+        km.losses.ArcFace(margin=28.6)
+    for make in (lambda: km.losses.ArcFace(margin=2.0),
+                 lambda: km.losses.MarginSoftmax(30.0, m2=1.6, m3=0.1)):
+        with pytest.warns(UserWarning, match=r"degrees.*math\.radians") as record:
+            loss = make()
+        assert record[0].filename == __file__  # points at the caller, not the library
+        assert loss.m2 > 1.5  # a warning, not a change: the value is kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # radian margins up to 1.5, and other margins: silent
+        km.losses.ArcFace(margin=1.5)
+        km.losses.ArcFace()
+        km.losses.CosFace(margin=0.9)
+        km.losses.SphereFace(margin=4.0)
+        km.testing.config_roundtrip(km.losses.ArcFace(margin=0.5))
