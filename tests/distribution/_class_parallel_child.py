@@ -8,6 +8,7 @@ losses, the gradients' largest difference and the kernel's placement.
 
 import json
 import os
+import re
 import sys
 
 os.environ["KERAS_BACKEND"] = "jax"
@@ -59,10 +60,7 @@ def one_step(make, distribution, x, y):
         slots = [v for v in model.optimizer.variables if "kernel" in v.path and head.name in v.path]
         placement = {
             "path": head.kernel.path,
-            "spec": [
-                a if a is None or isinstance(a, str) else list(a)
-                for a in getattr(head.kernel.value.sharding, "spec", ())
-            ],
+            "spec": spec_of(head.kernel.value),
             "shards": sorted({tuple(s.data.shape) for s in head.kernel.value.addressable_shards}),
             "devices": len(head.kernel.value.sharding.device_set),
             "slot_shards": sorted({tuple(s.data.shape) for v in slots for s in v.value.addressable_shards}),
@@ -123,6 +121,110 @@ def argument_checks():
     return errors, accepted
 
 
+def spec_of(array):
+    """The PartitionSpec of a JAX array as a JSON-able list (empty when not named)."""
+    spec = getattr(array.sharding, "spec", ())
+    return [a if a is None or isinstance(a, str) else list(a) for a in spec]
+
+
+def numpy_normface(cos, labels, scale=16.0):
+    """Mean −log softmax(s·cos)[y] over the rows (loop reference)."""
+    total = 0.0
+    for row, label in zip(cos.astype("float64"), labels):
+        logits = scale * row
+        top = logits.max()
+        total += -(logits[label] - top - np.log(np.sum(np.exp(logits - top))))
+    return total / len(labels)
+
+
+def numpy_cosines(x, kernel):
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    wn = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
+    return xn @ wn
+
+
+ALL_GATHER = re.compile(r"= [a-z0-9]+\[([0-9,]*)\][^ ]* all-gather\(")
+
+
+def partial_fc_checks():
+    """Partial FC sampled per shard (``km.distribution.sharded_partial_cosines``)."""
+    import jax
+
+    n, d, c, shards = 16, 6, 512, 8
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, d)).astype("float32")
+    y = rng.choice(c, size=n, replace=False).astype("int32")
+    y[1] = y[0]  # a repeated class
+    y[2] = 5  # classes in the first block...
+    y[3] = c - 1  # ...and the last
+    loss = km.losses.NormFace()
+    out = {}
+    for layout in ("feature_major", "class_major"):
+        dist = km.distribution.class_parallel()
+        with dist.scope():
+            keras.utils.set_random_seed(2)
+            head = km.layers.LargestMarginHead(c, kernel_layout=layout)
+            head.build((None, d))
+        variable = km.distribution.class_variable(head)
+        xs = jax.device_put(x, dist.get_data_layout(x.shape).backend_layout)
+        ys = jax.device_put(y, dist.get_data_layout(y.shape).backend_layout)
+        kernel = np.asarray(head.kernel)  # (D, C) view, fetched for the NumPy reference
+        full = numpy_cosines(x, kernel)
+        for rate in (0.25, 1.0):
+
+            def step(w, features, labels, seed):
+                with keras.StatelessScope(state_mapping=[(variable, w)]):
+                    cos, sampled = km.distribution.sharded_partial_cosines(
+                        head, features, labels, rate, seed
+                    )
+                return loss(sampled, cos), (cos, sampled)
+
+            fn = jax.jit(jax.value_and_grad(step, has_aux=True))
+            (value, (cos, sampled)), grad = fn(variable.value, xs, ys, 7)
+            hlo = fn.lower(variable.value, xs, ys, 7).compile().as_text()
+            gathered = [
+                int(np.prod([int(v) for v in m.group(1).split(",") if v] or [1]))
+                for m in ALL_GATHER.finditer(hlo)
+            ]
+            cos_spec = spec_of(cos)
+            cos, sampled = np.asarray(cos), np.asarray(sampled)
+            g = np.asarray(grad)
+            g = g.T if layout == "class_major" else g  # (D, C)
+            touched = np.flatnonzero(np.abs(g).sum(axis=0) > 0)
+            # The wrapped loss on the sampled columns is order-free: NormFace over the
+            # touched columns (the sampled set), labels remapped to their position.
+            position = {cls: i for i, cls in enumerate(touched)}
+            ref = numpy_normface(full[:, touched], np.array([position.get(t, -1) for t in y]))
+            # Gradient reference for rate 1 (every column): the same loss on one device.
+            if rate == 1.0:
+
+                def single(w):
+                    return loss(y, km.ops.cosine_similarity(x, w))
+
+                ref_grad = np.asarray(jax.grad(single)(jax.device_put(kernel, jax.devices()[0])))
+                grad_diff = float(np.max(np.abs(ref_grad - g)))
+            else:
+                grad_diff = None
+            out[f"{layout}_{rate}"] = {
+                "cos_shape": list(cos.shape),
+                "cos_spec": cos_spec,
+                "loss": float(value),
+                "numpy_loss": float(ref),
+                "target_cos_max_diff": float(np.max(np.abs(cos[np.arange(n), sampled] - full[np.arange(n), y]))),
+                "sampled_min": int(sampled.min()),
+                "touched": int(touched.size),
+                "touched_per_block": np.bincount(touched // (c // shards), minlength=shards).tolist(),
+                "labels_touched": bool(np.all(np.isin(y, touched))),
+                "all_gather_sizes": gathered,
+                "kernel_size": int(np.prod(variable.shape)),
+                "grad_spec": spec_of(grad),
+                "kernel_spec": spec_of(variable.value),
+                "grad_diff": grad_diff,
+                "grad_max": float(np.max(np.abs(g))),
+            }
+    return out
+
+
 def main(names):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(N, F)).astype("float32")
@@ -144,7 +246,10 @@ def main(names):
             **placement,
         }
     errors, accepted = argument_checks()
-    print("RESULT " + json.dumps({"cases": results, "errors": errors, "accepted": accepted}))
+    partial_fc = partial_fc_checks()
+    print("RESULT " + json.dumps(
+        {"cases": results, "errors": errors, "accepted": accepted, "partial_fc": partial_fc}
+    ))
 
 
 if __name__ == "__main__":

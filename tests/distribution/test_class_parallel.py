@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 CHILD = pathlib.Path(__file__).with_name("_class_parallel_child.py")
@@ -128,3 +129,33 @@ def test_in_process_backend_check():
     assert dist.device_mesh.axis_names == ("batch", "model")
     with pytest.raises(ValueError, match="`model_axis_size`"):
         km.distribution.class_parallel(model_axis_size=2)
+
+
+PFC_N, PFC_D, PFC_C, PFC_SHARDS = 16, 6, 512, 8
+
+
+@pytest.mark.parametrize("layout", ["feature_major", "class_major"])
+@pytest.mark.parametrize("rate", [0.25, 1.0])
+def test_partial_fc_samples_per_shard(results, layout, rate):
+    """km.distribution.sharded_partial_cosines: each device samples its own block."""
+    r = results["partial_fc"][f"{layout}_{rate}"]
+    block = PFC_C // PFC_SHARDS
+    per_shard = min(block, max(int(np.ceil(rate * block)), PFC_N))  # 16 at 0.25, 64 at 1.0
+    # (N, shards * K_b) cosines, split by columns over the same devices as the kernel.
+    assert r["cos_shape"] == [PFC_N, PFC_SHARDS * per_shard]
+    assert r["cos_spec"] == [None, "model"]
+    assert r["grad_spec"] == r["kernel_spec"]
+    # Exactly K_b columns of every block get a gradient, every class of the batch among them.
+    assert r["touched_per_block"] == [per_shard] * PFC_SHARDS, r
+    assert r["labels_touched"] is True
+    # Each label maps to the column holding its class.
+    assert r["sampled_min"] >= 0
+    assert r["target_cos_max_diff"] < 1e-6
+    # The loss is the wrapped loss (NormFace) on the sampled columns: NumPy loop reference.
+    assert abs(r["loss"] - r["numpy_loss"]) <= 1e-5 * max(1.0, abs(r["numpy_loss"])), r
+    # Only the (N, D) features and (N,) labels are all-gathered, never the kernel.
+    assert r["all_gather_sizes"], "expected the features to be gathered"
+    assert max(r["all_gather_sizes"]) <= PFC_N * PFC_D, r["all_gather_sizes"]
+    assert r["kernel_size"] == PFC_C * PFC_D
+    if rate == 1.0:  # every column kept: the gradient of the full head on one device
+        assert r["grad_diff"] <= 1e-5 * max(1.0, r["grad_max"]), r
