@@ -96,7 +96,9 @@ class TripletMarginLoss(MarginLoss):
 
     Distances are Euclidean between L2-normalised embeddings (``squared=True``: squared
     Euclidean, 2 − 2 cos). Labels are compared for equality only, so any integer is a valid
-    label (negative ones too); anchors without a positive or a negative contribute nothing.
+    label (negative ones too); anchors without a positive contribute nothing, nor (all
+    triplets) do anchors without a negative (semi-hard mode follows TF Addons there: the
+    negative distance is taken as 0).
 
     * ``miner=None`` (or any ``km.miners`` pair miner, which keeps the triplets whose
       (anchor, positive) and (anchor, negative) pairs it selects): every triplet, mean over
