@@ -16,6 +16,11 @@ def _load():
     return x, y
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer; got {seed!r}.")
+
+
 def digits_classification(test_fraction=0.25, seed=0):
     """Stratified train/test split of the bundled digits: ``((x_train, y_train), (x_test, y_test))``.
 
@@ -30,14 +35,21 @@ def digits_classification(test_fraction=0.25, seed=0):
         >>> (x, y), (xt, yt) = km.data.digits_classification()
         >>> x.shape, xt.shape   # ((1347, 64), (450, 64))
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"`test_fraction` must be in (0, 1); got {test_fraction}.")
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number))
+            or not 0.0 < test_fraction < 1.0):
+        raise ValueError(f"`test_fraction` must be a number in (0, 1); got {test_fraction!r}.")
+    _check_seed(seed)
     x, y = _load()
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
         n_test = int(round(test_fraction * len(idx)))
+        if not 0 < n_test < len(idx):
+            raise ValueError(
+                f"`test_fraction` = {test_fraction} leaves digit {c} ({len(idx)} images) with "
+                f"{n_test} test images: every class needs at least one in each split."
+            )
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     train_idx = rng.permutation(np.concatenate(train_idx))
@@ -61,11 +73,17 @@ def digits_zero_shot(train_classes=(0, 1, 2, 3, 4), seed=0):
         >>> (x, y), (xt, yt) = km.data.digits_zero_shot()
         >>> sorted(set(yt))   # [5, 6, 7, 8, 9]
     """
+    classes = np.asarray(train_classes)
+    if (classes.ndim != 1 or not np.issubdtype(classes.dtype, np.integer)
+            or len(set(classes.tolist())) != classes.size or np.any((classes < 0) | (classes > 9))
+            or not 0 < classes.size < 10):
+        raise ValueError(
+            "`train_classes` must be distinct integer digits 0–9 forming a non-empty proper "
+            f"subset of 0..9; got {train_classes!r}."
+        )
+    _check_seed(seed)
     x, y = _load()
-    train_classes = np.asarray(train_classes)
-    is_train = np.isin(y, train_classes)
-    if is_train.all() or not is_train.any():
-        raise ValueError("`train_classes` must be a non-empty proper subset of 0..9.")
+    is_train = np.isin(y, classes)
     rng = np.random.default_rng(seed)
     tr = rng.permutation(np.flatnonzero(is_train))
     te = rng.permutation(np.flatnonzero(~is_train))
