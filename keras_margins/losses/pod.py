@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.ops import pod_terms
-from keras_margins.ops._common import safe_norm
+from keras_margins.ops._common import EPS, safe_norm
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -68,10 +68,21 @@ class POD(ModelLoss, MarginLoss):
             "count": weight("pod_norm_count", 0.0, "sum"),
         }
 
-    def _accumulate_norms(self, features, centroids):
-        logits = ops.matmul(features, centroids)
-        self.state["logit_norm_sum"].assign_add(ops.sum(safe_norm(logits, 1)))
-        self.state["feature_norm_sum"].assign_add(ops.sum(safe_norm(features, 1)))
+    def _accumulate_norms(self, features, centroids, cosines=None):
+        """Adds Σ_i ||x_i·C||, Σ_i ||x_i|| and N to the epoch sums (no gradient).
+
+        With the head's cosines cos_ij = x_i·c_j / (||x_i||·||c_j||) at hand (a PEDCCHead
+        output), ||x_i·C||² = ||x_i||² Σ_j cos_ij² ||c_j||² needs no second (N, C) product.
+        """
+        feature_norm = safe_norm(features, 1)
+        if cosines is None:
+            logit_norm = safe_norm(ops.matmul(features, centroids), 1)
+        else:
+            column_sq = ops.maximum(ops.sum(ops.square(centroids), axis=0), EPS * EPS)
+            weighted = ops.sum(ops.square(ops.stop_gradient(cosines)) * column_sq, axis=1)
+            logit_norm = feature_norm * ops.sqrt(ops.maximum(weighted, EPS * EPS))
+        self.state["logit_norm_sum"].assign_add(ops.sum(logit_norm))
+        self.state["feature_norm_sum"].assign_add(ops.sum(feature_norm))
         self.state["count"].assign_add(ops.cast(ops.shape(features)[0], "float32"))
 
     # ----------------------------------------------------------------------------- the loss
@@ -86,7 +97,10 @@ class POD(ModelLoss, MarginLoss):
         else:
             delta = ops.convert_to_tensor(self.state["delta"])
             if training:
-                self._accumulate_norms(ops.stop_gradient(features), centroids)
+                cosines = outputs.get("scores") if type(head).__name__ == "PEDCCHead" else None
+                if cosines is not None:
+                    cosines = ops.cast(cosines, "float32")
+                self._accumulate_norms(ops.stop_gradient(features), centroids, cosines)
         packed = {"features": features, "centroids": centroids, "delta": delta}
         return self(y, packed, sample_weight=sample_weight)
 

@@ -11,8 +11,8 @@ from keras_margins.ops._common import (
     check_non_negative,
     features_and_kernel,
     l2_normalize,
+    poison_invalid_labels,
     static_shape,
-    take_target,
 )
 
 
@@ -58,16 +58,27 @@ def pod_terms(labels, features, centroids, delta=0.05):
         raise ValueError(f"`features` needs at least 2 rows for the decorrelation term; got {batch}.")
     if dim is not None and dim < 2:
         raise ValueError(f"`features` must have D >= 2; got D={dim}.")
-    centroids = l2_normalize(centroids, axis=0)
-    labels = as_labels(labels, static_shape(centroids)[1], batch)
+    num_classes = static_shape(centroids)[1]
+    labels = as_labels(labels, num_classes, batch)
     delta = ops.cast(delta, features.dtype)
-    dot_y = take_target(ops.matmul(features, centroids), labels)
+    # Only the target centroids are read: c_{y_i} (N, D), normalised (the same as gathering
+    # from normalised columns), instead of the (N, C) product x·C.
+    safe_labels = ops.clip(labels, 0, (num_classes or ops.shape(centroids)[1]) - 1)
+    target = l2_normalize(ops.transpose(ops.take(centroids, safe_labels, axis=1)), axis=1)
+    dot_y = ops.sum(features * target, axis=1)
+    dot_y = poison_invalid_labels(dot_y, labels, num_classes or ops.shape(centroids)[1])
     sq_norm = ops.sum(ops.square(features), axis=1)
     nac = ops.square(1.0 - dot_y * ops.rsqrt(ops.maximum(sq_norm + ops.square(delta), EPS * EPS)))
-    residual = l2_normalize(features, axis=1) - ops.take(ops.transpose(centroids), labels, axis=0)
+    residual = l2_normalize(features, axis=1) - target
     n = ops.cast(ops.shape(features)[0], features.dtype)
-    cov = ops.matmul(ops.transpose(residual), residual) / (n - 1.0)
-    off_diagonal = ops.sum(ops.square(cov)) - ops.sum(ops.square(ops.diagonal(cov)))
+    # Σ_{a≠b} Σ_ab² = ||RᵀR||_F² − Σ_a (RᵀR)_aa², and ||RᵀR||_F² = ||RRᵀ||_F²: the smaller
+    # of the (D, D) and (N, N) Gram matrices gives the same value (half the work for N = D/2).
+    if batch is not None and dim is not None and batch < dim:
+        gram = ops.matmul(residual, ops.transpose(residual))
+    else:
+        gram = ops.matmul(ops.transpose(residual), residual)
+    diagonal = ops.sum(ops.square(residual), axis=0)  # (RᵀR)_aa
+    off_diagonal = (ops.sum(ops.square(gram)) - ops.sum(ops.square(diagonal))) / ops.square(n - 1.0)
     d = ops.cast(ops.shape(features)[1], features.dtype)
     return nac, off_diagonal / (d - 1.0)
 
