@@ -17,7 +17,13 @@ import math
 
 import keras
 
-__all__ = ["class_parallel"]
+__all__ = [
+    "class_parallel",
+    "class_variable",
+    "is_class_sharded",
+    "sharded_partial_cosines",
+    "uniform_block_sampler",
+]
 
 #: Mesh axis names: the batch is split over both axes, the class axis over ``"model"``.
 BATCH_AXIS = "batch"
@@ -32,9 +38,9 @@ def _current_layer():
     layer, whatever its name or its parent's. Keras keeps that stack in a private module, so
     a Keras release that moves it only turns class sharding off; the tests catch that.
     """
-    try:
-        from keras.src.backend.common import global_state
-    except ImportError:  # pragma: no cover - Keras internals moved
+    from keras_margins._compat import global_state
+
+    if global_state is None:  # pragma: no cover - Keras internals moved
         return None
     stack = global_state.get_global_attribute("name_scope_stack")
     if not stack:
@@ -265,32 +271,82 @@ def _varying(x, axis_name):
 
 
 #: Added to the sampler's seed per shard (times the shard index) so shards draw independently.
-_SHARD_SEED_STRIDE = 0x3C6EF372
+SHARD_SEED_STRIDE = 0x3C6EF372
 
 
-def shard_num_sampled(num_classes, shards, batch_size, sample_rate):
-    """Columns a Partial FC step keeps on each of ``shards`` devices: of the C / shards
-    columns there, max(⌈sample_rate·C/shards⌉, N), at most C / shards (every class of the
-    batch may live on one shard, so each shard keeps room for N positives)."""
-    block = num_classes // shards
-    return min(block, max(int(math.ceil(sample_rate * block - 1e-9)), batch_size))
+def uniform_block_sampler(sample_rate, seed=0):
+    """A per-block class sampler for ``sharded_partial_cosines``: Partial FC's uniform one.
+
+    Each shard keeps max(⌈sample_rate·B⌉, N) of its B = C / shards columns (at most B), drawn
+    by ``km.ops.sample_classes`` with seed ``seed + shard · SHARD_SEED_STRIDE`` (a different
+    sample on every shard; change ``seed`` every step for a new sample).
+
+    Args:
+        sample_rate: fraction of each block kept, in (0, 1].
+        seed: int or int32 scalar tensor (default 0).
+
+    Returns:
+        ``sample_block(block_labels, block_size, shard) -> (class_ids, sampled_labels)``.
+    """
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not (
+        0.0 < sample_rate <= 1.0
+    ):
+        raise ValueError(f"`sample_rate` must be a number in (0, 1]; got {sample_rate!r}.")
+
+    def sample_block(block_labels, block_size, shard):
+        from keras import ops
+
+        from keras_margins.ops.sampling import sample_classes
+
+        batch = block_labels.shape[0]
+        keep = min(block_size, max(int(math.ceil(sample_rate * block_size - 1e-9)), batch))
+        block_seed = ops.cast(seed, "int32") + shard * SHARD_SEED_STRIDE
+        return sample_classes(block_labels, block_size, keep, block_seed)
+
+    return sample_block
 
 
-def sharded_partial_cosines(head, embedding, labels, sample_rate, seed):
+def sharded_partial_cosines(head, embedding, labels, sample_block):
     """Partial FC's sampled cosines on a class-split head, sampled shard by shard.
 
-    Each device keeps the classes of the (gathered) batch that live in its own block of
-    C / shards columns plus random others of that block, K_b = ``shard_num_sampled(...)``
-    columns (``km.ops.sample_classes`` on the block, a different seed per shard), and
-    computes the cosines of the whole batch with those columns only: the kernel never
-    leaves its devices (no all-gather of the kernel; only the (N, D) features are gathered,
-    as in An et al. 2021's model-parallel Partial FC). The (N, shards·K_b) result is split
-    by columns over the same devices and the wrapped loss's softmax reduces across them.
+    Each device samples classes from its own block of B = C / shards columns only, with
+    ``sample_block`` (e.g. ``uniform_block_sampler(rate, seed)``, or ``PartialFC``'s own
+    sampler), and computes the cosines of the whole batch with its K_b sampled columns: the
+    kernel never leaves its devices (the compiled step all-gathers the (N, D) features and
+    the labels, never the kernel), as in the model-parallel Partial FC of An et al. 2021. The
+    (N, shards·K_b) result is split by columns over the same devices, so the wrapped loss's
+    softmax is reduced across them by XLA, and only the sampled columns get a gradient.
 
-    Returns None when ``head`` is not class-sharded (or the backend is not JAX): sample over
-    the whole head then. Otherwise ``(cosines (N, shards·K_b), sampled_labels (N,))``, where
-    ``sampled_labels[i]`` is the column of class ``labels[i]`` (−1 for a label outside
-    [0, C)).
+    Args:
+        head: a class head (``LargestMarginHead``, any ``kernel_layout``) built under
+            ``class_parallel()``.
+        embedding: (N, D) features, N static.
+        labels: (N,) int class ids in [0, C) (others get column −1).
+        sample_block: ``sample_block(block_labels, block_size, shard) -> (class_ids,
+            sampled_labels)``, called on every shard with the labels shifted to the block
+            (``labels − shard·B``: ids outside [0, B) are other shards' classes), B and the
+            shard index (an int32 scalar tensor); it returns K_b distinct ids in [0, B)
+            (K_b static, the same on every shard) and each label's position among them or
+            −1, as ``km.ops.sample_classes`` does. It must keep every id of the block that
+            occurs in ``block_labels``.
+
+    Returns:
+        None when ``head`` is not class-sharded or the backend is not JAX (sample over the
+        whole head then). Otherwise ``(cosines (N, shards·K_b), sampled_labels (N,))``:
+        ``sampled_labels[i]`` is the column of class ``labels[i]`` (−1 for a label outside
+        [0, C)).
+
+    Example:
+        >>> keras.distribution.set_distribution(km.distribution.class_parallel())  # 8 devices
+        >>> head = km.layers.LargestMarginHead(512); head.build((None, 16))
+        >>> cos, columns = km.distribution.sharded_partial_cosines(
+        ...     head, x, y, km.distribution.uniform_block_sampler(0.25, seed=step))
+        >>> cos.shape   # 8 shards x max(16, N) columns for N <= 64
+        (N, 128)
+
+    Reference:
+        An et al., "Partial FC: Training 10 Million Identities on a Single Machine", ICCVW
+        2021 (each GPU samples from its own class centres, Sec. 3).
     """
     sharding = _class_sharding(head)
     if sharding is None or keras.backend.backend() != "jax":
@@ -301,36 +357,30 @@ def sharded_partial_cosines(head, embedding, labels, sample_rate, seed):
     from keras import ops
 
     from keras_margins.ops.cosine import cosine_similarity
-    from keras_margins.ops.sampling import sample_classes
 
     layout, axis, mesh_axis, shards = sharding
-    num_classes = head.num_classes
-    block = num_classes // shards
-    batch = embedding.shape[0]
-    if batch is None:
+    block = head.num_classes // shards
+    if embedding.shape[0] is None:
         raise ValueError("Partial FC on a class-sharded head needs a static batch size N.")
-    k_block = shard_num_sampled(num_classes, shards, batch, sample_rate)
     weights = ops.convert_to_tensor(class_variable(head))
     labels = ops.cast(labels, "int32")
-    seed = ops.cast(seed, "int32")
 
-    def per_shard(weights, features, labels, seed):
+    def per_shard(weights, features, labels):
         shard = jax.lax.axis_index(mesh_axis).astype("int32")
-        ids, local = sample_classes(
-            labels - shard * block, block, k_block, seed + shard * _SHARD_SEED_STRIDE
-        )
+        ids, local = sample_block(labels - shard * block, block, shard)
+        keep = ids.shape[0]
         rows = ops.take(weights, ids, axis=axis)  # this shard's sampled prototypes
         kernel = ops.transpose(rows) if axis == 0 else rows  # (D, K_b)
         # The features are the same on every shard; their gradient is the sum over shards.
         cosines = cosine_similarity(_varying(features, mesh_axis), kernel)
-        column = ops.where(local >= 0, local + shard * k_block, -1)
+        column = ops.where(local >= 0, local + shard * keep, -1)
         return cosines, jax.lax.pmax(column, mesh_axis)
 
     spec = PartitionSpec
     mapped = jax.shard_map(
         per_shard,
         mesh=layout.device_mesh.backend_mesh,
-        in_specs=(spec(*layout.axes), spec(), spec(), spec()),
+        in_specs=(spec(*layout.axes), spec(), spec()),
         out_specs=(spec(None, mesh_axis), spec()),
     )
-    return mapped(weights, embedding, labels, seed)
+    return mapped(weights, embedding, labels)

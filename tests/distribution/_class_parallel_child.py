@@ -173,9 +173,10 @@ def partial_fc_checks():
         for rate in (0.25, 1.0):
 
             def step(w, features, labels, seed):
+                sampler = km.distribution.uniform_block_sampler(rate, seed)
                 with keras.StatelessScope(state_mapping=[(variable, w)]):
                     cos, sampled = km.distribution.sharded_partial_cosines(
-                        head, features, labels, rate, seed
+                        head, features, labels, sampler
                     )
                 return loss(sampled, cos), (cos, sampled)
 
