@@ -81,17 +81,11 @@ def case_builders(num_classes, dim):
             km.losses.CircleLoss(),
         ),
     }
-    if hasattr(km.layers, "VirtualSoftmaxHead") and hasattr(km.losses, "VirtualSoftmax"):
-        builders["VirtualSoftmax"] = lambda: (
-            _sequential(km.layers.VirtualSoftmaxHead(c), dim),
-            km.losses.VirtualSoftmax(),
-        )
-    if (
-        hasattr(km.layers, "PEDCCHead")
-        and hasattr(km.losses, "POD")
-        and hasattr(km.models, "MarginModel")
-        and c <= dim + 1  # see PEDCC_NOTE
-    ):
+    builders["VirtualSoftmax"] = lambda: (
+        _sequential(km.layers.VirtualSoftmaxHead(c), dim),
+        km.losses.VirtualSoftmax(),
+    )
+    if c <= dim + 1:  # see PEDCC_NOTE
         builders["PEDCC+POD"] = lambda: (
             km.models.MarginModel(_identity_backbone(dim), km.layers.PEDCCHead(c)),
             km.losses.POD(),

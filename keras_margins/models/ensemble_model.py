@@ -5,17 +5,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_margins._compat import scale_loss_for_distribution
 from keras_margins.losses._base import ModelLoss
 from keras_margins.losses.ensemble import LossEnsemble
 from keras_margins.ops._common import l2_normalize
-
-try:  # Keras 3: divide by the replica count under tf.distribute, as keras.losses.Loss does
-    from keras.src.losses.loss import scale_loss_for_distribution as _scale_for_distribution
-except ImportError:  # pragma: no cover
-
-    def _scale_for_distribution(value):
-        return value
-
 
 #: Threshold of the diversity hinge: relu(2 − mean distance) (authors' code).
 _DIVERSITY_THRESHOLD = 2.0
@@ -345,13 +338,13 @@ class EnsembleModel(keras.Model):
             diversity = self._diversity(embeddings)
             self.diversity_tracker.update_state(diversity)
             if self.diversity_weight > 0:
-                total = total + _scale_for_distribution(self.diversity_weight * diversity)
+                total = total + scale_loss_for_distribution(self.diversity_weight * diversity)
         if self.compress_enabled:
             compression = self._compression_loss(embeddings)
             self.compression_tracker.update_state(compression)
             # Its gradient (which reaches only g) joins the step; its value stays out of the
             # returned loss, so "loss" / "val_loss" remain the ensemble's objective.
-            compression = _scale_for_distribution(compression)
+            compression = scale_loss_for_distribution(compression)
             total = total + (compression - ops.stop_gradient(compression))
         for extra in self.losses:
             if hasattr(self, "_aggregate_additional_loss"):

@@ -2,6 +2,7 @@
 
 from keras import ops
 
+from keras_margins._compat import get_tensor_attr, set_tensor_attr
 from keras_margins.ops._common import (
     as_labels,
     features_and_kernel,
@@ -93,7 +94,7 @@ def virtual_softmax(labels, features, kernel, virtual_clip=None):
 # The head/loss hand-off. In training, ``VirtualSoftmaxHead`` outputs the class
 # log-probabilities log_softmax(x·W) (what compiled metrics such as "accuracy" must see) and
 # attaches to that tensor the per-row log-sum-exp, ||x_i|| and the kernel, the way Keras
-# attaches masks to tensors (``keras.src.backend.common.tensor_attributes``: an attribute,
+# attaches masks to tensors (Keras' tensor attributes, via ``_compat``: an attribute,
 # or an id-keyed table where the tensor type refuses attributes). ``VirtualSoftmax`` reads
 # them and adds the virtual class of the target column only:
 #   L_i = −log_softmax(z)_{i,y} + softplus(||x_i||·||W_y|| − lse_i)
@@ -101,30 +102,19 @@ def virtual_softmax(labels, features, kernel, virtual_clip=None):
 # O(N·D) on top of the softmax instead of exp/log over all N × C entries.
 _TERMS_ATTR = "_keras_margins_virtual_terms"
 
-try:
-    from keras.src.backend.common.tensor_attributes import get_tensor_attr as _get_attr
-    from keras.src.backend.common.tensor_attributes import set_tensor_attr as _set_attr
-except ImportError:  # pragma: no cover - older/newer Keras layouts
-
-    def _set_attr(tensor, attr, value):
-        setattr(tensor, attr, value)
-
-    def _get_attr(tensor, attr):
-        return getattr(tensor, attr, None)
-
 
 def attach_virtual_terms(log_probs, lse, features, kernel, virtual_clip=None):
     """Attach what the virtual logit needs to the head's training output (private)."""
     terms = {"lse": lse, "feature_norm": safe_norm(features, 1), "kernel": kernel}
     if virtual_clip is not None:
         terms["virtual_clip"] = float(virtual_clip)
-    _set_attr(log_probs, _TERMS_ATTR, terms)
+    set_tensor_attr(log_probs, _TERMS_ATTR, terms)
     return log_probs
 
 
 def virtual_terms(log_probs):
     """The terms attached by :func:`attach_virtual_terms`, or None (inference output)."""
-    return _get_attr(log_probs, _TERMS_ATTR)
+    return get_tensor_attr(log_probs, _TERMS_ATTR)
 
 
 def virtual_nll(labels, log_probs, terms, virtual_clip=None):
