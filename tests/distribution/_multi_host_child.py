@@ -41,16 +41,15 @@ def cases(km):
         "margin_model_lmsoftmax": ("class", lambda: (km.models.MarginModel(backbone(), head(C)), km.losses.LMSoftmax())),
         "pair_circle": ("data", lambda: (km.models.MarginModel(backbone()), km.losses.PairCircleLoss())),
     }
-    if hasattr(km.losses, "PartialFC"):
-        # 4 shards of 8 classes; each shard keeps max(ceil(0.25 * 8), N) capped at 8 = all 8
-        # columns with N = 16, so this is exactly ArcFace, through the per-shard path.
-        out["partial_fc_class_parallel"] = (
-            "class",
-            lambda: (
-                km.models.MarginModel(backbone(), head(C, kernel_layout="class_major")),
-                km.losses.PartialFC(km.losses.ArcFace(), sample_rate=0.25, seed=3),
-            ),
-        )
+    # 4 shards of 8 classes; each shard keeps max(ceil(0.25 * 8), N) capped at 8 = all 8
+    # columns with N = 16, so this is exactly ArcFace, through the per-shard path.
+    out["partial_fc_class_parallel"] = (
+        "class",
+        lambda: (
+            km.models.MarginModel(backbone(), head(C, kernel_layout="class_major")),
+            km.losses.PartialFC(km.losses.ArcFace(), sample_rate=0.25, seed=3),
+        ),
+    )
     return out
 
 
