@@ -223,6 +223,48 @@ def partial_fc_checks():
                 "grad_diff": grad_diff,
                 "grad_max": float(np.max(np.abs(g))),
             }
+    if hasattr(km.losses, "PartialFC"):
+        out.update(partial_fc_fit_checks(n, d, c, x, y))
+    return out
+
+
+def partial_fc_fit_checks(n, d, c, x, y):
+    """km.losses.PartialFC in MarginModel.fit on a class-sharded head: two SGD steps."""
+    out = {}
+    features = 10
+    inputs = np.random.default_rng(4).normal(size=(n, features)).astype("float32")
+    for layout in ("feature_major", "class_major"):
+        with km.distribution.class_parallel().scope():
+            keras.utils.set_random_seed(1)
+            model = km.models.MarginModel(
+                keras.Sequential([keras.Input((features,)), keras.layers.Dense(d)]),
+                km.layers.LargestMarginHead(c, kernel_layout=layout),
+            )
+            model.build((None, features))
+            model.compile(
+                keras.optimizers.SGD(1.0),
+                loss=km.losses.PartialFC(km.losses.NormFace(), sample_rate=0.25, seed=3),
+                jit_compile=True,
+            )
+            embedding = np.asarray(model.backbone(inputs))
+            kernels = [np.asarray(model.head.kernel)]
+            losses = []
+            for _ in range(2):
+                losses.append(float(model.train_on_batch(inputs, y, return_dict=True)["loss"]))
+                kernels.append(np.asarray(model.head.kernel))
+        touched = [np.flatnonzero(np.abs(b - a).sum(axis=0) > 0) for a, b in zip(kernels, kernels[1:])]
+        first = touched[0]
+        position = {cls: i for i, cls in enumerate(first)}
+        ref = numpy_normface(
+            numpy_cosines(embedding, kernels[0])[:, first], np.array([position.get(t, -1) for t in y])
+        )
+        out[f"fit_{layout}"] = {
+            "loss": losses[0],
+            "numpy_loss": float(ref),
+            "touched_per_block": [np.bincount(t // (c // 8), minlength=8).tolist() for t in touched],
+            "labels_touched": [bool(np.all(np.isin(y, t))) for t in touched],
+            "new_sample_each_step": bool(set(touched[0]) != set(touched[1])),
+        }
     return out
 
 

@@ -159,3 +159,17 @@ def test_partial_fc_samples_per_shard(results, layout, rate):
     assert r["kernel_size"] == PFC_C * PFC_D
     if rate == 1.0:  # every column kept: the gradient of the full head on one device
         assert r["grad_diff"] <= 1e-5 * max(1.0, r["grad_max"]), r
+
+
+@pytest.mark.parametrize("layout", ["feature_major", "class_major"])
+def test_partial_fc_fit_on_sharded_head_samples_per_shard(results, layout):
+    """km.losses.PartialFC in MarginModel.fit under class_parallel(): each device samples
+    its own block (16 of its 64 columns at rate 0.25), every batch class is trained, and the
+    loss is the wrapped loss on the sampled columns (NumPy reference)."""
+    r = results["partial_fc"].get(f"fit_{layout}")
+    if r is None:
+        pytest.skip("km.losses.PartialFC is not available")
+    assert r["touched_per_block"] == [[16] * PFC_SHARDS] * 2, r
+    assert r["labels_touched"] == [True, True]
+    assert r["new_sample_each_step"] is True
+    assert abs(r["loss"] - r["numpy_loss"]) <= 1e-5 * max(1.0, abs(r["numpy_loss"])), r
