@@ -444,6 +444,34 @@ MODEL_ROWS += [
                  id="EnsembleModel-compile_with_loss"),
 ]
 
+# Partial FC (issue 13): the sampler, the loss's arguments, the model it needs.
+MODEL_ROWS += [
+    *[pytest.param(lambda r=rate: km.losses.PartialFC(km.losses.ArcFace(), sample_rate=r), "sample_rate",
+                   id=f"PartialFC-sample_rate_{rate}") for rate in (0.0, -0.5, 1.5, True, "0.1")],
+    pytest.param(lambda: km.losses.PartialFC(keras.losses.SparseCategoricalCrossentropy()), "loss",
+                 id="PartialFC-loss_not_on_cosines"),
+    pytest.param(lambda: km.losses.PartialFC(km.losses.PairCircleLoss()), "loss", id="PartialFC-loss_pairwise"),
+    pytest.param(lambda: km.losses.PartialFC(km.losses.ArcFace(), seed=0.5), "seed", id="PartialFC-seed_float"),
+    pytest.param(lambda: _eager_model_step(km.losses.PartialFC(km.losses.ArcFace()), None, LABELS), "head",
+                 id="PartialFC-model_without_head"),
+    pytest.param(lambda: _eager_model_step(km.losses.PartialFC(km.losses.ArcFace()), km.layers.VirtualSoftmaxHead(C),
+                                           LABELS), "head", id="PartialFC-non_cosine_head"),
+    pytest.param(lambda: _eager_model_step(km.losses.PartialFC(km.losses.ArcFace(), 0.5), km.layers.LargestMarginHead(C),
+                                           np.array([0, 1, 2, C, 0, 1])), "labels", id="PartialFC-eager_labels_out_of_range"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, C, 2), "num_sampled", id="sample_classes-num_sampled_below_n"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, C, C + 1), "num_sampled", id="sample_classes-num_sampled_above_c"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, 0, 1), "num_classes", id="sample_classes-num_classes_zero"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, 2.5, 1), "num_classes", id="sample_classes-num_classes_float"),
+    pytest.param(lambda: km.ops.sample_classes(np.zeros((N, 2), "int32"), C, N), "labels",
+                 id="sample_classes-labels_rank2"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, 100, N, seed=np.zeros(2, "int32")), "seed",
+                 id="sample_classes-seed_shape"),
+    pytest.param(lambda: km.ops.sample_classes(LABELS, 100, N, method="topk"), "method",
+                 id="sample_classes-method"),
+    pytest.param(lambda: km.layers.LargestMarginHead(C, kernel_layout="row_major"), "kernel_layout",
+                 id="LargestMarginHead-kernel_layout"),
+]
+
 
 def _head_model():
     return keras.Sequential([_backbone(), km.layers.LargestMarginHead(C)])
