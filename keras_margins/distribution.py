@@ -53,7 +53,21 @@ CLASS_WEIGHT_NAMES = ("kernel", "centers")
 
 
 def class_variable(head):
-    """The variable that stores ``head``'s class prototypes (kernel or centers), or None."""
+    """The variable that stores ``head``'s class prototypes, or None (head not built).
+
+    Args:
+        head: a ``keras_margins`` head.
+
+    Returns:
+        Its (D, C) ``kernel`` variable, or the (C, D) ``centers`` variable of a class-major
+        ``LargestMarginHead`` (``kernel_layout="class_major"``); the one ``class_parallel``
+        splits and whose ``.value.addressable_shards`` show each device's share.
+
+    Example:
+        >>> head = km.layers.LargestMarginHead(10); head.build((None, 4))
+        >>> km.distribution.class_variable(head).shape
+        (4, 10)
+    """
     for variable in getattr(head, "weights", ()):
         if variable.name in CLASS_WEIGHT_NAMES and len(variable.shape) == 2:
             return variable
@@ -196,8 +210,8 @@ def class_parallel(devices=None, model_axis_size=None):
         (32, 128)
 
     Reference:
-        An, Zhu, Xiao, Wu, Fu, Hou, Zhang, Xu & Qin, "Partial FC: Training 10 Million
-        Identities on a Single Machine", ICCVW 2021 (model-parallel classification layer).
+        An et al., "Partial FC: Training 10 Million Identities on a Single Machine",
+        ICCV Workshops 2021 (model-parallel classification layer, Sec. 3).
     """
     if keras.backend.backend() != "jax":
         raise RuntimeError(
@@ -254,7 +268,21 @@ def _class_sharding(head):
 
 
 def is_class_sharded(head):
-    """Whether ``head``'s prototypes are split along the class axis over several devices."""
+    """Whether ``head``'s prototypes are split along the class axis over several devices.
+
+    Args:
+        head: a ``keras_margins`` head (any layer is accepted: False for others).
+
+    Returns:
+        True when the head was built under ``class_parallel()`` with a model axis of more
+        than one device.
+
+    Example:
+        >>> with km.distribution.class_parallel().scope():   # JAX, 8 devices
+        ...     head = km.layers.LargestMarginHead(64); head.build((None, 16))
+        >>> km.distribution.is_class_sharded(head)
+        True
+    """
     return _class_sharding(head) is not None
 
 
