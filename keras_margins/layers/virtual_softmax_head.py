@@ -15,9 +15,9 @@ class VirtualSoftmaxHead(LargestMarginHead):
     labels as inputs (``docs/papers.md`` §2). In training and at inference it outputs the
     class log-probabilities log_softmax(z) (argmax = argmax(x·W)), so compiled metrics such
     as ``"accuracy"`` see the model's class scores during ``fit`` too. In training the output
-    tensor also carries the per-row log-sum-exp of z, ||x|| and the kernel (attached the way
-    Keras attaches masks to tensors), from which ``km.losses.VirtualSoftmax`` adds the virtual
-    logit ||W_y||·||x|| of the target column: exactly the paper's loss, value and gradient.
+    tensor also carries the per-row log-sum-exp of z, ||x|| and the kernel's column norms
+    (attached the way Keras attaches masks to tensors), from which ``km.losses.VirtualSoftmax``
+    adds the virtual logit ||W_y||·||x|| of the target column: exactly the paper's loss, value and gradient.
     At inference nothing is attached, so ``evaluate`` reports the plain softmax
     cross-entropy. (Another loss on the training output sees plain log-probabilities.)
 

@@ -13,7 +13,7 @@ class VirtualSoftmax(MarginLoss):
 
     Pair it with ``km.layers.VirtualSoftmaxHead``: its output is log_softmax(x·W) (what
     compiled metrics see), and in training it carries the per-row log-sum-exp, ||x|| and the
-    kernel, from which this loss adds the virtual class of the target column only:
+    kernel's column norms, from which this loss adds the virtual class of the target column:
     L_i = −log_softmax(z)_{y_i} + softplus(||x_i||·||W_{y_i}|| − log Σ_j e^{z_j}), equal to
     ``km.ops.virtual_softmax(labels, features, head.kernel)`` in value and gradient. On an
     output without those terms (inference: ``evaluate``) it is the plain softmax

@@ -86,26 +86,35 @@ def virtual_softmax(labels, features, kernel, virtual_clip=None):
     labels = as_labels(labels, static_shape(kernel)[1], static_shape(features)[0])
     logits = ops.matmul(features, kernel)
     lse = ops.logsumexp(logits, axis=1, keepdims=True)
-    terms = {"lse": lse, "feature_norm": safe_norm(features, 1), "kernel": kernel}
+    terms = {
+        "lse": lse,
+        "feature_norm": safe_norm(features, 1),
+        "kernel_norm": safe_norm(kernel, 0),
+    }
     return virtual_nll(labels, logits - lse, terms, virtual_clip)
 
 
 # ------------------------------------------------------------------------------------------
 # The head/loss hand-off. In training, ``VirtualSoftmaxHead`` outputs the class
 # log-probabilities log_softmax(x·W) (what compiled metrics such as "accuracy" must see) and
-# attaches to that tensor the per-row log-sum-exp, ||x_i|| and the kernel, the way Keras
-# attaches masks to tensors (Keras' tensor attributes, via ``_compat``: an attribute,
+# attaches to that tensor the per-row log-sum-exp, ||x_i|| and the column norms ||W_j||, the
+# way Keras attaches masks to tensors (Keras' tensor attributes, via ``_compat``: an attribute,
 # or an id-keyed table where the tensor type refuses attributes). ``VirtualSoftmax`` reads
 # them and adds the virtual class of the target column only:
 #   L_i = −log_softmax(z)_{i,y} + softplus(||x_i||·||W_y|| − lse_i)
 #       = −z_y + log(Σ_j e^{z_j} + e^{||W_y||·||x_i||})       (Chen et al. 2018, Eq. 3),
-# O(N·D) on top of the softmax instead of exp/log over all N × C entries.
+# O(D·C + N) on top of the softmax (the column norms and a gather) instead of exp/log over
+# all N × C entries.
 _TERMS_ATTR = "_keras_margins_virtual_terms"
 
 
 def attach_virtual_terms(log_probs, lse, features, kernel, virtual_clip=None):
     """Attach what the virtual logit needs to the head's training output (private)."""
-    terms = {"lse": lse, "feature_norm": safe_norm(features, 1), "kernel": kernel}
+    terms = {
+        "lse": lse,
+        "feature_norm": safe_norm(features, 1),
+        "kernel_norm": safe_norm(kernel, 0),
+    }
     if virtual_clip is not None:
         terms["virtual_clip"] = float(virtual_clip)
     set_tensor_attr(log_probs, _TERMS_ATTR, terms)
@@ -121,14 +130,15 @@ def virtual_nll(labels, log_probs, terms, virtual_clip=None):
     """−log_probs[i, y_i] + softplus(min(||x_i||·||W_{y_i}||, clip) − lse_i), shape (N,).
 
     ``log_probs`` = log_softmax(x·W) (N, C); ``terms`` holds ``lse`` (N, 1), ``feature_norm``
-    (N,) and ``kernel`` (D, C). Only the target columns of the kernel are read. Invalid labels
-    give NaN rows (through :func:`take_target`).
+    (N,) and ``kernel_norm`` (C,), the column norms ||W_j||, of which only the targets' are
+    used (a gather from the (C,) vector: cheaper under XLA on CPU than gathering (D,) kernel
+    columns, whose backward is a scatter into the (D, C) kernel). Invalid labels give NaN rows
+    (through :func:`take_target`).
     """
     clip = terms.get("virtual_clip", virtual_clip)
-    kernel = ops.cast(terms["kernel"], log_probs.dtype)
-    num_classes = static_shape(kernel)[1] or ops.shape(kernel)[1]
-    target_columns = ops.take(kernel, ops.clip(labels, 0, num_classes - 1), axis=1)
-    virtual = terms["feature_norm"] * safe_norm(target_columns, 0)
+    kernel_norm = ops.cast(terms["kernel_norm"], log_probs.dtype)
+    num_classes = static_shape(kernel_norm)[0] or ops.shape(kernel_norm)[0]
+    virtual = terms["feature_norm"] * ops.take(kernel_norm, ops.clip(labels, 0, num_classes - 1))
     if clip is not None:
         virtual = ops.minimum(virtual, ops.cast(clip, virtual.dtype))
     return -take_target(log_probs, labels) + ops.softplus(virtual - ops.squeeze(terms["lse"], 1))
