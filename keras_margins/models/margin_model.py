@@ -8,6 +8,19 @@ from keras_margins.losses._base import NEEDS, ModelLoss
 from keras_margins.metrics.last_value import LastValue
 
 
+def _known_input_shape(backbone):
+    """The backbone's input shape (batch dim included) when it was built on one
+    ``keras.Input`` (functional / Sequential with an Input), else None."""
+    try:
+        inputs = backbone.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return None
+    shape = getattr(inputs[0], "shape", None)
+    return None if shape is None else tuple(shape)
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
 class MarginModel(keras.Model):
     """A ``keras.Model`` made of ``backbone`` (inputs -> embedding (N, D)) and an optional
@@ -46,6 +59,13 @@ class MarginModel(keras.Model):
     (N, C) scores (or the (N, D) embedding without a head). Only if ``compute_loss`` is
     called by hand with bare scores does a loss needing the embedding recompute it.
 
+    Built at construction when the backbone has a known input shape (a functional model or
+    a ``Sequential`` starting with ``keras.Input``), as ``keras.Sequential`` is; otherwise on
+    its first call. ``keras.callbacks.BackupAndRestore`` needs a built model: a preempted
+    run resumed from its backup ends exactly as the uninterrupted run, including the loss
+    state (``LossEnsemble``'s weights and running means, ``POD``'s δ and norm sums — list
+    ``km.callbacks.PODDelta`` before ``BackupAndRestore`` so the saved δ is the updated one).
+
     Args:
         backbone: a Keras layer or model mapping inputs to embeddings (N, D).
         head: optional head layer mapping embeddings to (N, C) class scores.
@@ -70,6 +90,12 @@ class MarginModel(keras.Model):
         self._dict_in_inference = False
         self._stateful_losses = ()
         self._loss_logs = {}
+        # Like keras.Sequential with an Input: build now when the input shape is known, so
+        # the model has its weights before fit (keras.callbacks.BackupAndRestore needs that).
+        # Loss state (build_state) is still added at compile, after these weights.
+        input_shape = _known_input_shape(backbone)
+        if input_shape is not None:
+            self.build(input_shape)
 
     # ----------------------------------------------------------------------------- forward
     def build(self, input_shape):
