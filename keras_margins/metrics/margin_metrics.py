@@ -1,9 +1,11 @@
 """Margin monitors as Keras metrics (Zhou et al., ICLR 2022)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_margins.ops import sample_margin
+from keras_margins.ops._common import concrete_value
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -76,15 +78,25 @@ class MinSampleMargin(keras.metrics.Metric):
         self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """``sample_weight`` (N,) or (N, 1), >= 0: samples of weight 0 are left out of the
+        minimum, every positive weight counts alike (a minimum has nothing to weigh)."""
         margins = sample_margin(y_true, y_pred)
-        batch_min = ops.min(margins)
-        current = ops.where(self.seen > 0, ops.minimum(self.minimum, batch_min), batch_min)
+        if sample_weight is None:
+            included = ops.ones_like(margins, dtype="bool")
+        else:
+            included = _included_samples(sample_weight, margins)
+        any_included = ops.any(included)
+        minimum, seen = ops.convert_to_tensor(self.minimum.value), ops.convert_to_tensor(self.seen.value)
+        batch_min = ops.min(ops.where(included, margins, float("inf")))
+        current = ops.where(seen > 0, ops.minimum(minimum, batch_min), batch_min)
+        current = ops.where(any_included, current, minimum)  # an all-zero-weight batch
         # A NaN margin (an invalid label under jit_compile) must stick: XLA's min on TF
         # skips NaN, so propagate it explicitly.
-        poisoned = ops.logical_or(ops.any(ops.isnan(margins)), ops.isnan(self.minimum))
+        nan_margin = ops.any(ops.logical_and(ops.isnan(margins), included))
+        poisoned = ops.logical_or(nan_margin, ops.isnan(minimum))
         current = ops.where(poisoned, float("nan"), current)
         self.minimum.assign(ops.cast(current, self.dtype))
-        self.seen.assign(1.0)
+        self.seen.assign(ops.cast(ops.where(any_included, 1.0, seen), self.seen.dtype))
 
     def result(self):
         # ``.value`` honours a StatelessScope (stateless_result, the JAX trainer); converting
@@ -97,3 +109,21 @@ class MinSampleMargin(keras.metrics.Metric):
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
+
+
+def _included_samples(sample_weight, margins):
+    """Boolean (N,) mask ``sample_weight > 0``; ValueError for a bad shape or, when the values
+    can be read (eager), negative or NaN weights."""
+    weights = ops.convert_to_tensor(sample_weight, dtype="float32")
+    if len(weights.shape) == 2 and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, axis=-1)
+    n = margins.shape[0]
+    if len(weights.shape) != 1 or (None not in (n, weights.shape[0]) and weights.shape[0] != n):
+        raise ValueError(
+            f"`sample_weight` must have shape (N,) or (N, 1) with N = {n} samples; "
+            f"got shape {tuple(sample_weight.shape) if hasattr(sample_weight, 'shape') else sample_weight!r}."
+        )
+    values = concrete_value(weights)
+    if values is not None and (np.any(np.isnan(values)) or np.any(values < 0)):
+        raise ValueError(f"`sample_weight` must be >= 0 and not NaN; got {values}.")
+    return weights > 0
