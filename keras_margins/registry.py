@@ -42,6 +42,7 @@ class Param:
             Default ``None``: the argument's own name.
 
     Example:
+        >>> from keras_margins.registry import Param
         >>> Param("margin", 0.05, 0.7, 0.5).option
         'margin'
         >>> Param("gamma", 8.0, 256.0, 64.0, "log", column="scale").option
@@ -95,9 +96,13 @@ class LossFamily:
             schedule). Default ``()``.
 
     Example:
+        >>> import keras_margins as km
+        >>> from keras_margins.registry import LossFamily, Param
         >>> family = LossFamily(km.losses.CosFace, km.layers.LargestMarginHead,
         ...                     (Param("scale", 8, 64, 30, "log"), Param("margin", 0.1, 0.5, 0.35)))
-        >>> hm = km.tuning.MarginHyperModel(build, 10, families={"cosface": family})
+        >>> family.loss_arguments(scale=16.0, margin=0.2)
+        {'scale': 16.0, 'margin': 0.2}
+        >>> # km.tuning.MarginHyperModel(build, 10, families={"cosface": family}) searches it
     """
 
     loss: type

@@ -34,11 +34,12 @@ def split_head(model):
             contains a head without ending in it.
 
     Example:
+        >>> import keras, numpy as np, keras_margins as km
         >>> backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(5)])
         >>> part, head, scorer = km.models.split_head(model)
-        >>> part.output_shape, type(head).__name__, scorer is model
-        ((None, 3), 'LargestMarginHead', True)
+        >>> part.predict(np.ones((2, 4)), verbose=0).shape, type(head).__name__, scorer is model
+        ((2, 3), 'LargestMarginHead', True)
     """
     if isinstance(model, ClassHead):
         raise ValueError(
@@ -109,6 +110,7 @@ def embedding_model(model, normalize=True, input_shape=None):
         A ``keras.Model`` with one input named ``"inputs"`` and one (N, D) output.
 
     Example:
+        >>> import keras, numpy as np, keras_margins as km
         >>> backbone = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(5)])
         >>> emb = km.models.embedding_model(model)
@@ -141,6 +143,7 @@ def mlp_backbone(input_dim, embedding_dim, hidden=256, name="embedding"):
         A ``keras.Sequential`` built on ``keras.Input((input_dim,))``.
 
     Example:
+        >>> import keras_margins as km
         >>> km.models.mlp_backbone(64, 32).output_shape
         (None, 32)
     """

@@ -19,6 +19,7 @@ class LayerLRAdam(keras.optimizers.Adam):
         **kwargs: other ``keras.optimizers.Adam`` arguments.
 
     Example:
+        >>> import keras_margins as km
         >>> opt = km.optimizers.LayerLRAdam(1e-3, layer_lr_multipliers={"margin_head": 10.0})
         >>> opt.layer_lr_multipliers
         {'margin_head': 10.0}
