@@ -158,6 +158,22 @@ class PartialFC(ModelLoss):
         seed = ops.cast(step, "int32") + _wrap_int32(self._seed_value * 0x9E3779B1)
         return sample_classes(labels, num_classes, num_sampled, seed, class_offset=class_offset)
 
+    def block_sampler(self, step=0):
+        """``sample_block(block_labels, block_size, shard)`` for a class-sharded head
+        (``km.distribution.sharded_partial_cosines``): each shard keeps
+        ``num_sampled(B, N)`` of its B classes, with this loss's seed, the step and the shard
+        index (a different sample on every shard and every step)."""
+        from keras_margins.distribution import SHARD_SEED_STRIDE
+
+        def sample_block(block_labels, block_size, shard):
+            block_labels = as_labels(block_labels)
+            keep = self.num_sampled(block_size, static_shape(block_labels)[0])
+            seed = (ops.cast(step, "int32") + _wrap_int32(self._seed_value * 0x9E3779B1)
+                    + ops.cast(shard, "int32") * SHARD_SEED_STRIDE)
+            return sample_classes(block_labels, block_size, keep, seed)
+
+        return sample_block
+
     # ----------------------------------------------------------------------------- the loss
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
         head = _cosine_head(model)
@@ -177,9 +193,16 @@ class PartialFC(ModelLoss):
             value = self.loss(ops.where(valid, labels, 0), scores, sample_weight)
         else:
             step = ops.convert_to_tensor(self._step) if self._step is not None else 0
-            class_ids, sampled = self.sample(labels, num_classes, step)
-            centers = _centers_of(head, class_ids)
-            cos = cosine_similarity(embedding, ops.transpose(centers))
+            # A class-sharded head (km.distribution.class_parallel, JAX) samples per shard.
+            from keras_margins.distribution import sharded_partial_cosines
+
+            sharded = sharded_partial_cosines(head, embedding, labels, self.block_sampler(step))
+            if sharded is not None:
+                cos, sampled = sharded
+            else:
+                class_ids, sampled = self.sample(labels, num_classes, step)
+                centers = _centers_of(head, class_ids)
+                cos = cosine_similarity(embedding, ops.transpose(centers))
             value = self.loss(ops.maximum(sampled, 0), cos, sample_weight)
             if self._step is not None:
                 self._step.assign_add(1)

@@ -395,4 +395,4 @@ def test_digits_partial_fc_matches_full_head():
         full.append(module.digits_accuracy(None, seed))
         pfc.append(module.digits_accuracy(0.5, seed))
     assert min(full) > 0.9 and min(pfc) > 0.9
-    assert abs(np.mean(pfc) - np.mean(full)) < 0.02, (full, pfc)
+    assert abs(np.mean(pfc) - np.mean(full)) < 0.025, (full, pfc)
