@@ -121,7 +121,7 @@ def test_pair_losses_smoke(tmp_path):
 @pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
 def test_xla_memory_counts_one_n_by_n_matrix():
     pair_losses = _load("pair_losses")
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
     x = tf.ones((512, 64))
 
     @tf.function(jit_compile=True)
@@ -157,3 +157,16 @@ def test_head_cost_smoke(tmp_path):
     assert names[0] == "softmax" and "LargestMarginHead" in names and len(names) == 6
     assert all(r["ratio"]["cpu"]["median"] > 0 for r in payload["rows"])
     _check_reports(tmp_path, "head_cost")
+
+
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
+def test_scale_classes_smoke(tmp_path):
+    scale = _load("scale_classes")
+    payload = scale.main(["--quick", "--no-memory", "--parts"] + _common(tmp_path))
+    entry = payload["sizes"][2000]
+    assert set(entry["cases"]) == {"full", "pfc0.3", "pfc0.1"}
+    assert entry["ratios"]["full"]["median"] == pytest.approx(1.0)
+    assert all(r["median"] > 0 for r in entry["ratios"].values())
+    assert payload["floor_s"] > 0 and len(payload["parts"]) == 5
+    assert scale.sharded_mb(8 * 2**20) == pytest.approx(2**20 * 128 * 4 * 2 / 8 / 2**20)
+    _check_reports(tmp_path, "scale_classes")

@@ -88,11 +88,8 @@ def _largest_margin():
     return model, backbone
 
 
-def _sequential_with(head_name, **kwargs):
+def _sequential_with(head_cls, **kwargs):
     def build():
-        head_cls = getattr(km.layers, head_name, None)
-        if head_cls is None:
-            pytest.skip(f"km.layers.{head_name} not written yet")
         backbone = _backbone()
         return keras.Sequential([backbone, head_cls(C, **kwargs)]), backbone
 
@@ -100,20 +97,16 @@ def _sequential_with(head_name, **kwargs):
 
 
 def _margin_model():
-    model_cls = getattr(getattr(km, "models", None), "MarginModel", None)
-    if model_cls is None:
-        pytest.skip("km.models.MarginModel not written yet")
     backbone = _backbone()
-    head_cls = getattr(km.layers, "PEDCCHead", km.layers.LargestMarginHead)  # POD's pairing
-    model = model_cls(backbone, head_cls(C))
+    model = km.models.MarginModel(backbone, km.layers.PEDCCHead(C))  # POD's pairing
     model(np.zeros((1, D_IN), "float32"))
     return model, backbone
 
 
 CASES = {
     "largest_margin": _largest_margin,
-    "virtual_softmax": _sequential_with("VirtualSoftmaxHead"),
-    "pedcc": _sequential_with("PEDCCHead", seed=0),
+    "virtual_softmax": _sequential_with(km.layers.VirtualSoftmaxHead),
+    "pedcc": _sequential_with(km.layers.PEDCCHead, seed=0),
     "margin_model": _margin_model,
 }
 
@@ -129,13 +122,9 @@ def exported(tmp_path_factory):
     work = tmp_path_factory.mktemp("export_fresh")
     x = np.random.default_rng(3).uniform(size=(N, D_IN)).astype("float32")
     np.save(work / "x.npy", x)
-    cases, expected, skipped = {}, {}, {}
+    cases, expected = {}, {}
     for name, build in CASES.items():
-        try:
-            model, backbone = build()
-        except pytest.skip.Exception as reason:
-            skipped[name] = str(reason)
-            continue
+        model, backbone = build()
         path = km.export.export_embedding_model(model, work / "saved_models" / name, include_scores=True)
         body = km.export.rest_request(x[:4], signature_name="scores")
         (work / f"{name}.json").write_text(json.dumps(body, allow_nan=False))
@@ -150,7 +139,7 @@ def exported(tmp_path_factory):
     (work / "child.py").write_text(_CHILD)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    first = cases.get("largest_margin", next(iter(cases.values())))["path"]
+    first = cases["largest_margin"]["path"]
     run = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     child = subprocess.Popen([sys.executable, str(work / "child.py"), str(work)], **run)
     shown = subprocess.Popen([cli, "show", "--dir", first, "--all"], **run)
@@ -161,7 +150,7 @@ def exported(tmp_path_factory):
     report = json.loads((work / "child.json").read_text())
     with np.load(work / "child.npz") as npz:
         arrays = {k.replace("__", "/"): npz[k] for k in npz.files}
-    return {"x": x, "expected": expected, "skipped": skipped, "report": report,
+    return {"x": x, "expected": expected, "report": report,
             "arrays": arrays, "cli": cli_out}
 
 
@@ -172,8 +161,6 @@ def test_child_could_not_import_keras_margins(exported):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fresh_process_embeddings_equal_in_process_predict(exported, name):
-    if name in exported["skipped"]:
-        pytest.skip(exported["skipped"][name])
     report, arrays, want = exported["report"][name], exported["arrays"], exported["expected"][name]
     assert report["signatures"] == ["scores", "serving_default"]
     assert report["inputs"] == {"inputs": ["float32", [None, D_IN]]}

@@ -6,7 +6,6 @@ embeddings, and the largest published scales (s = 64, gamma = 256)."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_margins as km
 
@@ -97,19 +96,7 @@ LOSSES = {
 }
 
 
-def value_and_grad(fn, *args):
-    """(value, [grad per arg]) of a scalar function; unused args get zero gradients.
-
-    Backend-specific on purpose (tf.GradientTape); km.testing may offer a generic one.
-    """
-    helper = getattr(km.testing, "value_and_grad", None)
-    if helper is not None:
-        return helper(fn, *args)
-    variables = [tf.Variable(a) for a in args]
-    with tf.GradientTape() as tape:
-        value = fn(*variables)
-    grads = tape.gradient(value, variables)
-    return value, [np.zeros_like(a) if g is None else g for a, g in zip(args, grads)]
+value_and_grad = km.testing.value_and_grad  # backend-agnostic; unused args get zero gradients
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
