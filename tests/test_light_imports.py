@@ -158,3 +158,34 @@ def test_console_script_help_answers_in_under_two_seconds():
     for command in ("train", "evaluate", "export", "tune"):
         assert command in proc.stdout
     assert elapsed < 2.0, f"keras-margins --help took {elapsed:.2f} s"
+
+
+def test_console_script_mode_loads_every_class_before_loading_a_model(tmp_path):
+    """Under the console script the core is loaded lazily; `evaluate` must still find every
+    registered class (a MarginModel with POD, compiled with km.optimizers.LayerLRAdam)."""
+    import keras
+
+    model = km.models.MarginModel(km.models.mlp_backbone(64, 8, hidden=16),
+                                  km.layers.PEDCCHead(10))
+    model.compile(km.optimizers.LayerLRAdam(1e-3, layer_lr_multipliers={"pedcc_head": 2.0}),
+                  loss=km.losses.POD())
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    assert isinstance(keras.models.load_model(path).optimizer, km.optimizers.LayerLRAdam)
+    code = f"""
+        import json, sys
+        sys.argv = ["keras-margins", "evaluate", {path!r}]
+        import keras_margins
+        lazy = "keras_margins.losses" not in sys.modules
+        from keras_margins.cli import main
+        code = main(sys.argv[1:])
+        print(json.dumps({{"lazy": lazy, "code": code}}))
+    """
+    out = _child(code, backend=km_backend())
+    assert out == {"lazy": True, "code": 0}
+
+
+def km_backend():
+    import keras
+
+    return keras.backend.backend()
