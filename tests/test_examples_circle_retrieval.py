@@ -26,7 +26,8 @@ def test_table_with_validation(example, capsys):
     """Whole pipeline (validation folds -> steps -> table) with 2 steps, one seed."""
     table = example.main(["--seeds", "0", "--max-steps", "2", "--eval-every", "1",
                           "--backbone", "linear", "--no-shift"])
-    labels = ["raw pixels", "untrained backbone", "softmax", "circle (miner=none)", "ensemble"]
+    labels = ["raw pixels", "untrained backbone", "softmax", "circle (miner=none)", "ensemble",
+              "multi_ensemble", "  compressed (Euclidean)"]
     assert list(table) == labels
     for scores in table.values():
         assert set(scores) == _KEYS
@@ -47,6 +48,7 @@ def test_fixed_steps_cnn_with_miner(example):
     table = example.main(["--seeds", "0", "--steps", "2", "--miner", "multi_similarity"])
     assert "circle (miner=multi_similarity)" in table
     assert set(table["ensemble"]) == _KEYS
+    assert set(table["multi_ensemble"]) == _KEYS
 
 
 def test_shift_moves_each_image_by_at_most_one_pixel(example):
