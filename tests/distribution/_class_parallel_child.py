@@ -150,10 +150,6 @@ def partial_fc_checks():
     """Partial FC sampled per shard (``km.distribution.sharded_partial_cosines``)."""
     import jax
 
-    try:
-        import keras_margins.ops.sampling  # noqa: F401  (the class sampler of Partial FC)
-    except ImportError:
-        return {}
     n, d, c, shards = 16, 6, 512, 8
     rng = np.random.default_rng(3)
     x = rng.normal(size=(n, d)).astype("float32")
@@ -227,8 +223,7 @@ def partial_fc_checks():
                 "grad_diff": grad_diff,
                 "grad_max": float(np.max(np.abs(g))),
             }
-    if hasattr(km.losses, "PartialFC"):
-        out.update(partial_fc_fit_checks(n, d, c, x, y))
+    out.update(partial_fc_fit_checks(n, d, c, x, y))
     return out
 
 

@@ -41,24 +41,43 @@ def cases(km):
         "margin_model_lmsoftmax": ("class", lambda: (km.models.MarginModel(backbone(), head(C)), km.losses.LMSoftmax())),
         "pair_circle": ("data", lambda: (km.models.MarginModel(backbone()), km.losses.PairCircleLoss())),
     }
-    # 4 shards of 8 classes; each shard keeps max(ceil(0.25 * 8), N) capped at 8 = all 8
-    # columns with N = 16, so this is exactly ArcFace, through the per-shard path.
+    # 4 shards of 32 classes; each keeps max(ceil(0.25 * 32), N = 16) = 16 of its 32.
     out["partial_fc_class_parallel"] = (
         "class",
         lambda: (
-            km.models.MarginModel(backbone(), head(C, kernel_layout="class_major")),
-            km.losses.PartialFC(km.losses.ArcFace(), sample_rate=0.25, seed=3),
+            km.models.MarginModel(backbone(), head(PFC_C, kernel_layout="class_major")),
+            # NormFace (s = 16): with ArcFace's s = 64 the softmax weight of far columns
+            # underflows to 0, so their gradient would not show that they were sampled.
+            km.losses.PartialFC(km.losses.NormFace(), sample_rate=0.25, seed=3),
         ),
     )
     return out
+
+
+PFC_C = 128
+
+
+def partial_fc_reference(km, make, x, y, kernel_after):
+    """NormFace of the whole batch on the columns the two-process step trained (the sampled
+    set, read off the updated kernel), on one device from the same initial weights."""
+    keras.utils.set_random_seed(1)
+    model, _ = make()
+    model.build((None, F))
+    embedding = model.backbone(x)
+    kernel = np.asarray(model.head.kernel)  # (D, C) view
+    touched = np.flatnonzero(np.abs(kernel_after - kernel).sum(axis=0) > 0)
+    position = {cls: i for i, cls in enumerate(touched)}
+    labels = np.array([position.get(t, -1) for t in y])
+    cos = km.ops.cosine_similarity(embedding, kernel[:, touched])
+    value = float(km.losses.NormFace()(np.maximum(labels, 0), cos))
+    per_block = np.bincount(touched // (PFC_C // 4), minlength=4).tolist()
+    return value, per_block, bool(np.all(labels >= 0))
 
 
 def reference_loss(km, make, x, y):
     """The loss of the whole batch on one device, no distribution, same initial weights."""
     keras.utils.set_random_seed(1)
     model, loss = make()
-    if isinstance(loss, getattr(km.losses, "PartialFC", ())):
-        loss = loss.loss  # all columns are kept (see cases): the wrapped loss on the full head
     model.build((None, F))
     model.compile(keras.optimizers.SGD(1.0), loss=loss, jit_compile=True)
     return float(model.evaluate(x, y, batch_size=N, verbose=0))
@@ -82,7 +101,7 @@ def main(port, process_id, names):
     all_cases = cases(km)
     for name in names or list(all_cases):
         kind, make = all_cases[name]
-        reference = reference_loss(km, make, x, y)
+        reference = None if name.startswith("partial_fc") else reference_loss(km, make, x, y)
         if kind == "data":
             dist = keras.distribution.DataParallel(auto_shard_dataset=False)
         else:
@@ -97,6 +116,14 @@ def main(port, process_id, names):
             head = model.head if isinstance(model, km.models.MarginModel) else model.layers[-1]
             sharded = km.distribution.is_class_sharded(head)
         results[name] = {"loss": float(logs["loss"]), "reference": reference, "sharded": sharded}
+        if name.startswith("partial_fc"):
+            from jax.experimental import multihost_utils
+
+            after = np.asarray(multihost_utils.process_allgather(head.centers.value, tiled=True)).T
+            value, per_block, labels_kept = partial_fc_reference(km, make, x, y, after)
+            results[name].update(
+                reference=value, touched_per_block=per_block, labels_kept=labels_kept
+            )
     print("RESULT " + json.dumps(results), flush=True)
 
 

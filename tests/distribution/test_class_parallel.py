@@ -138,9 +138,7 @@ PFC_N, PFC_D, PFC_C, PFC_SHARDS = 16, 6, 512, 8
 @pytest.mark.parametrize("rate", [0.25, 1.0])
 def test_partial_fc_samples_per_shard(results, layout, rate):
     """km.distribution.sharded_partial_cosines: each device samples its own block."""
-    r = results["partial_fc"].get(f"{layout}_{rate}")
-    if r is None:
-        pytest.skip("km.ops.sample_classes (Partial FC's sampler) is not available")
+    r = results["partial_fc"][f"{layout}_{rate}"]
     block = PFC_C // PFC_SHARDS
     per_shard = min(block, max(int(np.ceil(rate * block)), PFC_N))  # 16 at 0.25, 64 at 1.0
     # (N, shards * K_b) cosines, split by columns over the same devices as the kernel.
@@ -168,9 +166,7 @@ def test_partial_fc_fit_on_sharded_head_samples_per_shard(results, layout):
     """km.losses.PartialFC in MarginModel.fit under class_parallel(): each device samples
     its own block (16 of its 64 columns at rate 0.25), every batch class is trained, and the
     loss is the wrapped loss on the sampled columns (NumPy reference)."""
-    r = results["partial_fc"].get(f"fit_{layout}")
-    if r is None:
-        pytest.skip("km.losses.PartialFC is not available")
+    r = results["partial_fc"][f"fit_{layout}"]
     assert r["touched_per_block"] == [[16] * PFC_SHARDS] * 2, r
     assert r["labels_touched"] == [True, True]
     assert r["new_sample_each_step"] is True

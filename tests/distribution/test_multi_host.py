@@ -22,6 +22,7 @@ CASES = [
     "arcface_class_parallel",
     "margin_model_lmsoftmax",
     "pair_circle",
+    "partial_fc_class_parallel",
 ]
 TIMEOUT_S = 600
 
@@ -77,7 +78,8 @@ def test_two_process_loss_equals_one_process(results, case):
     # One global computation: both processes report the same number...
     assert first["loss"] == second["loss"]
     # ...which is the loss of the whole batch in one process (float32 reductions split
-    # over devices differ in the last bits).
+    # over devices differ in the last bits). For Partial FC: the wrapped NormFace on the
+    # columns the step trained (the union of the four devices' samples).
     ref = first["reference"]
     assert abs(first["loss"] - ref) <= 1e-5 * max(1.0, abs(ref)), first
 
@@ -86,3 +88,11 @@ def test_two_process_loss_equals_one_process(results, case):
 def test_head_split_across_processes(results, case):
     expected = "class_parallel" in case or case == "margin_model_lmsoftmax"
     assert results[0][case]["sharded"] is expected
+
+
+def test_partial_fc_samples_per_device_across_processes(results):
+    """PartialFC on a head split over the 4 devices of 2 processes: each device trained 16
+    of its 32 columns, every class of the global batch among them."""
+    r = results[0]["partial_fc_class_parallel"]
+    assert r["touched_per_block"] == [16, 16, 16, 16], r
+    assert r["labels_kept"] is True
