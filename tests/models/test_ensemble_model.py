@@ -159,6 +159,10 @@ def test_fit_under_xla_logs_coefficients_and_roundtrips(tmp_path):
     np.testing.assert_allclose([history[n][-1] for n in names], c1, atol=5e-3)
     assert np.abs(_np(model.compress_out.kernel) - g0).max() > 0  # the compressor trains
     assert history["loss"][-1] < history["loss"][0]
+    means = _np(model.ensemble._running_mean)
+    logs = model.evaluate(x[:40], y[:40], batch_size=40, verbose=0, return_dict=True)
+    assert np.isfinite(logs["loss"]) and 0.0 <= logs["accuracy"] <= 1.0 and "c_proxy_nca_loss" in logs
+    np.testing.assert_array_equal(_np(model.ensemble._running_mean), means)  # evaluate: no update
     reloaded = km.testing.assert_save_load_identical(model, x[:30], tmp_path)
     z = model.predict(x[:30], verbose=0)
     np.testing.assert_array_equal(reloaded.compress(z), model.compress(z))
