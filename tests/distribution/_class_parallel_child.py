@@ -26,17 +26,39 @@ def backbone():
     return keras.Sequential([keras.Input((F,)), keras.layers.Dense(D)])
 
 
+def seq(head, loss):
+    """A factory of (Sequential([backbone, head]), loss), built fresh on every call."""
+    return lambda: (keras.Sequential([backbone(), head()]), loss())
+
+
+def margin_model(head, loss):
+    """A factory of (MarginModel(backbone, head), loss), built fresh on every call."""
+    return lambda: (km.models.MarginModel(backbone(), head()), loss())
+
+
+def lm_head(**kwargs):
+    return lambda: km.layers.LargestMarginHead(C, **kwargs)
+
+
 CASES = {
     # name: (model and loss factory, model_axis_size)
-    "arcface": (lambda: (keras.Sequential([backbone(), km.layers.LargestMarginHead(C, name="my_head")]), km.losses.ArcFace()), None),
-    "cosface": (lambda: (keras.Sequential([backbone(), km.layers.LargestMarginHead(C)]), km.losses.CosFace()), None),
-    "lmsoftmax": (lambda: (keras.Sequential([backbone(), km.layers.LargestMarginHead(C)]), km.losses.LMSoftmax(sample_margin_weight=0.5)), None),
-    "circle": (lambda: (keras.Sequential([backbone(), km.layers.LargestMarginHead(C)]), km.losses.CircleLoss()), None),
-    "virtual_softmax": (lambda: (keras.Sequential([backbone(), km.layers.VirtualSoftmaxHead(C)]), km.losses.VirtualSoftmax()), None),
-    "pod": (lambda: (km.models.MarginModel(backbone(), km.layers.PEDCCHead(C)), km.losses.POD()), None),
-    "ensemble": (lambda: (km.models.MarginModel(backbone(), km.layers.LargestMarginHead(C)), km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()])), None),
-    "pair_circle": (lambda: (km.models.MarginModel(backbone(), km.layers.LargestMarginHead(C)), km.losses.PairCircleLoss()), None),
-    "arcface_mesh_2x4": (lambda: (km.models.MarginModel(backbone(), km.layers.LargestMarginHead(C)), km.losses.ArcFace()), 4),
+    "arcface": (seq(lm_head(name="my_head"), km.losses.ArcFace), None),
+    "cosface": (seq(lm_head(), km.losses.CosFace), None),
+    "lmsoftmax": (seq(lm_head(), lambda: km.losses.LMSoftmax(sample_margin_weight=0.5)), None),
+    "circle": (seq(lm_head(), km.losses.CircleLoss), None),
+    "virtual_softmax": (
+        seq(lambda: km.layers.VirtualSoftmaxHead(C), km.losses.VirtualSoftmax), None
+    ),
+    "pod": (margin_model(lambda: km.layers.PEDCCHead(C), km.losses.POD), None),
+    "ensemble": (
+        margin_model(
+            lm_head(),
+            lambda: km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()]),
+        ),
+        None,
+    ),
+    "pair_circle": (margin_model(lm_head(), km.losses.PairCircleLoss), None),
+    "arcface_mesh_2x4": (margin_model(lm_head(), km.losses.ArcFace), 4),
 }
 
 

@@ -34,12 +34,22 @@ def backbone():
 
 def cases(km):
     head = km.layers.LargestMarginHead
+
+    def sequential():
+        return keras.Sequential([backbone(), head(C)])
+
+    def margin_model():
+        return km.models.MarginModel(backbone(), head(C))
+
     out = {
         # name: (distribution kind, model and loss factory)
-        "arcface_data_parallel": ("data", lambda: (keras.Sequential([backbone(), head(C)]), km.losses.ArcFace())),
-        "arcface_class_parallel": ("class", lambda: (keras.Sequential([backbone(), head(C)]), km.losses.ArcFace())),
-        "margin_model_lmsoftmax": ("class", lambda: (km.models.MarginModel(backbone(), head(C)), km.losses.LMSoftmax())),
-        "pair_circle": ("data", lambda: (km.models.MarginModel(backbone()), km.losses.PairCircleLoss())),
+        "arcface_data_parallel": ("data", lambda: (sequential(), km.losses.ArcFace())),
+        "arcface_class_parallel": ("class", lambda: (sequential(), km.losses.ArcFace())),
+        "margin_model_lmsoftmax": ("class", lambda: (margin_model(), km.losses.LMSoftmax())),
+        "pair_circle": (
+            "data",
+            lambda: (km.models.MarginModel(backbone()), km.losses.PairCircleLoss()),
+        ),
     }
     # 4 shards of 32 classes; each keeps max(ceil(0.25 * 32), N = 16) = 16 of its 32.
     out["partial_fc_class_parallel"] = (
