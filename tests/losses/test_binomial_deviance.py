@@ -1,7 +1,6 @@
 """km.losses.BinomialDevianceLoss against a NumPy loop reference (Yi et al. 2014, per-anchor
 normalisation of the ensemble-of-losses authors' BinomialLoss)."""
 
-import keras
 import numpy as np
 import pytest
 
