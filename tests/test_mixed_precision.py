@@ -47,7 +47,8 @@ def _case(name):
     if name in SCORE_LOSSES:
         return keras.Sequential([_backbone(), km.layers.LargestMarginHead(10)]), SCORE_LOSSES[name](), False
     if name == "virtual_softmax":
-        return keras.Sequential([_backbone(), km.layers.VirtualSoftmaxHead(10)]), km.losses.VirtualSoftmax(), False
+        model = keras.Sequential([_backbone(), km.layers.VirtualSoftmaxHead(10)])
+        return model, km.losses.VirtualSoftmax(), False
     if name == "pedcc_pod":
         return km.models.MarginModel(_backbone(), km.layers.PEDCCHead(10)), km.losses.POD(), False
     if name.startswith("pair_circle_"):

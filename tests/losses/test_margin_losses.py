@@ -99,7 +99,9 @@ def test_mixed_precision_fit_has_no_nan():
 def _digits_accuracy(loss, epochs):
     keras.utils.set_random_seed(0)
     (x, y), (xt, yt) = km.data.digits_classification()
-    backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(64)])
+    backbone = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(256, activation="relu"), keras.layers.Dense(64)]
+    )
     model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
     model.compile(keras.optimizers.Adam(3e-3), loss=loss, metrics=["accuracy"], jit_compile=True)
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
@@ -110,14 +112,25 @@ def test_fast_fit_learns_digits():
     assert _digits_accuracy(km.losses.ArcFace(), epochs=6) > 0.90
 
 
+# README, feature table: "digits >= 97 % with CosFace/LM-Softmax/SphereFace/NormFace, >= 96.5 %
+# with ArcFace" (paper defaults, LargestMarginHead, seed 0, 20 epochs). Measured on seed 0:
+# 97.3-98.2 %; ArcFace (s = 64, m = 0.5) 96.7 % here, 97.8 % when the 20 epochs are split
+# over several fit calls (another shuffling): it does not reliably clear 97 %.
+DIGITS_THRESHOLDS = {"arcface": 0.965, "cosface": 0.97, "lm_softmax": 0.97, "sphereface": 0.97,
+                     "normface": 0.97, "lm_softmax_rsm": 0.97}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "loss",
-    [km.losses.ArcFace(), km.losses.CosFace(), km.losses.LMSoftmax(), km.losses.SphereFace(), km.losses.NormFace(), km.losses.LMSoftmax(sample_margin_weight=1.0)],
+    "name, loss",
+    [("arcface", km.losses.ArcFace()), ("cosface", km.losses.CosFace()),
+     ("lm_softmax", km.losses.LMSoftmax()), ("sphereface", km.losses.SphereFace()),
+     ("normface", km.losses.NormFace()),
+     ("lm_softmax_rsm", km.losses.LMSoftmax(sample_margin_weight=1.0))],
     ids=["arcface", "cosface", "lm_softmax", "sphereface", "normface", "lm_softmax_rsm"],
 )
-def test_paper_defaults_reach_95_percent_on_digits(loss):
-    assert _digits_accuracy(loss, epochs=20) >= 0.95
+def test_paper_defaults_reach_the_readme_accuracy_on_digits(name, loss):
+    assert _digits_accuracy(loss, epochs=20) >= DIGITS_THRESHOLDS[name]
 
 
 def test_margin_in_degrees_warns_or_raises():

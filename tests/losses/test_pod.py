@@ -82,8 +82,19 @@ def _train(epochs):
     model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
     model.compile(keras.optimizers.Adam(3e-3), loss=km.losses.POD(), metrics=["accuracy"], jit_compile=True)
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, callbacks=[km.callbacks.PODDelta()])
-    return model.evaluate(xt, yt, verbose=0, return_dict=True)
+    return model.evaluate(xt, yt, verbose=0, return_dict=True), model
 
 
-def test_digits_accuracy_at_least_95_percent_under_xla():
-    assert _train(20)["accuracy"] >= 0.95
+# README, feature table: "digits >= 97 %, class margin 96.4° (the simplex)" (seed 0, 20
+# epochs; measured 97.8 %, and 96.7 % with seed 1).
+@pytest.mark.slow
+def test_digits_accuracy_at_least_97_percent_under_xla():
+    logs, model = _train(20)
+    assert logs["accuracy"] >= 0.97
+    # PEDCC for C <= D + 1 is the regular simplex: every pair at arccos(-1/(C-1)) = 96.38°
+    kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
+    unit = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
+    gram = unit.T @ unit
+    smallest = np.degrees(np.arccos(np.max(gram[~np.eye(10, dtype=bool)])))
+    assert smallest == pytest.approx(np.degrees(np.arccos(-1 / 9)), abs=1e-3)
+    assert round(smallest, 1) == 96.4

@@ -37,5 +37,7 @@ def _train(epochs):
     return model.evaluate(xt, yt, verbose=0, return_dict=True)
 
 
-def test_digits_accuracy_at_least_95_percent_under_xla():
-    assert _train(20)["accuracy"] >= 0.95
+# README, feature table: "digits >= 97 %" (seed 0, 20 epochs; measured 97.3 %, 98.0 % with seed 1).
+@pytest.mark.slow
+def test_digits_accuracy_at_least_97_percent_under_xla():
+    assert _train(20)["accuracy"] >= 0.97

@@ -2,9 +2,9 @@
 
 import math
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import keras_margins as km
 from keras_margins.testing import value_and_grad
