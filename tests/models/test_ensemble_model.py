@@ -203,3 +203,22 @@ def test_compile_rejects_a_loss():
     model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D)
     with pytest.raises(ValueError, match="loss"):
         model.compile("adam", loss="mse")
+
+
+def test_diversity_gradient_moves_the_heads_apart():
+    x, _ = _batch(3)
+    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D)
+    model.build((None, F_IN))
+    heads = [v for head in model.embedding_heads for v in head.trainable_variables]
+
+    def mean_distance():
+        e0, e1 = _reference_embeddings(model, x)
+        return np.mean(np.linalg.norm(_unit(e0) - _unit(e1), axis=1))
+
+    before = mean_distance()
+    value, grads = km.testing.value_and_grad_of_variables(
+        lambda: model._diversity(model._embeddings(x, training=False)), heads)
+    np.testing.assert_allclose(value, max(2.0 - before, 0.0), rtol=1e-5)
+    for variable, grad in zip(heads, grads):
+        variable.assign(_np(variable) - 0.05 * grad)
+    assert mean_distance() > before
