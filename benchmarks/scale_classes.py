@@ -30,6 +30,7 @@ Usage:
     python benchmarks/scale_classes.py                 # C = 10k, 100k, 1M (~15 min on 2 cores)
     python benchmarks/scale_classes.py --quick         # smoke test: C = 2000, 3 rounds
     python benchmarks/scale_classes.py --sizes 100000 --parts
+    python benchmarks/scale_classes.py --digits        # accuracy: full head vs Partial FC 0.5
 """
 
 import os
@@ -233,11 +234,22 @@ def main(argv=None):
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--feature-major", action="store_true",
                         help="also time the full head with the (D, C) storage (C <= 100k)")
+    parser.add_argument("--digits", action="store_true",
+                        help="only the digits accuracy comparison (full head vs Partial FC 0.5, 3 seeds)")
     parser.add_argument("--memory-child", nargs=2, help=argparse_suppress())
     args = _timing.parse(parser, argv)
     if args.memory_child:
         _child(int(args.memory_child[0]), args.memory_child[1])
         return None
+    if args.digits:
+        table, payload = digits_table()
+        notes = (f"{_timing.machine_line(_timing.machine_info())} Bundled digits (C = 10), backbone "
+                 "Dense(128, relu) → Dense(32), `LargestMarginHead(10, kernel_layout=\"class_major\")`, "
+                 "ArcFace(s=16, m=0.2), Adam(2e-3), 4 epochs of batches of 4 (so that rate 0.5 keeps "
+                 "K = max(5, 4) = 5 of the 10 classes per step), test accuracy on the 450 test images; "
+                 "same seed = same initial weights and data order for both.")
+        return _timing.report(args, "scale_classes_digits", "Partial FC vs full head: accuracy on digits",
+                              notes, table, {"digits": payload})
     if args.quick:
         args.sizes, args.repeats, args.warmup = [2000], min(args.repeats, 3), 1
 
