@@ -430,8 +430,10 @@ MODEL_ROWS = [
 
 _PAIR_MEMBER = [(km.losses.TripletMarginLoss(), None)]
 MODEL_ROWS += [
-    pytest.param(lambda: km.models.EnsembleModel("dense", _PAIR_MEMBER), "backbone", id="EnsembleModel-backbone"),
-    pytest.param(lambda: km.models.EnsembleModel(_backbone(), []), "members", id="EnsembleModel-members_empty"),
+    pytest.param(lambda: km.models.EnsembleModel("dense", _PAIR_MEMBER), "backbone",
+                 id="EnsembleModel-backbone"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), []), "members",
+                 id="EnsembleModel-members_empty"),
     pytest.param(lambda: km.models.EnsembleModel(_backbone(), [(km.losses.ArcFace(), None)]), "members",
                  id="EnsembleModel-scores_loss_without_head"),
     pytest.param(lambda: km.models.EnsembleModel(_backbone(), [(km.losses.POD(), km.layers.PEDCCHead(C))]),
@@ -440,8 +442,8 @@ MODEL_ROWS += [
                  id="EnsembleModel-embedding_dim"),
     pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER, diversity_weight=-1.0),
                  "diversity_weight", id="EnsembleModel-diversity_weight"),
-    pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER).compile("adam", loss="mse"), "loss",
-                 id="EnsembleModel-compile_with_loss"),
+    pytest.param(lambda: km.models.EnsembleModel(_backbone(), _PAIR_MEMBER).compile("adam", loss="mse"),
+                 "loss", id="EnsembleModel-compile_with_loss"),
 ]
 
 # Partial FC (issue 13): the sampler, the loss's arguments, the model it needs.

@@ -76,7 +76,8 @@ def test_semi_hard_matches_tf_addons_reference(seed, margin):
     labels, emb = _batch(seed, n=16, dim=5, classes=4)
     emb = _unit(emb).astype("float32")  # TF Addons expects L2-normalised embeddings
     loss = km.losses.TripletMarginLoss(margin, miner=km.miners.SemiHardMiner())
-    np.testing.assert_allclose(float(loss(labels, emb)), _tfa_reference(labels, emb, margin), rtol=2e-5, atol=1e-6)
+    want = _tfa_reference(labels, emb, margin)
+    np.testing.assert_allclose(float(loss(labels, emb)), want, rtol=2e-5, atol=1e-6)
 
 
 def test_semi_hard_hand_made_case():
@@ -121,7 +122,8 @@ def test_sample_weight_and_xla():
     compiled = jit(lambda y, e: loss(y, e))
     np.testing.assert_allclose(float(compiled(labels, emb)), eager, rtol=1e-5)
     semi = km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner())
-    np.testing.assert_allclose(float(jit(lambda y, e: semi(y, e))(labels, emb)), float(semi(labels, emb)), rtol=1e-5)
+    compiled_semi = jit(lambda y, e: semi(y, e))
+    np.testing.assert_allclose(float(compiled_semi(labels, emb)), float(semi(labels, emb)), rtol=1e-5)
     # per-anchor values: weights of 2 double the loss
     np.testing.assert_allclose(float(loss(labels, emb, sample_weight=np.full(12, 2.0))), 2 * eager, rtol=1e-5)
 
@@ -129,7 +131,8 @@ def test_sample_weight_and_xla():
 def test_gradient_finite_with_duplicate_embeddings():
     emb = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], "float32")
     labels = np.array([0, 0, 1, 1])
-    for loss in (km.losses.TripletMarginLoss(0.5), km.losses.TripletMarginLoss(0.5, miner=km.miners.SemiHardMiner())):
+    semi = km.losses.TripletMarginLoss(0.5, miner=km.miners.SemiHardMiner())
+    for loss in (km.losses.TripletMarginLoss(0.5), semi):
         value, (grad,) = value_and_grad(lambda e: loss(labels, e), emb)
         assert np.isfinite(value) and np.all(np.isfinite(grad))
 
@@ -137,7 +140,8 @@ def test_gradient_finite_with_duplicate_embeddings():
 def test_config_roundtrip_and_defaults():
     loss = km.losses.TripletMarginLoss()
     assert loss.margin == 0.05 and loss.miner is None and loss.squared is None
-    clone = config_roundtrip(km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner(0.3), squared=False))
+    loss = km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner(0.3), squared=False)
+    clone = config_roundtrip(loss)
     assert isinstance(clone.miner, km.miners.SemiHardMiner) and clone.miner.margin == 0.3
     assert clone.squared is False
 

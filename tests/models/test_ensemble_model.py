@@ -52,8 +52,10 @@ def _binomial(labels, emb, alpha, beta, cost):
     n = len(labels)
     total = 0.0
     for i in range(n):
-        pos = [np.log1p(np.exp(-alpha * (u[i] @ u[j] - beta))) for j in range(n) if j != i and labels[j] == labels[i]]
-        neg = [np.log1p(np.exp(alpha * cost * (u[i] @ u[j] - beta))) for j in range(n) if labels[j] != labels[i]]
+        same = [j for j in range(n) if j != i and labels[j] == labels[i]]
+        other = [j for j in range(n) if labels[j] != labels[i]]
+        pos = [np.log1p(np.exp(-alpha * (u[i] @ u[j] - beta))) for j in same]
+        neg = [np.log1p(np.exp(alpha * cost * (u[i] @ u[j] - beta))) for j in other]
         total += (np.mean(pos) if pos else 0.0) + (np.mean(neg) if neg else 0.0)
     return total / n
 
@@ -75,7 +77,8 @@ def _compression(model, z):
 
 def test_loss_value_matches_reference():
     x, y = _batch()
-    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, prior=[3, 1], diversity_weight=0.5)
+    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, prior=[3, 1],
+                                    diversity_weight=0.5)
     model.compile("adam")
     outputs = model(x, training=True)
     got = float(model.compute_loss(x, y, outputs, training=True))
@@ -111,7 +114,8 @@ def test_predict_is_the_weighted_concatenation_and_compress_matches():
     np.testing.assert_allclose(np.sum(got**2, axis=1), c.sum(), rtol=1e-5)  # norm² = Σ c_k
     compressed = model.compress(got)
     assert compressed.shape == (len(y), 2 * D)
-    np.testing.assert_allclose(compressed, _dense(model.compress_out, _dense(model.compress_hidden, want, "tanh")),
+    hidden = _dense(model.compress_hidden, want, "tanh")
+    np.testing.assert_allclose(compressed, _dense(model.compress_out, hidden),
                                rtol=1e-4, atol=1e-5)
 
 
@@ -170,7 +174,8 @@ def test_fit_under_xla_logs_coefficients_and_roundtrips(tmp_path):
 
 
 def test_config_roundtrip():
-    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, diversity_weight=0.1, prior=[1, 2],
+    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, diversity_weight=0.1,
+                                    prior=[1, 2],
                                     compressed_dim=3)
     clone = km.models.EnsembleModel.from_config(model.get_config())
     assert clone.get_config()["members"][1][1] is None
