@@ -289,6 +289,34 @@ def partial_fc_fit_checks(n, d, c, x, y):
     return out
 
 
+def save_load_check():
+    """A model trained under class_parallel() saves to .keras and reloads sharded (under the
+    distribution) or on one device (without it), with the same predictions."""
+    import tempfile
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(N, F)).astype("float32")
+    y = rng.integers(0, C, size=N)
+    path = os.path.join(tempfile.mkdtemp(), "sharded.keras")
+    with km.distribution.class_parallel().scope():
+        keras.utils.set_random_seed(1)
+        model = km.models.MarginModel(backbone(), km.layers.LargestMarginHead(C))
+        model.compile(keras.optimizers.SGD(0.1), loss=km.losses.ArcFace(), jit_compile=True)
+        model.fit(x, y, batch_size=N, epochs=2, verbose=0)
+        before = np.asarray(model.predict(x, batch_size=N, verbose=0))
+        model.save(path)
+        loaded = keras.models.load_model(path, safe_mode=True)
+        sharded = np.asarray(loaded.predict(x, batch_size=N, verbose=0))
+        spec = spec_of(loaded.head.kernel.value)
+    single = keras.models.load_model(path, safe_mode=True)
+    return {
+        "sharded_max_diff": float(np.max(np.abs(sharded - before))),
+        "single_max_diff": float(np.max(np.abs(np.asarray(single.predict(x, verbose=0)) - before))),
+        "loaded_spec": spec,
+        "single_devices": len(single.head.kernel.value.sharding.device_set),
+    }
+
+
 def main(names):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(N, F)).astype("float32")
@@ -311,8 +339,10 @@ def main(names):
         }
     errors, accepted = argument_checks()
     partial_fc = partial_fc_checks()
+    saved = save_load_check()
     print("RESULT " + json.dumps(
-        {"cases": results, "errors": errors, "accepted": accepted, "partial_fc": partial_fc}
+        {"cases": results, "errors": errors, "accepted": accepted, "partial_fc": partial_fc,
+         "save_load": saved}
     ))
 
 

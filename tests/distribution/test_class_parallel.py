@@ -106,6 +106,13 @@ def test_bad_arguments_raise_value_error(results, call, names):
         assert name in message, message
 
 
+def test_sharded_model_saves_and_reloads(results):
+    r = results["save_load"]
+    assert r["loaded_spec"] == [None, "model"]  # reloaded under the distribution: split again
+    assert r["sharded_max_diff"] < 1e-6, r
+    assert r["single_devices"] == 1 and r["single_max_diff"] < 1e-6, r  # or on one device
+
+
 def test_accepted_arguments(results):
     a = results["accepted"]
     assert a["is_model_parallel"] is True
