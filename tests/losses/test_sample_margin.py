@@ -213,3 +213,22 @@ def test_raises_the_mean_sample_margin_of_softmax_on_digits():
         margins[weight] = float(np.mean(keras.ops.convert_to_numpy(km.ops.sample_margin(yt, cos))))
         assert np.mean(np.argmax(model.predict(xt, verbose=0), 1) == yt) > 0.9
     assert margins[1.0] > margins[0.0] + 0.1, margins
+
+
+def test_training_value_with_virtual_softmax_is_the_virtual_loss_plus_margin_term():
+    """In fit (training mode) the wrapped VirtualSoftmax still adds its virtual class."""
+    x, y = _data()
+    head = km.layers.VirtualSoftmaxHead(C)
+    model = _model(head)
+    model.compile(keras.optimizers.SGD(0.0), loss=km.losses.SampleMarginRegularizer(km.losses.VirtualSoftmax(), 0.5),
+                  jit_compile=True)
+    value = model.fit(x, y, batch_size=N, epochs=1, verbose=0, shuffle=False).history["loss"][0]
+    features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
+    kernel = keras.ops.convert_to_numpy(head.kernel).astype("float64")
+    virtual = []
+    for i in range(N):  # −log e^{z_y} / (Σ_j e^{z_j} + e^{||W_y||·||x||})
+        z = features[i] @ kernel
+        v = np.linalg.norm(kernel[:, y[i]]) * np.linalg.norm(features[i])
+        virtual.append(np.log(np.sum(np.exp(z)) + np.exp(v)) - z[y[i]])
+    expected = np.mean(virtual) - 0.5 * np.mean(_np_sample_margins(features, kernel, y))
+    assert value == pytest.approx(expected, rel=1e-5)
