@@ -166,6 +166,11 @@ def numpy_cosines(x, kernel):
 
 
 ALL_GATHER = re.compile(r"= [a-z0-9]+\[([0-9,]*)\][^ ]* all-gather\(")
+#: Every cross-device collective of an HLO module (result shape of each).
+COLLECTIVE = re.compile(
+    r"= [a-z0-9]+\[([0-9,]*)\][^ ]* "
+    r"(?:all-gather|all-reduce|all-to-all|reduce-scatter|collective-permute)(?:-start)?\("
+)
 
 
 def partial_fc_checks():
@@ -249,6 +254,26 @@ def partial_fc_checks():
     return out
 
 
+def collective_sizes_of_train_step(model, x, y):
+    """Element counts of every collective in the compiled Keras train step (JAX), with the
+    model's current state and a batch placed as fit places it."""
+    import jax
+
+    dist = keras.distribution.distribution()
+    put = lambda a: jax.device_put(a, dist.get_data_layout(a.shape).backend_layout)  # noqa: E731
+    state = (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in model.optimizer.variables],
+        [v.value for v in model.metrics_variables],
+    )
+    hlo = jax.jit(model.train_step).lower(state, (put(x), put(y), None)).compile().as_text()
+    return [
+        int(np.prod([int(v) for v in m.group(1).split(",") if v] or [1]))
+        for m in COLLECTIVE.finditer(hlo)
+    ]
+
+
 def partial_fc_fit_checks(n, d, c, x, y):
     """km.losses.PartialFC in MarginModel.fit on a class-sharded head: two SGD steps."""
     out = {}
@@ -273,6 +298,7 @@ def partial_fc_fit_checks(n, d, c, x, y):
             for _ in range(2):
                 losses.append(float(model.train_on_batch(inputs, y, return_dict=True)["loss"]))
                 kernels.append(np.asarray(model.head.kernel))
+            collectives = collective_sizes_of_train_step(model, inputs, y)
         touched = [np.flatnonzero(np.abs(b - a).sum(axis=0) > 0) for a, b in zip(kernels, kernels[1:])]
         first = touched[0]
         position = {cls: i for i, cls in enumerate(first)}
@@ -285,6 +311,8 @@ def partial_fc_fit_checks(n, d, c, x, y):
             "touched_per_block": [np.bincount(t // (c // 8), minlength=8).tolist() for t in touched],
             "labels_touched": [bool(np.all(np.isin(y, t))) for t in touched],
             "new_sample_each_step": bool(set(touched[0]) != set(touched[1])),
+            "train_step_collective_sizes": collectives,
+            "block_size": (c // 8) * d,
         }
     return out
 

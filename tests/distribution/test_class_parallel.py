@@ -177,4 +177,10 @@ def test_partial_fc_fit_on_sharded_head_samples_per_shard(results, layout):
     assert r["touched_per_block"] == [[16] * PFC_SHARDS] * 2, r
     assert r["labels_touched"] == [True, True]
     assert r["new_sample_each_step"] is True
+    # No collective of the whole compiled train step moves as much as one device's block of
+    # the kernel: only the (N, D) embedding, its gradient, the labels, per-row softmax terms
+    # and the backbone's gradient travel; the kernel (and its sampled rows) stay where they
+    # live. (Sampling over the whole head instead moves the (K, D) sampled rows: 768 here.)
+    assert r["train_step_collective_sizes"], "expected the embedding to be gathered"
+    assert max(r["train_step_collective_sizes"]) < r["block_size"], r
     assert abs(r["loss"] - r["numpy_loss"]) <= 1e-5 * max(1.0, abs(r["numpy_loss"])), r
