@@ -19,6 +19,20 @@ if os.environ["KERAS_BACKEND"] == "jax":
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+try:  # property-based tests (tests/test_properties.py): bounded cost by default
+    from hypothesis import HealthCheck, settings  # noqa: E402
+
+    # JAX runs eager ops one by one and compiles each op for each new shape: fewer examples.
+    settings.register_profile(
+        "ci", max_examples=10 if os.environ["KERAS_BACKEND"] == "jax" else 25,
+        deadline=None, derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    settings.register_profile("thorough", max_examples=300, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # pragma: no cover - hypothesis is a declared test dependency
+    pass
+
 MARKERS = {
     "tf_only": "needs TensorFlow itself (SavedModel, tf.data, TFDS, tf.distribute); "
     "skipped when KERAS_BACKEND is not tensorflow",
