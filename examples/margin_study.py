@@ -13,7 +13,7 @@ Parts (``--part``):
   dimension D = 2, 3, 4, 8, 9, 16, 64 for LM-Softmax (s=5), NormFace (s=10), ArcFace
   (s=16, m=0.2) and the remedy (``LMSoftmax`` after a NormFace warm-up), 3 seeds. The
   regular-simplex bound arccos(−1/(C−1)) is printed where C ≤ D + 1.
-* ``remedies``: for D < 9 (C > D + 1), LM-Softmax on fixed PEDCC centres
+* ``remedies``: for D = 2 and 3, LM-Softmax on fixed PEDCC centres
   (``km.layers.PEDCCHead``), in the head's class order and with the classes assigned to
   the centres by a matching after a NormFace warm-up.
 * ``classes``: a synthetic many-class task (C = 1 000 Gaussian classes in 64-D input),
@@ -107,6 +107,9 @@ def method(name, num_classes):
                             keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
         "Virtual Softmax": lambda: (km.layers.VirtualSoftmaxHead(c), km.losses.VirtualSoftmax()),
         "PEDCC + POD": lambda: (km.layers.PEDCCHead(c), km.losses.POD()),
+        "PEDCC + POD without decorrelation": lambda: (
+            km.layers.PEDCCHead(c), km.losses.POD(decorrelation_weight=0.0)),
+        "PEDCC + NormFace": lambda: (km.layers.PEDCCHead(c), km.losses.NormFace(10.0)),
     }
     if name.startswith("LM-Softmax, NormFace warm-up"):
         return km.layers.LargestMarginHead(c), km.losses.NormFace(10.0)
@@ -125,7 +128,7 @@ def train(name, data, dim, epochs, seed, batch_size=64, callbacks=()):
     bb = backbone(x.shape[1], dim)
     head, loss = method(name, num_classes)
     cbs = list(callbacks)
-    if name == "PEDCC + POD":
+    if name.startswith("PEDCC + POD"):
         model = km.models.MarginModel(bb, head)
         cbs.append(km.callbacks.PODDelta())
     else:
@@ -190,6 +193,7 @@ def part_dims(args, results):
 
 def part_classes(args, results):
     data = gaussian_classes(num_classes=args.classes)
+    results["classes_labels"] = np.unique(data[0][1])
     names = ["LM-Softmax", "NormFace", "ArcFace"]
     print(f"\nSynthetic, C = {args.classes} Gaussian classes: test accuracy (%) / class margin "
           f"(deg) / mean nearest-prototype angle (deg), seeds {list(args.seeds)}, "
@@ -351,7 +355,7 @@ def part_pedcc2d(args, results):
     print("| method | test accuracy | class margin |")
     print("|---|---|---|")
     table = {}
-    for name in ("softmax", "NormFace", "PEDCC + POD", "PEDCC + POD, matched"):
+    for name in args.pedcc_methods:
         if name == "PEDCC + POD, matched":
             runs = [train_pedcc_matched(data, 2, args.epochs, seed) for seed in args.seeds]
         else:
@@ -369,7 +373,7 @@ def part_remedies(args, results):
           f"seeds {list(args.seeds)}, {args.epochs} epochs")
     print("| D | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
-    for dim in [d for d in args.dims if d < 9]:
+    for dim in [d for d in args.dims if d <= 3]:   # learned prototypes do well from D = 3
         row = []
         for name in names:
             runs = [train_pedcc_matched(data, dim, args.epochs, seed, loss="LM",
@@ -391,48 +395,51 @@ def figures(results, out):
     colours = {"LM-Softmax": "C3", "LM-Softmax, NormFace warm-up": "C1", "NormFace": "C0",
                "ArcFace": "C2", "LM-Softmax on PEDCC centres, matched": "C4"}
     written = []
-    if "dims" in results or "classes" in results:
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-        if "dims" in results:
-            dims = sorted({d for _, d in results["dims"]})
-            for name in colours:
-                have = [d for d in dims if (name, d) in results["dims"]]
-                if not have:
-                    continue
-                cm = [summarise(results["dims"][(name, d)], "class_margin") for d in have]
-                ac = [summarise(results["dims"][(name, d)], "accuracy", 100) for d in have]
-                axes[0].errorbar(have, [m for m, _ in cm], [s for _, s in cm], label=name,
-                                 color=colours[name], marker="o", capsize=3)
-                axes[1].errorbar(have, [m for m, _ in ac], [s for _, s in ac], label=name,
-                                 color=colours[name], marker="o", capsize=3)
-            bound_dims = [d for d in dims if simplex_bound(10, d)]
-            axes[0].plot(bound_dims, [simplex_bound(10, d) for d in bound_dims], "k--",
-                         label="simplex bound (C ≤ D+1)")
-            axes[0].axvline(9, color="grey", lw=0.8, ls=":")
-            for ax, title in ((axes[0], "digits (C = 10): class margin (deg)"),
-                              (axes[1], "digits (C = 10): test accuracy (%)")):
-                ax.set_xscale("log", base=2)
-                ax.set_xticks(dims, [str(d) for d in dims])
-                ax.set_xlabel("embedding dimension D")
-                ax.set_title(title)
-            axes[0].legend(fontsize=8)
-        if "classes" in results:
-            dims = sorted({d for _, d in results["classes"]})
-            for name in ("LM-Softmax", "NormFace", "ArcFace"):
-                na = [summarise(results["classes"][(name, d)], "nearest_angle") for d in dims]
-                ac = [summarise(results["classes"][(name, d)], "accuracy", 100) for d in dims]
-                axes[2].errorbar(dims, [m for m, _ in ac], [s for _, s in ac],
-                                 color=colours[name], marker="o", capsize=3,
-                                 label=f"{name}: accuracy (%)")
-                axes[2].plot(dims, [m for m, _ in na], color=colours[name], ls="--",
-                             marker="x", label=f"{name}: nearest-prototype angle (deg)")
-            axes[2].set_xscale("log", base=2)
-            axes[2].set_xticks(dims, [str(d) for d in dims])
-            axes[2].set_xlabel("embedding dimension D")
-            axes[2].set_title("1 000 Gaussian classes (C ≫ D)")
-            axes[2].legend(fontsize=7)
+    if "dims" in results:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        dims = sorted({d for _, d in results["dims"]})
+        for name in colours:
+            have = [d for d in dims if (name, d) in results["dims"]]
+            if not have:
+                continue
+            cm = [summarise(results["dims"][(name, d)], "class_margin") for d in have]
+            ac = [summarise(results["dims"][(name, d)], "accuracy", 100) for d in have]
+            axes[0].errorbar(have, [m for m, _ in cm], [s for _, s in cm], label=name,
+                             color=colours[name], marker="o", capsize=3)
+            axes[1].errorbar(have, [m for m, _ in ac], [s for _, s in ac], label=name,
+                             color=colours[name], marker="o", capsize=3)
+        bound_dims = [d for d in dims if simplex_bound(10, d)]
+        axes[0].plot(bound_dims, [simplex_bound(10, d) for d in bound_dims], "k--",
+                     label="simplex bound (C ≤ D+1)")
+        axes[0].axvline(9, color="grey", lw=0.8, ls=":")
+        for ax, title in ((axes[0], "digits (C = 10): class margin (deg)"),
+                          (axes[1], "digits (C = 10): test accuracy (%)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(dims, [str(d) for d in dims])
+            ax.set_xlabel("embedding dimension D")
+            ax.set_title(title)
+        axes[0].legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(out, "lm_softmax_dims.png")
+        fig.savefig(path, dpi=110)
+        written.append(path)
+    if "classes" in results:
+        fig, ax = plt.subplots(1, 1, figsize=(5.5, 4.2))
+        dims = sorted({d for _, d in results["classes"]})
+        for name in ("LM-Softmax", "NormFace", "ArcFace"):
+            na = [summarise(results["classes"][(name, d)], "nearest_angle") for d in dims]
+            ac = [summarise(results["classes"][(name, d)], "accuracy", 100) for d in dims]
+            ax.errorbar(dims, [m for m, _ in ac], [s for _, s in ac], color=colours[name],
+                        marker="o", capsize=3, label=f"{name}: accuracy (%)")
+            ax.plot(dims, [m for m, _ in na], color=colours[name], ls="--", marker="x",
+                    label=f"{name}: nearest-prototype angle (deg)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.set_xlabel("embedding dimension D")
+        ax.set_title(f"{len(results['classes_labels'])} Gaussian classes (C ≫ D)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = os.path.join(out, "lm_softmax_classes.png")
         fig.savefig(path, dpi=110)
         written.append(path)
     if "mechanism" in results:
@@ -473,6 +480,9 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIGITS_DIMS))
     parser.add_argument("--many-dims", type=int, nargs="+", default=list(MANY_DIMS))
+    parser.add_argument("--pedcc-methods", nargs="+", default=[
+        "softmax", "NormFace", "PEDCC + POD", "PEDCC + POD, matched",
+        "PEDCC + POD without decorrelation", "PEDCC + NormFace"])
     parser.add_argument("--out", default="docs/figures")
     parser.add_argument("--smoke", action="store_true",
                         help="one seed, 2 epochs, two dimensions, 50 classes: a run check")
