@@ -98,6 +98,28 @@ def test_step_time_smoke(tmp_path):
     assert _check_reports(tmp_path, "step_time")["rows"][1]["loss"] == "ArcFace"
 
 
+@pytest.mark.tf_only  # benchmarks/ time TensorFlow graphs (tf.function, XLA buffer assignment)
+def test_step_time_label_check_smoke(tmp_path):
+    step_time = _load("step_time")
+    argv = ["--label-check", "--classes", "12", "--batch", "8", "--dim", "6",
+            "--losses", "ArcFace", "CircleLoss (class-level)"] + _common(tmp_path)
+    payload = step_time.main(argv)
+    assert [r["loss"] for r in payload["rows"]] == ["ArcFace", "CircleLoss (class-level)"]
+    for row in payload["rows"]:
+        assert row["time_checked"]["median"] > 0 and row["time_unchecked"]["median"] > 0
+        assert row["ratio"]["cpu"]["median"] > 0
+    _check_reports(tmp_path, "step_time_label_check")
+    # the switch really removes the check while tracing, and restores it afterwards
+    import numpy as np
+
+    import keras_margins.ops._common as common
+
+    y, cos = np.array([0, 2], "int32"), np.zeros((2, 3), "float32")  # label 2 invalid for C = 2
+    with step_time.label_check(False):
+        assert np.isfinite(np.asarray(common.take_target(cos, y, num_classes=2))).all()
+    assert np.isnan(np.asarray(common.take_target(cos, y, num_classes=2))[1])
+
+
 def test_step_time_covers_every_landed_loss():
     step_time = _load("step_time")
     names = set(step_time.case_builders(10, 4))
