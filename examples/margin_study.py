@@ -96,6 +96,7 @@ def method(name, num_classes):
     c = num_classes
     table = {
         "LM-Softmax": lambda: (km.layers.LargestMarginHead(c), km.losses.LMSoftmax(5.0)),
+        "LM-Softmax, s=16": lambda: (km.layers.LargestMarginHead(c), km.losses.LMSoftmax(16.0)),
         "LM-Softmax + R_sm": lambda: (km.layers.LargestMarginHead(c),
                                       km.losses.LMSoftmax(5.0, sample_margin_weight=1.0)),
         "NormFace": lambda: (km.layers.LargestMarginHead(c), km.losses.NormFace(10.0)),
@@ -194,7 +195,7 @@ def part_dims(args, results):
 def part_classes(args, results):
     data = gaussian_classes(num_classes=args.classes)
     results["classes_labels"] = np.unique(data[0][1])
-    names = ["LM-Softmax", "NormFace", "ArcFace"]
+    names = args.many_methods
     print(f"\nSynthetic, C = {args.classes} Gaussian classes: test accuracy (%) / class margin "
           f"(deg) / mean nearest-prototype angle (deg), seeds {list(args.seeds)}, "
           f"{args.many_epochs} epochs, batch 256")
@@ -393,7 +394,8 @@ def figures(results, out):
     import matplotlib.pyplot as plt
 
     colours = {"LM-Softmax": "C3", "LM-Softmax, NormFace warm-up": "C1", "NormFace": "C0",
-               "ArcFace": "C2", "LM-Softmax on PEDCC centres, matched": "C4"}
+               "ArcFace": "C2", "LM-Softmax on fixed PEDCC centres": "C4",
+               "LM-Softmax, s=16": "C5"}
     written = []
     if "dims" in results:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -424,9 +426,11 @@ def figures(results, out):
         fig.savefig(path, dpi=110)
         written.append(path)
     if "classes" in results:
-        fig, ax = plt.subplots(1, 1, figsize=(5.5, 4.2))
+        fig, ax = plt.subplots(1, 1, figsize=(6.5, 4.8))
         dims = sorted({d for _, d in results["classes"]})
-        for name in ("LM-Softmax", "NormFace", "ArcFace"):
+        for name in ("LM-Softmax", "LM-Softmax, s=16", "NormFace", "ArcFace"):
+            if (name, dims[0]) not in results["classes"]:
+                continue
             na = [summarise(results["classes"][(name, d)], "nearest_angle") for d in dims]
             ac = [summarise(results["classes"][(name, d)], "accuracy", 100) for d in dims]
             ax.errorbar(dims, [m for m, _ in ac], [s for _, s in ac], color=colours[name],
@@ -437,7 +441,7 @@ def figures(results, out):
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.set_xlabel("embedding dimension D")
         ax.set_title(f"{len(results['classes_labels'])} Gaussian classes (C ≫ D)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         path = os.path.join(out, "lm_softmax_classes.png")
         fig.savefig(path, dpi=110)
@@ -480,6 +484,8 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dims", type=int, nargs="+", default=list(DIGITS_DIMS))
     parser.add_argument("--many-dims", type=int, nargs="+", default=list(MANY_DIMS))
+    parser.add_argument("--many-methods", nargs="+",
+                        default=["LM-Softmax", "LM-Softmax, s=16", "NormFace", "ArcFace"])
     parser.add_argument("--pedcc-methods", nargs="+", default=[
         "softmax", "NormFace", "PEDCC + POD", "PEDCC + POD, matched",
         "PEDCC + POD without decorrelation", "PEDCC + NormFace"])

@@ -19,8 +19,28 @@ class LargestMarginSoftmax(MarginLoss):
     prototype and the prototypes sum to zero, reached by the regular simplex
     (``docs/papers.md`` §1.3). It is never clipped.
 
+    When to use it. Its weights on the negative classes always sum to one (the target is not
+    in the denominator), so unlike softmax-type losses it keeps pushing the prototypes apart
+    after every sample is classified. Where the regular simplex exists (C ≤ D + 1) this is
+    what takes the class margin to the bound arccos(−1/(C−1)): on digits (C = 10) at D = 64,
+    95.4° of 96.4°, against 76–81° for NormFace, CosFace and ArcFace, at the same accuracy
+    (``examples/margin_study.py``, 3 seeds). It also gave the largest class margin at
+    D = 3 … 16. Two cases need care:
+
+    * Many classes (C ≫ D): grow the scale with C. On 1 000 classes at D = 64, s = 5 gives
+      92.7 % where ArcFace gives 98.7 %; s = 16 gives 98.5 % and the most spread prototypes.
+    * A learned head on a 2-D embedding: on digits with D = 2 its prototypes stall at a
+      class margin of 16° (NormFace and ArcFace: 34°, the circle allows 36°) or collapse,
+      and its accuracy drops to 90 % (NormFace 94 %, ArcFace 95 %); larger scales make it
+      worse. Use NormFace or ArcFace there, or keep LM-Softmax and fix the prototypes
+      evenly: ``keras.Sequential([backbone, km.layers.PEDCCHead(C)])`` (95.7 % and the full
+      36° on digits in 2-D).
+
+    Mechanism and tables: ``docs/lm_softmax_study.md``.
+
     Args:
-        scale: s > 0 (default 5.0, the authors' script default for visual classification).
+        scale: s > 0 (default 5.0, the authors' script default for visual classification;
+            with many classes use a larger s, e.g. 16 for 1 000 classes).
         sample_margin_weight: λ >= 0 of the sample-margin regulariser (default 0.0).
         divide_by_scale: divide the loss by s as the authors' public code does; this only
             rescales the gradient (default False, the paper's formula).
@@ -30,6 +50,9 @@ class LargestMarginSoftmax(MarginLoss):
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.LMSoftmax(scale=5.0, sample_margin_weight=1.0))
         >>> model.fit(x, y)
+        >>> # 2-D features: keep the prototypes fixed and evenly spread on the circle
+        >>> flat = keras.Sequential([backbone_2d, km.layers.PEDCCHead(10)])
+        >>> flat.compile("adam", loss=km.losses.LMSoftmax(scale=5.0))
 
     Reference:
         - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (largest margin softmax loss, sample-margin regularisation).
