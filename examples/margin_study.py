@@ -212,6 +212,32 @@ def part_classes(args, results):
         print(f"| {dim} | " + " | ".join(row) + " |", flush=True)
 
 
+def loss_gradient(loss_name, cos, labels, scale):
+    """dL_i/dcos θ_ij (N, C) in NumPy: LM-Softmax: −s on the target, s·q_j on the others with
+    q = softmax over the negatives only (sums to one); NormFace: s·(p − onehot)."""
+    cos = np.asarray(cos, dtype="float64")
+    onehot = np.eye(cos.shape[1])[np.asarray(labels)]
+    z = scale * cos
+    if loss_name == "LM-Softmax":
+        zn = np.where(onehot > 0, -np.inf, z)
+        q = np.exp(zn - zn.max(1, keepdims=True))
+        q /= q.sum(1, keepdims=True)
+        return scale * (q - onehot)
+    if loss_name == "NormFace":
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        return scale * (p - onehot)
+    raise ValueError(f"`loss_name` must be 'LM-Softmax' or 'NormFace'; got {loss_name!r}.")
+
+
+def tangent_forces(grad, xn, w):
+    """(C, D): Σ_i g_ij (x̂_i − cos θ_ij ŵ_j), the gradient of Σ_i L_i on the unit prototype
+    ŵ_j projected on the sphere's tangent plane at ŵ_j, for dL_i/dcos θ_ij = ``grad`` (N, C),
+    unit features ``xn`` (N, D) and unit prototypes ``w`` (D, C)."""
+    cos = xn @ w
+    return grad.T @ xn - np.sum(grad * cos, axis=0)[:, None] * w.T
+
+
 class ForceTrace(keras.callbacks.Callback):
     """Per epoch, on the training set: class margin, mean total weight on the negatives,
     and the mean norm of the push (negatives) and pull (target) on the unit prototypes."""
@@ -230,22 +256,10 @@ class ForceTrace(keras.callbacks.Callback):
         cos = xn @ w
         n, c = cos.shape
         onehot = np.eye(c)[self.y]
-        z = self.s * cos
-        if self.loss_name == "LM-Softmax":      # dL/dcos: −s on the target, s·q_j on others,
-            zn = np.where(onehot > 0, -np.inf, z)   # q = softmax over the negatives only
-            q = np.exp(zn - zn.max(1, keepdims=True))
-            q /= q.sum(1, keepdims=True)
-            grad = self.s * (q - onehot)
-        else:                                   # NormFace: s·(p − onehot)
-            p = np.exp(z - z.max(1, keepdims=True))
-            p /= p.sum(1, keepdims=True)
-            grad = self.s * (p - onehot)
+        grad = loss_gradient(self.loss_name, cos, self.y, self.s)
         negative_weight = np.sum(np.where(onehot > 0, 0.0, grad), axis=1) / self.s
-        # gradient on unit prototype j: Σ_i g_ij (x̂_i − cos_ij ŵ_j) / N (tangent to the sphere)
-        push = (np.where(onehot > 0, 0.0, grad)).T @ xn - (
-            np.sum(np.where(onehot > 0, 0.0, grad * cos), axis=0)[:, None] * w.T)
-        pull = (np.where(onehot > 0, grad, 0.0)).T @ xn - (
-            np.sum(np.where(onehot > 0, grad * cos, 0.0), axis=0)[:, None] * w.T)
+        push = tangent_forces(np.where(onehot > 0, 0.0, grad), xn, w)
+        pull = tangent_forces(np.where(onehot > 0, grad, 0.0), xn, w)
         self.rows.append({
             "epoch": epoch + 1,
             "class_margin": math.degrees(float(_np(km.ops.class_margin(kernel)))),

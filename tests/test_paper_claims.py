@@ -1,9 +1,10 @@
 """The papers' central claims on digits, measured with the protocol of examples/margin_study.py.
 
-Slow (``-m slow``): the models are trained once per module (fixtures) and shared by the
-assertions. D = 64 (C = 10 ≤ D + 1, where the simplex bound arccos(−1/9) = 96.38° applies),
-40 epochs, Adam 3e-3, batch 64, under XLA; the README's table is the same measurement over
-seeds 0–2 (``python examples/margin_study.py --part claims``).
+The training tests are slow (``-m slow``): the models are trained once per module (fixtures)
+and shared by the assertions; the measurement helpers of the study are checked fast.
+D = 64 (C = 10 ≤ D + 1, where the simplex bound arccos(−1/9) = 96.38° applies), 40 epochs,
+Adam 3e-3, batch 64, under XLA; the README's table is the same measurement over seeds 0–2
+(``python examples/margin_study.py --part claims``).
 """
 
 import importlib.util
@@ -12,8 +13,6 @@ import pathlib
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.slow
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "margin_study.py"
 SIMPLEX_10 = math.degrees(math.acos(-1.0 / 9.0))
@@ -47,6 +46,71 @@ def runs(study, data):
     return trained
 
 
+def _np_losses(cos, labels, s):
+    """Per-sample LM-Softmax and NormFace in plain NumPy loops (the reference)."""
+    lm, nf = [], []
+    for row, y in zip(cos, labels):
+        negatives = sum(math.exp(s * c) for j, c in enumerate(row) if j != y)
+        lm.append(math.log(negatives) - s * row[y])
+        nf.append(math.log(negatives + math.exp(s * row[y])) - s * row[y])
+    return np.array(lm), np.array(nf)
+
+
+def test_loss_gradient_matches_finite_differences_and_the_softplus_relation(study):
+    rng = np.random.default_rng(0)
+    cos = rng.uniform(-1, 1, (6, 5))
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    s, h = 5.0, 1e-6
+    grads = {n: study.loss_gradient(n, cos, labels, s) for n in ("LM-Softmax", "NormFace")}
+    for k, name in enumerate(("LM-Softmax", "NormFace")):
+        numeric = np.zeros_like(cos)
+        for i in range(cos.shape[0]):
+            for j in range(cos.shape[1]):
+                up, down = cos.copy(), cos.copy()
+                up[i, j] += h
+                down[i, j] -= h
+                numeric[i, j] = (_np_losses(up, labels, s)[k][i]
+                                 - _np_losses(down, labels, s)[k][i]) / (2 * h)
+        np.testing.assert_allclose(grads[name], numeric, rtol=1e-5, atol=1e-6)
+    negatives = np.ones_like(cos)
+    negatives[np.arange(6), labels] = 0
+    # LM-Softmax: the weights on the negatives sum to one, the target's is always −s
+    np.testing.assert_allclose((grads["LM-Softmax"] * negatives).sum(1) / s, 1.0)
+    np.testing.assert_allclose(grads["LM-Softmax"][np.arange(6), labels], -s)
+    # NormFace = softplus(LM): its gradient is LM's times sigmoid(LM) = 1 − p_y
+    lm, _ = _np_losses(cos, labels, s)
+    sigmoid = 1.0 / (1.0 + np.exp(-lm))
+    np.testing.assert_allclose(grads["NormFace"], sigmoid[:, None] * grads["LM-Softmax"],
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="loss_name"):
+        study.loss_gradient("ArcFace", cos, labels, s)
+
+
+def test_tangent_forces_are_the_projected_prototype_gradient(study):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(7, 3))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    w = rng.normal(size=(3, 4))
+    w /= np.linalg.norm(w, axis=0, keepdims=True)
+    labels = np.array([0, 1, 2, 3, 0, 1, 2])
+    s, h = 5.0, 1e-6
+
+    def total(wm):
+        return _np_losses(xn @ wm, labels, s)[0].sum()
+
+    forces = study.tangent_forces(study.loss_gradient("LM-Softmax", xn @ w, labels, s), xn, w)
+    for j in range(4):
+        numeric = np.zeros(3)
+        for d in range(3):
+            up, down = w.copy(), w.copy()
+            up[d, j] += h
+            down[d, j] -= h
+            numeric[d] = (total(up) - total(down)) / (2 * h)
+        tangent = numeric - (numeric @ w[:, j]) * w[:, j]     # project on the tangent plane
+        np.testing.assert_allclose(forces[j], tangent, rtol=1e-5, atol=1e-6)
+        assert abs(forces[j] @ w[:, j]) < 1e-12
+
+
 def test_simplex_bound_helper(study):
     assert study.simplex_bound(10, 64) == pytest.approx(SIMPLEX_10)
     assert study.simplex_bound(10, 9) == pytest.approx(SIMPLEX_10)
@@ -54,6 +118,7 @@ def test_simplex_bound_helper(study):
     assert study.simplex_bound(3, 2) == pytest.approx(120.0)
 
 
+@pytest.mark.slow
 def test_lm_softmax_has_the_largest_class_margin_near_the_simplex(runs):
     lm = runs[("LM-Softmax", 0)]["class_margin"]
     for other in ("NormFace", "CosFace", "ArcFace"):
@@ -63,6 +128,7 @@ def test_lm_softmax_has_the_largest_class_margin_near_the_simplex(runs):
     assert runs[("LM-Softmax", 0)]["accuracy"] >= 0.95
 
 
+@pytest.mark.slow
 def test_sample_margin_regulariser_raises_the_mean_sample_margin(runs):
     plain = runs[("NormFace", 0)]
     regularised = runs[("NormFace + R_sm", 0)]
@@ -70,6 +136,7 @@ def test_sample_margin_regulariser_raises_the_mean_sample_margin(runs):
     assert regularised["accuracy"] >= plain["accuracy"] - 0.02
 
 
+@pytest.mark.slow
 def test_virtual_softmax_larger_sample_margin_at_equal_accuracy(runs):
     def mean(name, key):
         return np.mean([runs[(name, seed)][key] for seed in (0, 1, 2)])
@@ -78,6 +145,7 @@ def test_virtual_softmax_larger_sample_margin_at_equal_accuracy(runs):
     assert abs(mean("Virtual Softmax", "accuracy") - mean("softmax", "accuracy")) <= 0.01
 
 
+@pytest.mark.slow
 def test_pedcc_class_margin_is_the_simplex_bound(runs):
     result = runs[("PEDCC + POD", 0)]
     assert result["class_margin"] == pytest.approx(SIMPLEX_10, abs=0.05)
@@ -96,6 +164,7 @@ def runs_2d(study, data):
     }
 
 
+@pytest.mark.slow
 def test_two_d_lm_softmax_stalls_and_fixed_centres_fix_it(runs_2d):
     """The study's finding outside the paper's setting: with learned prototypes on a circle
     LM-Softmax's class margin stays far below NormFace's (16° against 34° over 3 seeds);
