@@ -22,8 +22,8 @@ accuracy drops. On fixed, evenly spread centres (``km.layers.PEDCCHead``, the "L
 fixed centres" panel) it keeps the full 36° and the best 2-D accuracy. PEDCC+POD's low 2-D
 accuracy is not its fixed centres (LM-Softmax on the same centres does well) but POD's
 attraction term (1 − cos θ)², nearly flat 18° from a centre, where the 2-D class boundaries
-lie. From D = 3 LM-Softmax gives the largest class margin of these losses, and from D = 9
-(C ≤ D + 1) the simplex, 96.4°.
+lie. From D = 3 LM-Softmax gives the largest class margin of the losses with learned
+prototypes, and from D = 9 (C ≤ D + 1) the simplex, 96.4°.
 
 Takes a few minutes on 2 CPU cores (fifteen small trainings).
 
