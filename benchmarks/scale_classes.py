@@ -26,6 +26,9 @@ the case adds). The 10 M row is extrapolated linearly from the 100 k → 1 M slo
 so). The per-device memory of an 8-way class-sharded head is computed:
 C·D·4 bytes·(1 + optimizer slots) / 8 (SGD with momentum: 1 slot).
 
+At C = 1M the three 1M models of one run need ~9 GB of RAM next to each other: on a machine
+with less free memory, time the sizes in separate invocations (``--sizes 1000000``).
+
 Usage:
     python benchmarks/scale_classes.py                 # C = 10k, 100k, 1M (~15 min on 2 cores)
     python benchmarks/scale_classes.py --quick         # smoke test: C = 2000, 3 rounds
