@@ -278,7 +278,7 @@ def test_tune_subcommand_end_to_end(tmp_path, capsys):
     assert "| cosface |" in out and "best: CosFace(scale=" in out
     assert "map_at_r = " in out
     assert (export_dir / "1" / "saved_model.pb").is_file() or not export
-    assert cli.main(["tune", "--losses", "softmaxx", "--directory", str(tmp_path)]) == 2
+    assert cli.main(["tune", "--losses", "softmaxx", "--directory", str(tmp_path), "--export-dir", ""]) == 2
     assert "softmaxx" in capsys.readouterr().err
 
 
