@@ -274,7 +274,9 @@ def main(argv=None):
                 mem = peak_memory_mb(num_classes, name) - baseline_mb
                 entry["memory_mb"][name] = mem
             goal = GOALS.get(num_classes) if name == f"pfc{RATES[-1]}" else None
-            verdict = "" if goal is None else (" ✅" if ratio["median"] <= goal else " ❌") + f" (goal ≤ {goal})"
+            verdict = (
+                "" if goal is None else (" ✅" if ratio["median"] <= goal else " ❌") + f" (goal ≤ {goal})"
+            )
             rows.append([f"{num_classes:,}", name, _timing.fmt_ms(results[name]),
                          _timing.fmt_ratio(ratio) + verdict, _timing.fmt_ratio(cpu_ratio),
                          "–" if mem is None else f"{mem:,.0f}", f"{sharded_mb(num_classes):,.0f}"])
@@ -291,8 +293,13 @@ def main(argv=None):
     parts_md = ""
     if args.parts:
         parts, k = time_parts(max(args.sizes), args)
-        payload["parts"] = {n: {kk: vv for kk, vv in v.items() if kk != "cpu_times"} for n, v in parts.items()}
-        floor = parts["sampled matmuls + loss (fwd+bwd)"]["median"] + parts["momentum update (dense pass)"]["median"]
+        payload["parts"] = {
+            n: {kk: vv for kk, vv in v.items() if kk != "cpu_times"} for n, v in parts.items()
+        }
+        floor = (
+            parts["sampled matmuls + loss (fwd+bwd)"]["median"]
+            + parts["momentum update (dense pass)"]["median"]
+        )
         payload["floor_s"] = floor
         full = payload["sizes"][max(args.sizes)]["cases"]["full"]["median"]
         pfc = payload["sizes"][max(args.sizes)]["cases"][f"pfc{RATES[-1]}"]["median"]
@@ -308,7 +315,8 @@ def main(argv=None):
         f"{_timing.machine_line(info)} N = {N}, D = {D}, ArcFace, SGD(0.1, momentum=0.9), XLA on, "
         "class-major head (`kernel_layout=\"class_major\"`); cases of one C interleaved, "
         f"{args.repeats} rounds, median ± half IQR; ratio = median of per-round ratios to `full` "
-        "[quartiles], on wall time and on this process's CPU time. Memory: peak RSS a process adds building the case and running 3 steps "
+        "[quartiles], on wall time and on this process's CPU time. "
+        "Memory: peak RSS a process adds building the case and running 3 steps "
         "(MB). Sharded: C·D·4 B·(1 + 1 momentum slot) / 8 devices, computed (MB). 10 M rows: "
         "linear extrapolation of the 100 k → 1 M slope, not measured."
     )

@@ -309,7 +309,8 @@ def main(argv=None):
         f"`tf.function(jit_compile=...)`. Median of {args.repeats} interleaved rounds "
         f"(± = half the inter-quartile range); ratios are medians of per-round paired ratios "
         f"[IQR], on wall time and on this process's CPU time (steadier on a shared machine; "
-        f"the goal column uses it). Goal: ≤ {GOAL:.2f} × softmax with XLA on.\n\nMachine: {_timing.machine_line(info)}"
+        f"the goal column uses it). Goal: ≤ {GOAL:.2f} × softmax with XLA on.\n\n"
+        f"Machine: {_timing.machine_line(info)}"
     )
     if any(c > args.dim + 1 for c in args.classes):
         notes += f"\n\n{PEDCC_NOTE}: its NumPy repulsion forms a (C, C, D) array per iteration."

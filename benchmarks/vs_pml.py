@@ -238,7 +238,8 @@ def main(argv=None):
     notes = (
         f"Classification: N = {args.batch}, D = {args.dim}, one SGD training step of the (D, C) "
         f"weights on fixed features (PML: `loss(emb, labels)`, `backward()`, `SGD.step()`, "
-        f"eager torch, timed with 1 and with {args.threads} threads, the faster kept; ours: `model.train_step` under "
+        f"eager torch, timed with 1 and with {args.threads} threads, the faster kept; "
+        f"ours: `model.train_step` under "
         f"`tf.function`). Pairs: D = {args.pair_dim}, loss + gradient w.r.t. the embeddings. "
         f"Same inputs and initial weights on both sides; values agree when |ours − PML| ≤ "
         f"{args.rtol:g}·max(1, |PML|). Median of {args.repeats} interleaved rounds (± = half "

@@ -70,7 +70,8 @@ def plot_embeddings(
         >>> fig.savefig("arcface_circle.png")
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (features on the unit circle / sphere).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (features on the unit circle / sphere).
     """
     emb = _unit_rows(embeddings, "embeddings")
     labels = np.asarray(labels).reshape(-1)
@@ -125,7 +126,8 @@ def plot_margin_histogram(margins, ax=None, title="Sample margins", bins=40):
         >>> km.plots.plot_margin_histogram({"ArcFace": gamma}).savefig("margins.png")
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (sample margin).
     """
     series = margins if isinstance(margins, dict) else {"sample margin": margins}
     if not series:

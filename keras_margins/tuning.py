@@ -10,7 +10,8 @@ CUB/Cars/SOP), so ``MarginHyperModel`` makes them searchable with KerasTuner:
     tuner.search(x, y, validation_data=(xv, yv), epochs=10, callbacks=callbacks)
 
 Search space (one entry of ``FAMILIES``, the table in ``keras_margins.registry`` that the
-command line reads too, per loss family; add or narrow a family by passing ``families=``). ``loss`` is a Choice; every other hyperparameter lives in a
+command line reads too, per loss family; add or narrow a family by passing ``families=``).
+``loss`` is a Choice; every other hyperparameter lives in a
 ``hp.conditional_scope("loss", ...)`` so a trial only sees the hyperparameters of its loss:
 
     loss                         Choice over ``losses``

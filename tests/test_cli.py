@@ -79,7 +79,7 @@ def test_parser_has_the_four_subcommands_and_reads_the_registry():
     assert tuple(train_options["loss"].choices) == tuple(registry.FAMILIES)
     assert tuple(train_options["head"].choices) == tuple(registry.HEADS)
     # Every family the CLI offers is a real class of the library (no name lookups).
-    for name, family in registry.FAMILIES.items():
+    for _name, family in registry.FAMILIES.items():
         assert family.loss is None or getattr(km.losses, family.loss.__name__) is family.loss
         assert family.head is None or getattr(km.layers, family.head.__name__) is family.head
 

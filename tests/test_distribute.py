@@ -37,9 +37,13 @@ CHILD = textwrap.dedent(
     for name, make_loss in losses.items():
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(32)])
+            backbone = keras.Sequential(
+                [keras.Input((64,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(32)]
+            )
             model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
-            model.compile(keras.optimizers.Adam(3e-3), loss=make_loss(), metrics=["accuracy"], jit_compile=False)
+            model.compile(
+                keras.optimizers.Adam(3e-3), loss=make_loss(), metrics=["accuracy"], jit_compile=False
+            )
         hist = model.fit(x, y, batch_size=64, epochs=3, verbose=0)
         results[name] = {
             "loss": hist.history["loss"],

@@ -62,7 +62,7 @@ def test_concurrent_exports_each_model_exactly_once(tmp_path):
         for k in range(WORKERS)
     ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
+    for p, (_out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
 
     # every worker published its model once in the shared folder, under distinct versions

@@ -60,7 +60,9 @@ _CHILD = textwrap.dedent(
         # Serve the JSON REST body and the serialized gRPC request like the server would.
         body = json.load(open(case["rest"]))
         rest_fn = loaded.signatures[body["signature_name"]]
-        arrays[name + "/rest"] = list(rest_fn(inputs=tf.constant(body["instances"], tf.float32)).values())[0].numpy()
+        arrays[name + "/rest"] = (
+            list(rest_fn(inputs=tf.constant(body["instances"], tf.float32)).values())[0].numpy()
+        )
         request = predict_pb2.PredictRequest.FromString(open(case["grpc"], "rb").read())
         grpc_fn = loaded.signatures[request.model_spec.signature_name]
         fed = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}

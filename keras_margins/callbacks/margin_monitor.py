@@ -22,7 +22,8 @@ class MarginMonitor(keras.callbacks.Callback):
         >>> model.fit(x, y, callbacks=[km.callbacks.MarginMonitor(head)])
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (class margin, zero-centroid regularisation).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (class margin, zero-centroid regularisation).
     """
 
     def __init__(self, head, prefix=""):

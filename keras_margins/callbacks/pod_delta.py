@@ -25,7 +25,9 @@ class PODDelta(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=30, callbacks=[km.callbacks.PODDelta(alpha=0.01)])
 
     Reference:
-        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449) (δ schedule of the authors' public training code).
+        - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids,
+          [arXiv:2111.15449](https://arxiv.org/abs/2111.15449) (δ schedule of the authors' public training
+          code).
     """
 
     def __init__(self, alpha=0.01, norm_source="logits", loss=None):

@@ -59,7 +59,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=50, callbacks=[cb, stop])
 
     Reference:
-        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505), ECCV 2020 (MAP@R, R-Precision).
+        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505),
+          ECCV 2020 (MAP@R, R-Precision).
     """
 
     def __init__(

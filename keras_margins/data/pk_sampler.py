@@ -83,7 +83,8 @@ def pk_batches(data, p, k, seed=0, steps_per_epoch=None, infinite=False):
         >>> model.fit(ds, epochs=10)   # every batch: 5 distinct digits × 8 images
 
     Reference:
-        - Hermans, Beyer & Leibe, 2017. [In Defense of the Triplet Loss for Person Re-Identification](https://arxiv.org/abs/1703.07737) (P×K batches).
+        - Hermans, Beyer & Leibe, 2017. [In Defense of the Triplet Loss for Person
+          Re-Identification](https://arxiv.org/abs/1703.07737) (P×K batches).
     """
     steps = steps_per_epoch
     if steps is not None and (int(steps) != steps or steps < 1):

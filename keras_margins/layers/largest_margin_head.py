@@ -48,7 +48,8 @@ class LargestMarginHead(ClassHead):
         >>> big = km.layers.LargestMarginHead(1_000_000, kernel_layout="class_major")
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (cosine head with learnable prototypes).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (cosine head with learnable prototypes).
     """
 
     def __init__(

@@ -34,7 +34,8 @@ class CircleLoss(MarginLoss):
         >>> model.fit(x, y)
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
 
     def __init__(self, margin=0.25, gamma=256.0, **kwargs):
@@ -112,7 +113,8 @@ class PairCircleLoss(MarginLoss):
         >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
     """
 
     needs = "embedding"

@@ -80,11 +80,15 @@ class LossEnsemble(ModelLoss):
 
     Example:
         >>> model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(10))
-        >>> model.compile("adam", loss=km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()]))
+        >>> model.compile(
+        ...     "adam", loss=km.losses.LossEnsemble([km.losses.ArcFace(), km.losses.PairCircleLoss()])
+        ... )
         >>> model.fit(km.data.pk_batches((x, y), p=8, k=4, seed=0), epochs=5)   # logs c_arc_face, ...
 
     Reference:
-        - Zabihzadeh, Alitbi & Mousavirad, 2021. [Ensemble of Loss Functions to Improve Generalizability of Deep Metric Learning Methods](https://arxiv.org/abs/2107.01130); Multimedia Tools and Applications, 2023.
+        - Zabihzadeh, Alitbi & Mousavirad, 2021. [Ensemble of Loss Functions to Improve Generalizability of
+          Deep Metric Learning Methods](https://arxiv.org/abs/2107.01130); Multimedia Tools and Applications,
+          2023.
     """
 
     needs = "model"

@@ -55,7 +55,8 @@ class LargestMarginSoftmax(MarginLoss):
         >>> flat.compile("adam", loss=km.losses.LMSoftmax(scale=5.0))
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (largest margin softmax loss, sample-margin regularisation).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (largest margin softmax loss, sample-margin regularisation).
     """
 
     def __init__(self, scale=5.0, sample_margin_weight=0.0, divide_by_scale=False, **kwargs):

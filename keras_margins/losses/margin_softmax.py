@@ -47,7 +47,8 @@ class MarginSoftmax(MarginLoss):
         >>> model.fit(x, y)
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (generalised margin softmax, sample-margin regularisation).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (generalised margin softmax, sample-margin regularisation).
     """
 
     def __init__(self, scale=64.0, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
@@ -136,7 +137,8 @@ class NormFace(_Preset):
         >>> model.compile("adam", loss=km.losses.NormFace(scale=16.0))
 
     Reference:
-        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017.
+        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face
+          Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017.
     """
 
     def __init__(self, scale=16.0, sample_margin_weight=0.0, **kwargs):
@@ -165,8 +167,10 @@ class SphereFace(_Preset):
         >>> model.compile("adam", loss=km.losses.SphereFace(scale=30.0, margin=1.5))
 
     Reference:
-        - Liu et al., 2017. [SphereFace: Deep Hypersphere Embedding for Face Recognition](https://arxiv.org/abs/1704.08063), CVPR 2017.
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (SphereFace as a case of the generalised margin softmax).
+        - Liu et al., 2017. [SphereFace: Deep Hypersphere Embedding for Face
+          Recognition](https://arxiv.org/abs/1704.08063), CVPR 2017.
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (SphereFace as a case of the generalised margin softmax).
     """
 
     def __init__(self, scale=30.0, margin=1.5, sample_margin_weight=0.0, **kwargs):
@@ -192,7 +196,8 @@ class CosFace(_Preset):
         >>> model.compile("adam", loss=km.losses.CosFace(scale=64.0, margin=0.35))
 
     Reference:
-        - Wang et al., 2018. [CosFace: Large Margin Cosine Loss for Deep Face Recognition](https://arxiv.org/abs/1801.09414), CVPR 2018.
+        - Wang et al., 2018. [CosFace: Large Margin Cosine Loss for Deep Face
+          Recognition](https://arxiv.org/abs/1801.09414), CVPR 2018.
     """
 
     def __init__(self, scale=64.0, margin=0.35, sample_margin_weight=0.0, **kwargs):
@@ -220,7 +225,8 @@ class ArcFace(_Preset):
         >>> model.compile("adam", loss=km.losses.ArcFace(scale=64.0, margin=0.5))
 
     Reference:
-        - Deng et al., 2019. [ArcFace: Additive Angular Margin Loss for Deep Face Recognition](https://arxiv.org/abs/1801.07698), CVPR 2019.
+        - Deng et al., 2019. [ArcFace: Additive Angular Margin Loss for Deep Face
+          Recognition](https://arxiv.org/abs/1801.07698), CVPR 2019.
     """
 
     def __init__(self, scale=64.0, margin=0.5, sample_margin_weight=0.0, **kwargs):

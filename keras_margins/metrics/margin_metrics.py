@@ -33,7 +33,8 @@ class SampleMargin(keras.metrics.Mean):
         model.compile("adam", loss=km.losses.LMSoftmax(), metrics=[km.metrics.SampleMargin()])
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (sample margin).
     """
 
     def __init__(self, name="sample_margin", dtype="float32"):
@@ -69,7 +70,8 @@ class MinSampleMargin(keras.metrics.Metric):
         model.compile("adam", loss=km.losses.LMSoftmax(), metrics=[km.metrics.MinSampleMargin()])
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin of a data set).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (sample margin of a data set).
     """
 
     def __init__(self, name="min_sample_margin", dtype="float32"):

@@ -143,7 +143,8 @@ def retrieval_scores(
     {'precision_at_1': 1.0, 'r_precision': 0.9, 'map_at_r': 0.9, 'recall_at_1': 1.0, 'recall_at_2': 1.0}
 
     Reference:
-        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505), ECCV 2020, §3.2.
+        - Musgrave, Belongie & Lim, 2020. [A Metric Learning Reality Check](https://arxiv.org/abs/2003.08505),
+          ECCV 2020, §3.2.
     """
     refs = as_embeddings(embeddings, "embeddings")
     ref_labels = _as_label_vector(labels, len(refs), "labels")

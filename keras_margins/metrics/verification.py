@@ -90,7 +90,8 @@ def verification_scores(
     {'accuracy': 0.95, 'accuracy_std': 0.05, 'threshold': 0.6454, 'tar_at_far_0.1': 1.0, 'roc_auc': 0.9925}
 
     Reference:
-        - Huang et al., 2007. Labeled Faces in the Wild: A Database for Studying Face Recognition in Unconstrained Environments, UMass Amherst TR 07-49 (the 10-fold protocol).
+        - Huang et al., 2007. Labeled Faces in the Wild: A Database for Studying Face Recognition in
+          Unconstrained Environments, UMass Amherst TR 07-49 (the 10-fold protocol).
     """
     scores = pair_similarity(emb_a, emb_b, metric)
     is_same = np.asarray(is_same)

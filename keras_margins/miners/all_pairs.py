@@ -25,7 +25,9 @@ class AllPairsMiner(Miner):
      [0 0 0 1 0]]
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020 (all pairs of a batch with pair-wise labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020 (all pairs of a batch with pair-wise
+          labels).
     """
 
     def mine(self, pos, neg, sim):

@@ -34,7 +34,8 @@ class MultiSimilarityMiner(Miner):
     >>> loss = km.losses.PairCircleLoss(miner=km.miners.MultiSimilarityMiner())
 
     Reference:
-        - Wang et al., 2019. [Multi-Similarity Loss with General Pair Weighting for Deep Metric Learning](https://arxiv.org/abs/1904.06627), CVPR 2019 (pair mining).
+        - Wang et al., 2019. [Multi-Similarity Loss with General Pair Weighting for Deep Metric
+          Learning](https://arxiv.org/abs/1904.06627), CVPR 2019 (pair mining).
     """
 
     def __init__(self, epsilon=0.1):

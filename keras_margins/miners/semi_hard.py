@@ -33,7 +33,8 @@ class SemiHardMiner(Miner):
      [1 1 0 0 0]]
 
     Reference:
-        - Schroff, Kalenichenko & Philbin, 2015. [FaceNet](https://arxiv.org/abs/1503.03832), CVPR 2015 (semi-hard negatives).
+        - Schroff, Kalenichenko & Philbin, 2015. [FaceNet](https://arxiv.org/abs/1503.03832), CVPR 2015
+          (semi-hard negatives).
     """
 
     def __init__(self, margin=0.2):

@@ -201,7 +201,6 @@ class MarginModel(keras.Model):
         if scores is None:
             scores = self.backbone(x, training=False)
         results = super().compute_metrics(x, y, scores, sample_weight=sample_weight)
-        loss = getattr(self, "loss", None)
         if self._loss_logs:
             results = dict(results)
             results.update({name: tracker.result() for name, tracker in self._loss_logs.items()})

@@ -70,7 +70,8 @@ def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
     [0.  6.4 6.4 0. ] [ True  True  True  True]
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6.
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6.
     """
     check_circle_hparams(margin, gamma)
     sim = ops.cast(as_float(sim, "sim", 2, "(N, M) of similarities"), "float32")
@@ -111,7 +112,8 @@ def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
     [ 0. 32.]
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
     check_circle_hparams(margin, gamma)
     cos, num_classes = check_scores(cos)
@@ -171,7 +173,8 @@ def circle_pairwise(
     [0. 0.]
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (pair-wise labels).
     """
     check_circle_hparams(margin, gamma)
     if (ref_embeddings is None) != (ref_labels is None):

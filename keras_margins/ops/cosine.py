@@ -67,7 +67,8 @@ def cosine_similarity(features, kernel):
      [0.  0. ]]
 
     Reference:
-        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017 (normalised features and weights).
+        - Wang et al., 2017. [NormFace: L2 Hypersphere Embedding for Face
+          Verification](https://arxiv.org/abs/1704.06369), ACM MM 2017 (normalised features and weights).
     """
     features = as_float(features, "features", 2, "(N, D)")
     kernel = as_float(kernel, "kernel", 2, "(D, C)")

@@ -57,7 +57,8 @@ def margin_target(cos_y, m1=1.0, m2=0.0, m3=0.0):
     [ 1.     -0.7071 -1.3739]
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (generalised margin softmax).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (generalised margin softmax).
         - Deng et al., 2019. [ArcFace](https://arxiv.org/abs/1801.07698), CVPR 2019.
         - Wang et al., 2018. [CosFace](https://arxiv.org/abs/1801.09414), CVPR 2018.
         - Liu et al., 2017. [SphereFace](https://arxiv.org/abs/1704.08063), CVPR 2017.
@@ -123,7 +124,8 @@ def margin_softmax(labels, cos, scale, m1=1.0, m2=0.0, m3=0.0):
     [0.   2.76]
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (generalised margin softmax).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (generalised margin softmax).
     """
     _validate_margins(scale, m1, m2, m3)
     cos, num_classes = check_scores(cos)
@@ -165,7 +167,8 @@ def largest_margin_softmax(labels, cos, scale):
     True
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (largest margin softmax loss).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (largest margin softmax loss).
     """
     check_positive(scale, "scale")
     cos, num_classes = check_scores(cos)

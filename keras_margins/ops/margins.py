@@ -38,7 +38,8 @@ def sample_margin(labels, cos):
     [ 0.8 -0.3]
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (sample margin).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (sample margin).
     """
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
@@ -76,7 +77,8 @@ def class_margin(kernel):
     1.9106
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (class margin).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (class margin).
     """
     w = _unit_columns(kernel)
     gram = ops.matmul(ops.transpose(w), w)
@@ -104,7 +106,8 @@ def zero_centroid(kernel):
     2.0
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (zero-centroid regularisation).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (zero-centroid regularisation).
     """
     w = _unit_columns(kernel)
     return ops.sum(ops.square(ops.sum(w, axis=1)))

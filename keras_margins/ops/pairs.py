@@ -45,7 +45,8 @@ def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):
      [1 1 0]]
 
     Reference:
-        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020 (pair-wise labels).
+        - Sun et al., 2020. [Circle Loss: A Unified Perspective of Pair Similarity
+          Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020 (pair-wise labels).
     """
     labels = as_labels(labels)
     same_set = ref_labels is None

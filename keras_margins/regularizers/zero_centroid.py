@@ -28,7 +28,8 @@ class ZeroCentroid(keras.regularizers.Regularizer):
     >>> head = km.layers.LargestMarginHead(10, kernel_regularizer=km.regularizers.ZeroCentroid())
 
     Reference:
-        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR 2022 (zero-centroid regularisation).
+        - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
+          2022 (zero-centroid regularisation).
     """
 
     def __init__(self, weight=5.0, reduction="sum"):

@@ -137,7 +137,9 @@ def argument_checks():
         head.build((None, D))
     accepted["c6_axis2_shards"] = sorted({tuple(s.data.shape) for s in head.kernel.value.addressable_shards})
     dist = cp(model_axis_size=4)
-    accepted["data_spec"] = [list(a) if isinstance(a, tuple) else a for a in dist.get_data_layout((N, F)).backend_layout.spec]
+    accepted["data_spec"] = [
+        list(a) if isinstance(a, tuple) else a for a in dist.get_data_layout((N, F)).backend_layout.spec
+    ]
     accepted["is_model_parallel"] = isinstance(dist, keras.distribution.ModelParallel)
     accepted["num_model_replicas"] = dist.num_model_replicas
     return errors, accepted
@@ -238,7 +240,9 @@ def partial_fc_checks():
                 "cos_spec": cos_spec,
                 "loss": float(value),
                 "numpy_loss": float(ref),
-                "target_cos_max_diff": float(np.max(np.abs(cos[np.arange(n), sampled] - full[np.arange(n), y]))),
+                "target_cos_max_diff": float(
+                    np.max(np.abs(cos[np.arange(n), sampled] - full[np.arange(n), y]))
+                ),
                 "sampled_min": int(sampled.min()),
                 "touched": int(touched.size),
                 "touched_per_block": np.bincount(touched // (c // shards), minlength=shards).tolist(),

@@ -52,9 +52,17 @@ def test_config_roundtrip_with_regularizer():
 
 def test_save_load_identical(tmp_path):
     model = keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(5), km.layers.LargestMarginHead(3, kernel_regularizer=km.regularizers.ZeroCentroid(1.0))]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(5),
+            km.layers.LargestMarginHead(3, kernel_regularizer=km.regularizers.ZeroCentroid(1.0)),
+        ]
     )
-    model.compile("adam", loss=km.losses.LMSoftmax(scale=5.0, sample_margin_weight=0.5), metrics=[km.metrics.SampleMargin()])
+    model.compile(
+        "adam",
+        loss=km.losses.LMSoftmax(scale=5.0, sample_margin_weight=0.5),
+        metrics=[km.metrics.SampleMargin()],
+    )
     x = np.random.default_rng(1).normal(size=(10, 6)).astype("float32")
     model.fit(x, np.arange(10) % 3, epochs=1, verbose=0)
     reloaded = km.testing.assert_save_load_identical(model, x, tmp_path)

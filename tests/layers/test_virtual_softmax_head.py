@@ -73,7 +73,9 @@ def test_fit_loss_equals_op_on_head_weights(jit):
     assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
     # the gradient the model follows is the paper's: d/dθ of the op's mean
     weights = model.trainable_weights
-    _, via_model = value_and_grad_of_variables(lambda: model.compute_loss(x, y, model(x, training=True)), weights)
+    _, via_model = value_and_grad_of_variables(
+        lambda: model.compute_loss(x, y, model(x, training=True)), weights
+    )
     _, via_op = value_and_grad_of_variables(
         lambda: keras.ops.mean(km.ops.virtual_softmax(y, backbone(x), head.kernel)), weights
     )
@@ -100,7 +102,9 @@ def test_virtual_clip_is_used_in_training():
 
 def test_config_and_save_load(tmp_path):
     x, _ = _data()
-    head = km.layers.VirtualSoftmaxHead(5, virtual_clip=15.0, kernel_regularizer=km.regularizers.ZeroCentroid(1.0))
+    head = km.layers.VirtualSoftmaxHead(
+        5, virtual_clip=15.0, kernel_regularizer=km.regularizers.ZeroCentroid(1.0)
+    )
     clone = km.testing.config_roundtrip(head)
     assert clone.virtual_clip == 15.0
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), km.layers.VirtualSoftmaxHead(5)])

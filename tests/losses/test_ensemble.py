@@ -38,7 +38,9 @@ def test_prior_sets_initial_coefficients():
     assert ens.coefficients is None
     model = _model()
     model.compile("adam", loss=ens)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(ens.coefficients), [0.25, 0.125, 0.25, 0.375], rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ens.coefficients), [0.25, 0.125, 0.25, 0.375], rtol=1e-6
+    )
     uniform = km.losses.LossEnsemble(_members())
     _model().compile("adam", loss=uniform)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(uniform.coefficients), [0.5, 0.5], rtol=1e-6)
@@ -154,7 +156,9 @@ def test_ensemble_model_round_trips_through_keras_file(trained, tmp_path):
     reloaded = km.testing.assert_save_load_identical(model, x[:32], tmp_path)
     loaded = reloaded.loss
     assert isinstance(loaded, km.losses.LossEnsemble) and loaded is not ens
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.coefficients), keras.ops.convert_to_numpy(ens.coefficients), rtol=0)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.coefficients), keras.ops.convert_to_numpy(ens.coefficients), rtol=0
+    )
     np.testing.assert_allclose(loaded._running_mean.numpy(), ens._running_mean.numpy(), rtol=0)
     assert float(loaded._steps.numpy()) == 80.0
     assert isinstance(loaded.members[1], km.losses.PairCircleLoss)
@@ -236,11 +240,17 @@ assert keras.backend.backend() == "jax"
 rng = np.random.default_rng(0)
 y, e = np.repeat(np.arange(4), 4), rng.normal(size=(16, 8)).astype("float32")
 unit = e / np.linalg.norm(e, axis=1, keepdims=True)
-np.testing.assert_allclose(float(km.losses.PairCircleLoss()(y, e)), float(keras.losses.Circle()(y, unit)), rtol=1e-5)
+np.testing.assert_allclose(
+    float(km.losses.PairCircleLoss()(y, e)), float(keras.losses.Circle()(y, unit)), rtol=1e-5
+)
 (x, yy), _ = km.data.digits_zero_shot()
 ds = km.data.pk_batches((x, yy), p=5, k=8, seed=0, steps_per_epoch=5)
-model = km.models.MarginModel(keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)]), km.layers.LargestMarginHead(5))
-ens = km.losses.LossEnsemble([km.losses.ArcFace(scale=16.0), km.losses.PairCircleLoss(miner=km.miners.SemiHardMiner())])
+model = km.models.MarginModel(
+    keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)]), km.layers.LargestMarginHead(5)
+)
+ens = km.losses.LossEnsemble(
+    [km.losses.ArcFace(scale=16.0), km.losses.PairCircleLoss(miner=km.miners.SemiHardMiner())]
+)
 model.compile(keras.optimizers.Adam(1e-2), loss=ens, jit_compile=True)
 history = model.fit(ds, epochs=2, verbose=0).history
 assert np.all(np.isfinite(history["loss"])) and "c_arc_face" in history, history

@@ -33,7 +33,8 @@ def test_evaluate_equals_op_and_state_variables():
     weights = np.linspace(0.0, 2.0, len(x)).astype("float32")
     nac, decorrelation = km.ops.pod_terms(y, features, model.head.kernel, 0.2)
     weighted = float(np.mean((np.asarray(nac) + 0.5 * float(decorrelation)) * weights))
-    assert model.evaluate(x, y, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True)["loss"] == pytest.approx(weighted, rel=1e-5)
+    logs = model.evaluate(x, y, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(weighted, rel=1e-5)
     assert float(loss.state["count"]) == 0.0  # evaluation does not touch the epoch norms
 
 
@@ -45,14 +46,20 @@ def test_training_accumulates_norms_and_saves_delta(tmp_path):
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     features = keras.ops.convert_to_numpy(model.backbone(x))
     assert float(loss.state["count"]) == 32.0
-    assert float(loss.state["feature_norm_sum"]) == pytest.approx(np.linalg.norm(features, axis=1).sum(), rel=1e-5)
+    assert float(loss.state["feature_norm_sum"]) == pytest.approx(
+        np.linalg.norm(features, axis=1).sum(), rel=1e-5
+    )
     logits = features @ model.head.kernel.numpy()
-    assert float(loss.state["logit_norm_sum"]) == pytest.approx(np.linalg.norm(logits, axis=1).sum(), rel=1e-5)
+    assert float(loss.state["logit_norm_sum"]) == pytest.approx(
+        np.linalg.norm(logits, axis=1).sum(), rel=1e-5
+    )
     assert float(loss.state["delta"]) == pytest.approx(0.05)  # no PODDelta callback: unchanged
     loss.state["delta"].assign(0.7)
     reloaded = km.testing.assert_save_load_identical(model, x, directory=tmp_path)
     assert float(reloaded.loss.state["delta"]) == pytest.approx(0.7)
-    assert reloaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(model.evaluate(x, y, verbose=0, return_dict=True), rel=1e-6)
+    assert reloaded.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(
+        model.evaluate(x, y, verbose=0, return_dict=True), rel=1e-6
+    )
 
 
 def test_config_and_misuse():

@@ -220,8 +220,11 @@ def test_training_value_with_virtual_softmax_is_the_virtual_loss_plus_margin_ter
     x, y = _data()
     head = km.layers.VirtualSoftmaxHead(C)
     model = _model(head)
-    model.compile(keras.optimizers.SGD(0.0), loss=km.losses.SampleMarginRegularizer(km.losses.VirtualSoftmax(), 0.5),
-                  jit_compile=True)
+    model.compile(
+        keras.optimizers.SGD(0.0),
+        loss=km.losses.SampleMarginRegularizer(km.losses.VirtualSoftmax(), 0.5),
+        jit_compile=True,
+    )
     value = model.fit(x, y, batch_size=N, epochs=1, verbose=0, shuffle=False).history["loss"][0]
     features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
     kernel = keras.ops.convert_to_numpy(head.kernel).astype("float64")

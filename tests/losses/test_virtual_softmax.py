@@ -15,7 +15,9 @@ def test_value_sample_weight_and_config():
     nll = np.array([-log_probs[i, y[i]] for i in range(6)])
     assert float(loss(y, log_probs)) == pytest.approx(nll.mean(), rel=1e-6)
     weights = rng.uniform(size=6)
-    assert float(loss(y[:, None], log_probs, sample_weight=weights)) == pytest.approx(np.mean(nll * weights), rel=1e-6)
+    assert float(loss(y[:, None], log_probs, sample_weight=weights)) == pytest.approx(
+        np.mean(nll * weights), rel=1e-6
+    )
     clone = km.testing.config_roundtrip(loss)
     assert clone.name == "virtual_softmax"
     with pytest.raises(ValueError, match="labels"):
@@ -32,7 +34,9 @@ def _train(epochs):
     )
     head = km.layers.VirtualSoftmaxHead(10)
     model = keras.Sequential([backbone, head])
-    model.compile(keras.optimizers.Adam(3e-3), loss=km.losses.VirtualSoftmax(), metrics=["accuracy"], jit_compile=True)
+    model.compile(
+        keras.optimizers.Adam(3e-3), loss=km.losses.VirtualSoftmax(), metrics=["accuracy"], jit_compile=True
+    )
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
     return model.evaluate(xt, yt, verbose=0, return_dict=True)
 

@@ -140,7 +140,9 @@ def test_no_positive_gives_zero_and_finite_gradients():
     emb = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
     labels = np.array([0, 1, 2, 3])
     for gamma in (80.0, 256.0):
-        loss, (grad,) = value_and_grad(lambda e: keras.ops.mean(km.ops.circle_pairwise(labels, e, 0.4, gamma)), emb)
+        loss, (grad,) = value_and_grad(
+            lambda e: keras.ops.mean(km.ops.circle_pairwise(labels, e, 0.4, gamma)), emb
+        )
         assert loss == 0.0
         assert np.all(np.isfinite(grad))
 

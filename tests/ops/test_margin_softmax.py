@@ -75,7 +75,9 @@ def test_margin_softmax_matches_reference(m1, m2, m3, seed, scale):
 def test_margin_softmax_float64_tight():
     labels, cos = random_case(3)
     got = km.ops.margin_softmax(labels, cos, 30.0, 1.0, 0.5, 0.1)
-    np.testing.assert_allclose(np.asarray(got), ref_margin_softmax(labels, cos, 30.0, 1, 0.5, 0.1), rtol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(got), ref_margin_softmax(labels, cos, 30.0, 1, 0.5, 0.1), rtol=1e-10
+    )
 
 
 def test_no_margin_equals_normface_and_sparse_ce():
@@ -120,10 +122,19 @@ def test_two_classes_and_hand_case():
 def test_largest_margin_softmax_matches_reference(seed):
     labels, cos = random_case(seed, c=5)
     got = km.ops.largest_margin_softmax(labels, cos.astype("float32"), 5.0)
-    np.testing.assert_allclose(np.asarray(got), ref_lm_softmax(labels, cos.astype("float32").astype("float64"), 5.0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(got),
+        ref_lm_softmax(labels, cos.astype("float32").astype("float64"), 5.0),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # CE = softplus(LM) (Zhou et al. 2022, LM-Softmax)
     ce = km.ops.margin_softmax(labels, cos, 5.0)
-    np.testing.assert_allclose(np.logaddexp(0, np.asarray(km.ops.largest_margin_softmax(labels, cos, 5.0))), np.asarray(ce), rtol=1e-10)
+    np.testing.assert_allclose(
+        np.logaddexp(0, np.asarray(km.ops.largest_margin_softmax(labels, cos, 5.0))),
+        np.asarray(ce),
+        rtol=1e-10,
+    )
 
 
 def test_largest_margin_softmax_two_classes_is_difference():

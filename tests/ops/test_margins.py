@@ -46,7 +46,11 @@ def ref_zero_centroid(w):
 def test_cosine_similarity_random(seed):
     rng = np.random.default_rng(seed)
     x, w = rng.normal(size=(9, 6)), rng.normal(size=(6, 4))
-    np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x.astype("float32"), w.astype("float32"))), ref_cosine(x, w), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(km.ops.cosine_similarity(x.astype("float32"), w.astype("float32"))),
+        ref_cosine(x, w),
+        atol=1e-6,
+    )
     np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x, w)), ref_cosine(x, w), atol=1e-12)
 
 
@@ -55,7 +59,11 @@ def test_cosine_zero_rows_are_zero_with_finite_gradient():
     w = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]], "float32")
     cos = km.ops.cosine_similarity(x, w)
     loss, (gx, gw) = value_and_grad(
-        lambda a, b: keras.ops.sum(km.ops.margin_softmax([0, 1], km.ops.cosine_similarity(a, b), 64.0, m2=0.5)), x, w
+        lambda a, b: keras.ops.sum(
+            km.ops.margin_softmax([0, 1], km.ops.cosine_similarity(a, b), 64.0, m2=0.5)
+        ),
+        x,
+        w,
     )
     np.testing.assert_allclose(np.asarray(cos)[0], [0.0, 0.0])
     assert np.all(np.isfinite(gx)) and np.all(np.isfinite(gw))
@@ -75,7 +83,9 @@ def test_sample_margin_random(seed):
     cos = rng.uniform(-1, 1, size=(12, 5))
     labels = rng.integers(0, 5, size=12)
     labels[:2] = [0, 4]
-    np.testing.assert_allclose(np.asarray(km.ops.sample_margin(labels, cos)), ref_sample_margin(labels, cos), atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(km.ops.sample_margin(labels, cos)), ref_sample_margin(labels, cos), atol=1e-12
+    )
 
 
 def test_sample_margin_hand_case():
@@ -128,8 +138,12 @@ def test_cosine_similarity_gradient_matches_finite_differences():
     _, (gx, gw) = km.testing.value_and_grad(
         lambda a, b: keras.ops.sum(weights * keras.ops.sin(3 * km.ops.cosine_similarity(a, b))), x, w
     )
-    np.testing.assert_allclose(gx, km.testing.finite_difference_grad(lambda v: numpy_loss(v, w), x), atol=1e-6)
-    np.testing.assert_allclose(gw, km.testing.finite_difference_grad(lambda v: numpy_loss(x, v), w), atol=1e-6)
+    np.testing.assert_allclose(
+        gx, km.testing.finite_difference_grad(lambda v: numpy_loss(v, w), x), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        gw, km.testing.finite_difference_grad(lambda v: numpy_loss(x, v), w), atol=1e-6
+    )
     # pair-wise similarities share the op: gradient through both sides of x·xᵀ
     _, (gp,) = km.testing.value_and_grad(
         lambda a: keras.ops.sum(keras.ops.sin(3 * km.ops.pairwise_cosine(a))), x

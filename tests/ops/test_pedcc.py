@@ -35,7 +35,9 @@ def test_repulsion_when_c_above_d_plus_1(num_classes, dim):
 
 def test_deterministic_per_seed():
     for c, d in [(10, 16), (12, 3)]:
-        np.testing.assert_array_equal(km.ops.pedcc_centroids(c, d, seed=4), km.ops.pedcc_centroids(c, d, seed=4))
+        np.testing.assert_array_equal(
+            km.ops.pedcc_centroids(c, d, seed=4), km.ops.pedcc_centroids(c, d, seed=4)
+        )
         assert not np.allclose(km.ops.pedcc_centroids(c, d, seed=4), km.ops.pedcc_centroids(c, d, seed=5))
 
 

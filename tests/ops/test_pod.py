@@ -30,7 +30,11 @@ def reference(labels, x, centroids, delta=0.05, weight=1.0):
 
 def _case(seed, n=10, d=6, c=4):
     rng = np.random.default_rng(seed)
-    return rng.integers(0, c, n), rng.normal(size=(n, d)) * 2.0, km.ops.pedcc_centroids(c, d, seed=seed).astype("float64")
+    return (
+        rng.integers(0, c, n),
+        rng.normal(size=(n, d)) * 2.0,
+        km.ops.pedcc_centroids(c, d, seed=seed).astype("float64"),
+    )
 
 
 @pytest.mark.parametrize("seed,delta,weight", [(0, 0.05, 1.0), (1, 0.5, 0.3), (2, 0.0, 2.0)])
@@ -62,7 +66,9 @@ def test_hand_made_cases():
 def test_gradients_match_finite_differences_and_are_finite_at_zero():
     labels, x, c = _case(4, n=4, d=3, c=3)
     _, (grad,) = value_and_grad(lambda a: km.ops.pod_loss(labels, a, c, delta=0.1), x)
-    np.testing.assert_allclose(grad, finite_difference_grad(lambda a: reference(labels, a, c, 0.1), x), atol=1e-5)
+    np.testing.assert_allclose(
+        grad, finite_difference_grad(lambda a: reference(labels, a, c, 0.1), x), atol=1e-5
+    )
     loss, (grad,) = value_and_grad(lambda a: km.ops.pod_loss(labels, a, c, delta=0.1), np.zeros((4, 3)))
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
 

@@ -58,4 +58,6 @@ def test_logit_norms_from_head_cosines_equal_the_product(tmp_path):
     logits = features @ keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
     expected = sum(np.sqrt(sum(v**2 for v in row)) for row in logits)
     assert float(loss.state["logit_norm_sum"]) == pytest.approx(expected, rel=1e-5)
-    assert float(loss.state["feature_norm_sum"]) == pytest.approx(np.linalg.norm(features, axis=1).sum(), rel=1e-5)
+    assert float(loss.state["feature_norm_sum"]) == pytest.approx(
+        np.linalg.norm(features, axis=1).sum(), rel=1e-5
+    )

@@ -44,7 +44,9 @@ def test_float32_and_large_logits_without_clipping():
 
 def test_hand_made_cases():
     # x = 0: all C + 1 logits are 0 -> log(C + 1)
-    np.testing.assert_allclose(km.ops.virtual_softmax([0, 2], np.zeros((2, 3)), np.ones((3, 5))), [math.log(6)] * 2, atol=1e-6)
+    np.testing.assert_allclose(
+        km.ops.virtual_softmax([0, 2], np.zeros((2, 3)), np.ones((3, 5))), [math.log(6)] * 2, atol=1e-6
+    )
     # x parallel to W_y: z_virt = z_y, loss = softmax CE + log-term of one more copy of e^{z_y}
     w = np.array([[2.0, 0.0], [0.0, 1.0]])
     x = np.array([[3.0, 0.0]])
@@ -73,9 +75,15 @@ def test_virtual_clip_matches_reference():
 def test_gradients_match_finite_differences():
     labels, x, w = _case(6, n=3, d=3, c=3)
     _, (gx, gw) = value_and_grad(lambda a, b: keras.ops.sum(km.ops.virtual_softmax(labels, a, b)), x, w)
-    np.testing.assert_allclose(gx, finite_difference_grad(lambda a: reference(labels, a, w).sum(), x), atol=1e-5)
-    np.testing.assert_allclose(gw, finite_difference_grad(lambda b: reference(labels, x, b).sum(), w), atol=1e-5)
-    _, (g_zero,) = value_and_grad(lambda a: keras.ops.sum(km.ops.virtual_softmax([0, 1], a, w)), np.zeros((2, 3)))
+    np.testing.assert_allclose(
+        gx, finite_difference_grad(lambda a: reference(labels, a, w).sum(), x), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        gw, finite_difference_grad(lambda b: reference(labels, x, b).sum(), w), atol=1e-5
+    )
+    _, (g_zero,) = value_and_grad(
+        lambda a: keras.ops.sum(km.ops.virtual_softmax([0, 1], a, w)), np.zeros((2, 3))
+    )
     assert np.all(np.isfinite(g_zero))
 
 
