@@ -22,7 +22,6 @@ Usage:
 """
 
 import contextlib
-
 import os
 import sys
 

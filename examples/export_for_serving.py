@@ -19,9 +19,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 import keras_margins as km  # noqa: E402
+
 
 def load_or_train(model_path, train, epochs):
     if train or not os.path.exists(model_path):

@@ -123,7 +123,6 @@ def main(argv=None):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
     import keras
-    import numpy as np
 
     # 1. Join the cluster: before any other JAX computation. Arguments left None are read
     #    from the KERAS_DISTRIBUTION_* environment variables.

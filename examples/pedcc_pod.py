@@ -16,8 +16,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import keras_margins as km  # noqa: E402
 from virtual_softmax import compare_with_softmax, fit_and_report, make_backbone  # noqa: E402
+
+import keras_margins as km  # noqa: E402
 
 
 def train_pedcc_pod(data, epochs):

@@ -381,7 +381,6 @@ def sharded_partial_cosines(head, embedding, labels, sample_block):
         return None
     import jax
     from jax.sharding import PartitionSpec
-
     from keras import ops
 
     from keras_margins.ops.cosine import cosine_similarity

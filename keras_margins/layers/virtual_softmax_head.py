@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from keras_margins.ops.virtual_softmax import attach_virtual_terms
 from keras_margins.layers.largest_margin_head import LargestMarginHead
+from keras_margins.ops.virtual_softmax import attach_virtual_terms
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -5,12 +5,6 @@ from keras_margins.losses.binomial_deviance import BinomialDevianceLoss
 from keras_margins.losses.circle import CircleLoss, PairCircleLoss
 from keras_margins.losses.ensemble import LossEnsemble
 from keras_margins.losses.largest_margin_softmax import LargestMarginSoftmax, LMSoftmax
-from keras_margins.losses.pod import POD
-from keras_margins.losses.partial_fc import PartialFC
-from keras_margins.losses.proxy_nca import ProxyNCALoss
-from keras_margins.losses.sample_margin import SampleMarginRegularizer
-from keras_margins.losses.triplet import TripletMarginLoss
-from keras_margins.losses.virtual_softmax import VirtualSoftmax
 from keras_margins.losses.margin_softmax import (
     ArcFace,
     CosFace,
@@ -18,3 +12,9 @@ from keras_margins.losses.margin_softmax import (
     NormFace,
     SphereFace,
 )
+from keras_margins.losses.partial_fc import PartialFC
+from keras_margins.losses.pod import POD
+from keras_margins.losses.proxy_nca import ProxyNCALoss
+from keras_margins.losses.sample_margin import SampleMarginRegularizer
+from keras_margins.losses.triplet import TripletMarginLoss
+from keras_margins.losses.virtual_softmax import VirtualSoftmax

@@ -11,7 +11,6 @@ from keras_margins.losses._base import NEEDS, ModelLoss
 from keras_margins.metrics.last_value import LastValue
 from keras_margins.ops._common import check_positive
 
-
 #: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).
 _MEAN_FLOOR = 1e-12
 #: Smallest initial a_k: a_k = 0 is a stationary point of c_k = a_k² + 1/(4m).

@@ -5,7 +5,6 @@ import sys
 import warnings
 
 import keras
-from keras import ops
 
 from keras_margins.losses._base import MarginLoss
 from keras_margins.ops import margin_softmax, sample_margin

@@ -11,6 +11,6 @@ from keras_margins.ops.margin_softmax import (
 from keras_margins.ops.margins import class_margin, sample_margin, zero_centroid
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 from keras_margins.ops.pedcc import pedcc_centroids
-from keras_margins.ops.sampling import sample_classes
 from keras_margins.ops.pod import pod_loss, pod_terms
+from keras_margins.ops.sampling import sample_classes
 from keras_margins.ops.virtual_softmax import virtual_log_probs, virtual_softmax

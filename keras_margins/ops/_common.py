@@ -7,8 +7,8 @@ values that cannot be read (inside a compiled graph) are checked by :func:`take_
 :func:`poison_invalid_labels`, which turn a row with an invalid label into NaN.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 #: Normalisation floor. ``x / max(||x||, EPS)`` turns a zero vector into a zero vector

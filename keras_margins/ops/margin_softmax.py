@@ -14,8 +14,8 @@ from keras_margins.ops._common import (
     check_positive,
     check_scores,
     masked_logsumexp,
-    target_mask,
     take_target,
+    target_mask,
 )
 
 # Keep arccos away from ±1 where its derivative is infinite (float32 resolution ~1.2e-7).
