@@ -50,14 +50,11 @@ class MarginModel(keras.Model):
     ``compute_metrics``). Compiled metrics
     (e.g. ``"accuracy"``) see the scores, or the embedding when there is no head.
 
-    How one pass is shared (design choice): ``call(x, training=True)`` returns the dict
-    ``{"embedding", "scores"}`` that Keras' own train step hands to ``compute_loss`` and
-    ``compute_metrics`` (overridden here), so no tensor is stashed on the model (safe for
-    ``jit_compile=True`` and ``MirroredStrategy`` replica threads). During ``evaluate`` /
-    ``test_on_batch`` a Python-level switch, read when the step is traced, makes the
-    inference-mode call return the same dict; ``predict`` and ``model(x)`` return the plain
-    (N, C) scores (or the (N, D) embedding without a head). Only if ``compute_loss`` is
-    called by hand with bare scores does a loss needing the embedding recompute it.
+    One backbone pass per step: in training (and, through a switch, in ``evaluate``) the model
+    returns ``{"embedding", "scores"}`` to Keras' own train step, which hands it to the
+    overridden ``compute_loss`` / ``compute_metrics``; ``predict`` and ``model(x)`` return the
+    plain (N, C) scores (or the (N, D) embedding without a head). The reasoning is in
+    ``docs/design.md`` ("How MarginModel shares one forward pass").
 
     Built at construction when the backbone has a known input shape (a functional model or
     a ``Sequential`` starting with ``keras.Input``), as ``keras.Sequential`` is; otherwise on

@@ -144,10 +144,14 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
         labels[i]`` for labels in the block, −1 for labels outside it.
 
     Example:
+        >>> import numpy as np, keras_margins as km
         >>> ids, local = km.ops.sample_classes(np.array([3, 7, 3]), num_classes=100,
         ...                                    num_sampled=10, seed=1)
-        >>> ids.shape, local.shape      # ids[local] == [3, 7, 3]
+        >>> ids, local = np.asarray(ids), np.asarray(local)
+        >>> ids.shape, local.shape
         ((10,), (3,))
+        >>> ids[local].tolist()          # every batch class is kept, labels map onto it
+        [3, 7, 3]
 
     Reference:
         An et al., "Partial FC: Training 10 Million Identities on a Single Machine",
