@@ -93,6 +93,34 @@ class ModelLoss(keras.losses.Loss):
         )
 
 
+def as_loss(loss, argument="`loss`", example="km.losses.ArcFace()"):
+    """A ``keras.losses.Loss`` from a loss object, its ``.keras`` config dict or a Keras loss
+    name, with a ``needs`` that ``km.models.MarginModel`` understands.
+
+    Args:
+        loss: the loss, a serialised loss (dict) or a Keras loss name (str).
+        argument: how error messages name the argument, e.g. ``"`losses`"``.
+        example: a valid value the error message suggests.
+
+    Returns:
+        The ``keras.losses.Loss``. Raises a ``ValueError`` naming ``argument`` otherwise.
+    """
+    if isinstance(loss, dict):
+        loss = keras.saving.deserialize_keras_object(loss)
+    elif isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if not isinstance(loss, keras.losses.Loss):
+        raise ValueError(f"{argument} must be a keras.losses.Loss (e.g. {example}); got {loss!r}.")
+    needs = getattr(loss, "needs", "scores")  # Keras' own losses have no `needs`: scores
+    if needs not in NEEDS:
+        raise ValueError(f"{argument}: {loss.name} has needs={needs!r}; expected one of {NEEDS}.")
+    if needs == "model" and not isinstance(loss, ModelLoss):
+        raise ValueError(
+            f"{argument}: {loss.name} has needs='model' but does not subclass km.losses.ModelLoss."
+        )
+    return loss
+
+
 def compute_model_loss(loss, y, outputs, model, sample_weight=None, training=True):
     """The value of a ``needs="model"`` loss (a ``ModelLoss``) for one step."""
     if not isinstance(loss, ModelLoss):

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from keras_margins._compat import scale_loss_for_distribution
-from keras_margins.losses._base import NEEDS, ModelLoss
+from keras_margins.losses._base import ModelLoss, as_loss
 from keras_margins.metrics.last_value import LastValue
 from keras_margins.ops._common import check_positive
 
@@ -15,25 +15,6 @@ from keras_margins.ops._common import check_positive
 _MEAN_FLOOR = 1e-12
 #: Smallest initial a_k: a_k = 0 is a stationary point of c_k = a_k² + 1/(4m).
 _MIN_A = 1e-3
-
-
-def _as_loss(loss):
-    if isinstance(loss, dict):
-        loss = keras.saving.deserialize_keras_object(loss)
-    elif isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    if not isinstance(loss, keras.losses.Loss):
-        raise ValueError(
-            f"`losses` must hold keras.losses.Loss objects (e.g. km.losses.ArcFace()); got {loss!r}."
-        )
-    needs = getattr(loss, "needs", "scores")  # Keras' own losses have no `needs`: scores
-    if needs not in NEEDS:
-        raise ValueError(f"`losses`: {loss.name} has needs={needs!r}; expected one of {NEEDS}.")
-    if needs == "model" and not isinstance(loss, ModelLoss):
-        raise ValueError(
-            f"`losses`: {loss.name} has needs='model' but does not subclass km.losses.ModelLoss."
-        )
-    return loss
 
 
 def _unique_names(losses):
@@ -104,7 +85,7 @@ class LossEnsemble(ModelLoss):
     ):
         if not isinstance(losses, (list, tuple)) or not losses:
             raise ValueError(f"`losses` must be a non-empty list of losses; got {losses!r}.")
-        self.members = [_as_loss(loss) for loss in losses]
+        self.members = [as_loss(loss, "`losses`") for loss in losses]
         if prior is not None:
             prior = [float(p) for p in prior]
             if len(prior) != len(self.members) or not all(p > 0 for p in prior):

@@ -3,29 +3,12 @@
 import keras
 from keras import ops
 
-from keras_margins.losses._base import NEEDS as _NEEDS
-from keras_margins.losses._base import ModelLoss, compute_model_loss
+from keras_margins.losses._base import ModelLoss, as_loss, compute_model_loss
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.margins import sample_margin
 
 # Heads whose output already is cos θ between the embedding and their kernel columns.
 _COSINE_HEADS = ("LargestMarginHead", "PEDCCHead")
-
-
-def _as_loss(loss):
-    if isinstance(loss, dict):
-        loss = keras.saving.deserialize_keras_object(loss)
-    elif isinstance(loss, str):
-        loss = keras.losses.get(loss)
-    if not isinstance(loss, keras.losses.Loss):
-        raise ValueError(
-            "`loss` must be a keras.losses.Loss (e.g. "
-            "keras.losses.SparseCategoricalCrossentropy(from_logits=True)); "
-            f"got {loss!r}."
-        )
-    if getattr(loss, "needs", "scores") not in _NEEDS:
-        raise ValueError(f"`loss`: {loss.name} has needs={loss.needs!r}; expected one of {_NEEDS}.")
-    return loss
 
 
 def _class_vectors(head):
@@ -108,7 +91,7 @@ class SampleMarginRegularizer(ModelLoss):
     needs = "model"
 
     def __init__(self, loss, weight, name="sample_margin_regularizer", **kwargs):
-        base = _as_loss(loss)
+        base = as_loss(loss, example="keras.losses.SparseCategoricalCrossentropy(from_logits=True)")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise ValueError(f"`weight` must be a number >= 0; got {weight!r}.")
         if not (weight >= 0 and weight < float("inf")):

@@ -6,8 +6,9 @@ import numpy as np
 from keras import ops
 
 from keras_margins._compat import scale_loss_for_distribution
-from keras_margins.losses._base import ModelLoss
+from keras_margins.losses._base import ModelLoss, as_loss
 from keras_margins.losses.ensemble import LossEnsemble
+from keras_margins.models.one_pass import OnePassOutputs
 from keras_margins.ops._common import l2_normalize
 
 #: Threshold of the diversity hinge: relu(2 − mean distance) (authors' code).
@@ -44,17 +45,9 @@ def _as_member(item, index):
             f"`members`[{index}] must be a (loss, head_or_None) pair; got {item!r}."
         )
     loss, head = item
-    if isinstance(loss, dict):
-        loss = keras.saving.deserialize_keras_object(loss)
-    elif isinstance(loss, str):
-        loss = keras.losses.get(loss)
+    loss = as_loss(loss, f"`members`[{index}]: the loss", example="km.losses.TripletMarginLoss()")
     if isinstance(head, dict):
         head = keras.saving.deserialize_keras_object(head)
-    if not isinstance(loss, keras.losses.Loss):
-        raise ValueError(
-            f"`members`[{index}]: the loss must be a keras.losses.Loss (e.g. "
-            f"km.losses.TripletMarginLoss()); got {loss!r}."
-        )
     needs = getattr(loss, "needs", "scores")
     if needs not in ("scores", "embedding"):
         raise ValueError(
@@ -77,7 +70,7 @@ def _as_member(item, index):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class EnsembleModel(keras.Model):
+class EnsembleModel(OnePassOutputs, keras.Model):
     """Ensemble of losses on several embedding heads of one backbone (WEDL of Zabihzadeh
     et al.).
 
@@ -379,27 +372,6 @@ class EnsembleModel(keras.Model):
         self.compile(**config)
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
-
-    # ------------------------------------------------- inference output switch (one pass)
-    def _with_outputs(self, structured, method, *args, **kwargs):
-        previous = self._dict_in_inference
-        self._dict_in_inference = structured
-        try:
-            return method(*args, **kwargs)
-        finally:
-            self._dict_in_inference = previous
-
-    def evaluate(self, *args, **kwargs):
-        return self._with_outputs(True, super().evaluate, *args, **kwargs)
-
-    def test_on_batch(self, *args, **kwargs):
-        return self._with_outputs(True, super().test_on_batch, *args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        return self._with_outputs(False, super().predict, *args, **kwargs)
-
-    def predict_on_batch(self, *args, **kwargs):
-        return self._with_outputs(False, super().predict_on_batch, *args, **kwargs)
 
     # ------------------------------------------------------------------------ serialisation
     def get_config(self):

@@ -6,6 +6,7 @@ import keras
 
 from keras_margins.losses._base import NEEDS, ModelLoss
 from keras_margins.metrics.last_value import LastValue
+from keras_margins.models.one_pass import OnePassOutputs
 
 
 def _known_input_shape(backbone):
@@ -22,7 +23,7 @@ def _known_input_shape(backbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class MarginModel(keras.Model):
+class MarginModel(OnePassOutputs, keras.Model):
     """A ``keras.Model`` made of ``backbone`` (inputs -> embedding (N, D)) and an optional
     ``head`` (embedding -> class scores (N, C)), which routes the embedding, the scores and
     the labels to the compiled loss with a single backbone pass per step.
@@ -202,27 +203,6 @@ class MarginModel(keras.Model):
             results = dict(results)
             results.update({name: tracker.result() for name, tracker in self._loss_logs.items()})
         return results
-
-    # ------------------------------------------------- inference output switch (one pass)
-    def _with_outputs(self, structured, method, *args, **kwargs):
-        previous = self._dict_in_inference
-        self._dict_in_inference = structured
-        try:
-            return method(*args, **kwargs)
-        finally:
-            self._dict_in_inference = previous
-
-    def evaluate(self, *args, **kwargs):
-        return self._with_outputs(True, super().evaluate, *args, **kwargs)
-
-    def test_on_batch(self, *args, **kwargs):
-        return self._with_outputs(True, super().test_on_batch, *args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        return self._with_outputs(False, super().predict, *args, **kwargs)
-
-    def predict_on_batch(self, *args, **kwargs):
-        return self._with_outputs(False, super().predict_on_batch, *args, **kwargs)
 
     # ---------------------------------------------------------------------- serialisation
     def get_config(self):
