@@ -11,6 +11,16 @@ import os
 DATASETS = ("digits", "digits-zero-shot")
 
 
+def load_model_file(path):
+    """The ``.keras`` model at ``path`` (``safe_mode=True``); ``ValueError`` naming ``model``
+    when ``path`` is not a file."""
+    import keras
+
+    if not os.path.isfile(path):
+        raise ValueError(f"`model` {path!r} is not a file (expected a .keras model).")
+    return keras.models.load_model(path, safe_mode=True)
+
+
 def positive_int(text):
     """argparse type: an integer >= 1 (``--epochs``, ``--batch-size``, ...)."""
     try:

@@ -2,7 +2,13 @@
 
 import os
 
-from keras_margins.cli.common import DATASETS, evaluate_model, format_table, load_dataset
+from keras_margins.cli.common import (
+    DATASETS,
+    evaluate_model,
+    format_table,
+    load_dataset,
+    load_model_file,
+)
 
 HELP = "accuracy, MAP@R, P@1 and class margin of a saved .keras model"
 
@@ -18,14 +24,11 @@ def add_parser(subparsers):
 
 def run(args):
     """Run ``keras-margins evaluate`` from parsed arguments; returns the exit code."""
-    import keras
     import numpy as np
 
     from keras_margins.models import split_head
 
-    if not os.path.isfile(args.model):
-        raise ValueError(f"`model` {args.model!r} is not a file (expected a .keras model).")
-    model = keras.models.load_model(args.model, safe_mode=True)
+    model = load_model_file(args.model)
     backbone, head, scorer = split_head(model)
     _, (x_test, y_test), zero_shot = load_dataset(args.dataset)
     embeddings = np.asarray(backbone.predict(x_test, verbose=0))

@@ -1,7 +1,7 @@
 """``keras-margins export MODEL.keras BASE_DIR``: the embedding part of a model as a TF Serving
 SavedModel (``km.export.export_embedding_model``)."""
 
-import os
+from keras_margins.cli.common import load_model_file
 
 HELP = "export the embedding part of a .keras model for TF Serving"
 
@@ -42,13 +42,10 @@ def add_parser(subparsers):
 
 def run(args):
     """Run ``keras-margins export`` from parsed arguments; prints the version folder."""
-    import keras
 
     from keras_margins import export
 
-    if not os.path.isfile(args.model):
-        raise ValueError(f"`model` {args.model!r} is not a file (expected a .keras model).")
-    model = keras.models.load_model(args.model, safe_mode=True)
+    model = load_model_file(args.model)
     path = export.export_embedding_model(
         model,
         args.base_dir,

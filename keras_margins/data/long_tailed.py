@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from keras_margins.ops._common import integer_label_array
+
 
 def _check_ratio(imbalance_ratio):
     if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float, np.number)):
@@ -29,19 +31,9 @@ def _check_seed(seed):
 
 
 def _label_vector(y, name="y"):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"`{name}` must be integer labels of shape (N,) or (N, 1); got {y.shape}.")
+    y = integer_label_array(y, name)
     if y.shape[0] == 0:
         raise ValueError(f"`{name}` is empty.")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"`{name}` must hold integer class ids; got non-integer values.")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must hold integer class ids; got dtype {y.dtype}.")
-    y = y.astype("int64")
     if np.any(y < 0):
         raise ValueError(f"`{name}` must hold class ids >= 0; got {int(y.min())}.")
     return y

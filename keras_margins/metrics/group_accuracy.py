@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from keras_margins.ops._common import integer_label_array
+
 
 def _number(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
@@ -20,19 +22,9 @@ def _number(value, name):
 
 
 def _labels(y, name, num_classes, n=None):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"`{name}` must be integer labels of shape (N,) or (N, 1); got {y.shape}.")
+    y = integer_label_array(y, name)
     if n is not None and y.shape[0] != n:
         raise ValueError(f"`{name}` has {y.shape[0]} rows but `y_true` has {n}.")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"`{name}` must hold integer class ids; got non-integer values.")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must hold integer class ids; got dtype {y.dtype}.")
-    y = y.astype("int64")
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(
             f"`{name}` must hold class ids in [0, {num_classes}); got values in "

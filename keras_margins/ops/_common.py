@@ -107,6 +107,23 @@ def as_labels(labels, num_classes=None, batch_size=None, name="labels"):
     return ops.cast(labels, "int32")
 
 
+def integer_label_array(y, name):
+    """NumPy labels (N,) from (N,) or (N, 1) integer class ids (integral floats accepted), for
+    the NumPy-side functions (data subsets, metrics). ``ValueError`` naming ``name`` for another
+    rank, non-integer values or dtypes. Range checks are left to the caller."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"`{name}` must be integer labels of shape (N,) or (N, 1); got {y.shape}.")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(f"`{name}` must hold integer class ids; got non-integer values.")
+    elif y.dtype.kind not in "iu":
+        raise ValueError(f"`{name}` must hold integer class ids; got dtype {y.dtype}.")
+    return y.astype("int64")
+
+
 def as_float(x, name, rank=2, what="(N, D)"):
     """float32 (or float64) tensor of the given rank; half precision is promoted."""
     if hasattr(x, "assign"):  # a variable: read it (keras.ops gathers need a tensor)
