@@ -205,6 +205,12 @@ def print_table(rows):
 
 
 def main(argv=None):
+    """Run the protocol with the command-line arguments ``argv``; print the table.
+
+    Returns ``{row label: {metric key: [score of each seed]}}`` (one score for raw pixels),
+    the numbers behind the printed mean ± std; ``tests/test_paper_claims_retrieval.py``
+    asserts the README's statements on them.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--p", type=int, default=5, help="classes per batch")
@@ -264,7 +270,7 @@ def main(argv=None):
         if method == "multi_ensemble":
             rows.append(("  compressed (Euclidean)", compressed, steps[method], 0.0))
     print_table(rows)
-    return {label: {key: float(np.mean(v)) for key, v in scores.items()}
+    return {label: {key: [float(v) for v in values] for key, values in scores.items()}
             for label, scores, _, _ in rows}
 
 

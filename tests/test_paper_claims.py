@@ -4,7 +4,9 @@ The training tests are slow (``-m slow``): the models are trained once per modul
 and shared by the assertions; the measurement helpers of the study are checked fast.
 D = 64 (C = 10 ≤ D + 1, where the simplex bound arccos(−1/9) = 96.38° applies), 40 epochs,
 Adam 3e-3, batch 64, under XLA; the README's table is the same measurement over seeds 0–2
-(``python examples/margin_study.py --part claims``).
+(``python examples/margin_study.py --part claims``). The class-margin claim of LM-Softmax and
+the Virtual Softmax comparison are asserted on those three seeds; the retrieval table of
+Circle loss and the ensemble of losses is asserted in ``tests/test_paper_claims_retrieval.py``.
 """
 
 import importlib.util
@@ -17,6 +19,10 @@ import pytest
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "margin_study.py"
 SIMPLEX_10 = math.degrees(math.acos(-1.0 / 9.0))
 EPOCHS = 40
+SEEDS = (0, 1, 2)
+#: README claims table (``python examples/margin_study.py --part claims``): LM-Softmax's class
+#: margin at D = 64, mean over SEEDS, degrees
+README_LM_CLASS_MARGIN = 95.4
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +40,14 @@ def data(study):
 
 @pytest.fixture(scope="module")
 def runs(study, data):
-    """{(method, seed): result} at D = 64; one seed for the margin comparisons (gaps of
-    > 10° on every seed of the study), three for the accuracy comparison of Virtual Softmax."""
+    """{(method, seed): result} at D = 64: the README's three seeds for the class-margin
+    comparison of LM-Softmax and for the accuracy comparison of Virtual Softmax, seed 0 for
+    R_sm and PEDCC (gaps far larger than the seed-to-seed spread)."""
     trained = {}
-    for name in ("LM-Softmax", "NormFace", "NormFace + R_sm", "CosFace", "ArcFace",
-                 "PEDCC + POD"):
+    for name in ("NormFace + R_sm", "PEDCC + POD"):
         trained[(name, 0)] = study.train(name, data, 64, EPOCHS, seed=0)
-    for name in ("softmax", "Virtual Softmax"):
-        for seed in (0, 1, 2):
+    for name in ("LM-Softmax", "NormFace", "CosFace", "ArcFace", "softmax", "Virtual Softmax"):
+        for seed in SEEDS:
             trained[(name, seed)] = study.train(name, data, 64, EPOCHS, seed=seed)
     return trained
 
@@ -118,14 +124,27 @@ def test_simplex_bound_helper(study):
     assert study.simplex_bound(3, 2) == pytest.approx(120.0)
 
 
+def _per_seed(runs, name, key):
+    return np.array([runs[(name, seed)][key] for seed in SEEDS])
+
+
 @pytest.mark.slow
 def test_lm_softmax_has_the_largest_class_margin_near_the_simplex(runs):
-    lm = runs[("LM-Softmax", 0)]["class_margin"]
+    """Zhou et al. 2022: LM-Softmax's class margin is the largest and reaches the simplex
+    bound where C <= D + 1; seeds 0-2, each seed and the mean ± std of the README table."""
+    lm = _per_seed(runs, "LM-Softmax", "class_margin")
     for other in ("NormFace", "CosFace", "ArcFace"):
-        assert lm >= runs[(other, 0)]["class_margin"], other
-    assert lm >= 0.97 * SIMPLEX_10
-    assert lm <= SIMPLEX_10 + 1e-3          # nothing beats the simplex for C <= D + 1
-    assert runs[("LM-Softmax", 0)]["accuracy"] >= 0.95
+        theirs = _per_seed(runs, other, "class_margin")
+        assert np.all(lm >= theirs), (other, lm, theirs)                 # on every seed
+        assert lm.mean() - lm.std() > theirs.mean() + theirs.std(), (other, lm, theirs)
+        # at the same accuracy (README: 97.9-98.2 % for all four)
+        assert abs(_per_seed(runs, "LM-Softmax", "accuracy").mean()
+                   - _per_seed(runs, other, "accuracy").mean()) <= 0.01, other
+    assert np.all(lm >= 0.97 * SIMPLEX_10), lm
+    assert np.all(lm <= SIMPLEX_10 + 1e-3), lm  # nothing beats the simplex for C <= D + 1
+    assert lm.mean() == pytest.approx(README_LM_CLASS_MARGIN, abs=0.5)
+    assert lm.std() <= 0.5, lm
+    assert np.all(_per_seed(runs, "LM-Softmax", "accuracy") >= 0.95)
 
 
 @pytest.mark.slow
@@ -139,7 +158,7 @@ def test_sample_margin_regulariser_raises_the_mean_sample_margin(runs):
 @pytest.mark.slow
 def test_virtual_softmax_larger_sample_margin_at_equal_accuracy(runs):
     def mean(name, key):
-        return np.mean([runs[(name, seed)][key] for seed in (0, 1, 2)])
+        return _per_seed(runs, name, key).mean()
 
     assert mean("Virtual Softmax", "sample_margin") > mean("softmax", "sample_margin") + 0.1
     assert abs(mean("Virtual Softmax", "accuracy") - mean("softmax", "accuracy")) <= 0.01
