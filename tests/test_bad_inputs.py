@@ -389,6 +389,12 @@ DATA_ROWS = [
     pytest.param(lambda: km.data.long_tailed(_X, _Y[:-1], 10), "x", id="long_tailed-rows"),
     pytest.param(lambda: km.data.long_tailed(_X, _Y + 0.5, 10), "y", id="long_tailed-labels_float"),
     pytest.param(lambda: km.data.long_tailed(_X, _Y, 10, seed=-1), "seed", id="long_tailed-seed"),
+    pytest.param(lambda: km.data.tfds_pk_batches("imagenet", p=2, k=2), "name", id="tfds_pk-name"),
+    pytest.param(lambda: km.data.tfds_pk_batches("cars196", 2, 2, split="val"), "split", id="tfds_pk-split"),
+    pytest.param(lambda: km.data.tfds_pk_batches("mnist", 2, 2, normalize="imagenet"), "imagenet",
+                 id="tfds_pk-normalize"),
+    pytest.param(lambda: km.data.tfds_pk_batches("cars196", 2, 2, image_size=None), "image_size",
+                 id="tfds_pk-image_size"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=0, k=2), "p", id="pk-p0"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=5, k=2), "p", id="pk-p_too_large"),
     pytest.param(lambda: km.data.pk_batches((_X, _Y), p=2.5, k=2), "p", id="pk-p_float"),
@@ -440,6 +446,15 @@ MODEL_ROWS = [
 ]
 
 _PAIR_MEMBER = [(km.losses.TripletMarginLoss(), None)]
+MODEL_ROWS += [
+    pytest.param(lambda: km.models.image_backbone("vgg99", (32, 32, 3)), "architecture",
+                 id="image_backbone-architecture"),
+    pytest.param(lambda: km.models.image_backbone("resnet50", (32, 32, 1)), "input_shape",
+                 id="image_backbone-channels"),
+    pytest.param(lambda: km.models.small_cnn_backbone((32, 32, 3), -1), "embedding_dim",
+                 id="small_cnn_backbone-embedding_dim"),
+    pytest.param(lambda: km.models.ImagePreprocessing("bgr"), "mode", id="ImagePreprocessing-mode"),
+]
 MODEL_ROWS += [
     pytest.param(lambda: km.models.EnsembleModel("dense", _PAIR_MEMBER), "backbone",
                  id="EnsembleModel-backbone"),

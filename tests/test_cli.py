@@ -76,7 +76,9 @@ def test_parser_has_the_four_subcommands_and_reads_the_registry():
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"train", "evaluate", "export", "tune"}
     train_options = {a.dest: a for a in commands["train"]._actions}
-    assert tuple(train_options["loss"].choices) == tuple(registry.FAMILIES)
+    from keras_margins.cli.train import PAIR_METHODS
+
+    assert tuple(train_options["loss"].choices) == tuple(registry.FAMILIES) + PAIR_METHODS
     assert tuple(train_options["head"].choices) == tuple(registry.HEADS)
     # Every family the CLI offers is a real class of the library (no name lookups).
     for _name, family in registry.FAMILIES.items():

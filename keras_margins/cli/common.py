@@ -7,9 +7,6 @@ it.
 import argparse
 import os
 
-#: ``--dataset`` choices.
-DATASETS = ("digits", "digits-zero-shot")
-
 
 def load_model_file(path):
     """The ``.keras`` model at ``path`` (``safe_mode=True``); ``ValueError`` naming ``model``
@@ -71,17 +68,6 @@ def check_export_target(base_dir, option="--export"):
     return path
 
 
-def load_dataset(name):
-    """``((x, y), (x_test, y_test), zero_shot)`` of a ``--dataset`` choice."""
-    from keras_margins import data
-
-    if name == "digits":
-        return (*data.digits_classification(), False)
-    if name == "digits-zero-shot":
-        return (*data.digits_zero_shot(), True)
-    raise ValueError(f"`--dataset` must be one of {DATASETS}; got {name!r}.")
-
-
 def class_margin(head):
     """The class margin (rad) of a head with a ``kernel``, else None."""
     import keras
@@ -94,24 +80,42 @@ def class_margin(head):
     return float(keras.ops.convert_to_numpy(ops.class_margin(kernel)))
 
 
-def evaluate_model(scorer, head, x_test, y_test, embeddings, zero_shot):
-    """The results table's numbers: accuracy and mean sample margin (seen classes only),
-    MAP@R, P@1, Recall@5 of the embeddings, and the head's class margin."""
+def embed_dataset(embedder, scorer, dataset, batch_size=256):
+    """``(embeddings, scores or None, labels)`` of ``dataset``'s test split, batch by batch
+    (``embedder``/``scorer``: models mapping inputs to embeddings / class scores)."""
+    import numpy as np
+
+    embeddings, scores, labels = [], [], []
+    for x, y in dataset.test_batches(batch_size):
+        embeddings.append(np.asarray(embedder.predict_on_batch(x)))
+        if scorer is not None:
+            scores.append(np.asarray(scorer.predict_on_batch(x)))
+        labels.append(np.asarray(y))
+    if not labels:
+        raise ValueError(f"`--dataset` {dataset.name}: the test split holds no examples.")
+    return (np.concatenate(embeddings), np.concatenate(scores) if scores else None,
+            np.concatenate(labels))
+
+
+def evaluate_dataset(embedder, scorer, head, dataset, batch_size=256):
+    """The results table's numbers on ``dataset``'s test split: accuracy and mean sample
+    margin (seen classes only), MAP@R, P@1, Recall@5 of the embeddings, the head's class
+    margin."""
     import keras
     import numpy as np
 
     from keras_margins import metrics, ops
 
+    embeddings, scores, labels = embed_dataset(embedder, scorer, dataset, batch_size)
     results = {}
-    if head is not None and not zero_shot:
-        scores = np.asarray(scorer.predict(x_test, verbose=0))
-        results["accuracy"] = float(np.mean(np.argmax(scores, axis=1) == y_test))
+    if scores is not None and not dataset.zero_shot:
+        results["accuracy"] = float(np.mean(np.argmax(scores, axis=1) == labels))
         if getattr(head, "kernel", None) is not None:
             cos = ops.cosine_similarity(embeddings, head.kernel)
             results["mean_sample_margin"] = float(
-                np.mean(keras.ops.convert_to_numpy(ops.sample_margin(y_test, cos)))
+                np.mean(keras.ops.convert_to_numpy(ops.sample_margin(labels, cos)))
             )
-    retrieval = metrics.retrieval_scores(embeddings, y_test, k=(1, 5))
+    retrieval = metrics.retrieval_scores(embeddings, labels, k=(1, 5))
     results.update(
         map_at_r=retrieval["map_at_r"],
         precision_at_1=retrieval["precision_at_1"],

@@ -13,4 +13,5 @@ from keras_margins.data.tfds_loaders import (
     mnist,
     split_classes,
     stanford_online_products,
+    tfds_pk_batches,
 )

@@ -32,6 +32,7 @@ TFDS_DATASETS = {
     "cifar100": ("label", 100, None),
 }
 _RETRIEVAL_IMAGE_SIZE = 224
+_RETRIEVAL_IMAGE_SIZE_PAIR = (_RETRIEVAL_IMAGE_SIZE, _RETRIEVAL_IMAGE_SIZE)
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _NORMALIZATIONS = ("unit", "symmetric", "imagenet", None)
@@ -64,22 +65,116 @@ def _check_name(name):
         raise ValueError(f"`name` must be one of {sorted(TFDS_DATASETS)}; got {name!r}.")
 
 
-def _preprocess(image_size, normalize):
+def _normalise(image, normalize):
+    if normalize == "unit":
+        return image / 255.0
+    if normalize == "symmetric":
+        return image / 127.5 - 1.0
+    if normalize == "imagenet":
+        return (image / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
+    return image
+
+
+def _stored_size(name, image_size, augment):
+    """The size images are resized to before the (random) crop: with ``augment`` the retrieval
+    sets are resized to 8/7 of the crop (256 for 224, the papers' protocol), the others keep
+    their size (padded in ``_augment``)."""
+    if image_size is None or not augment or TFDS_DATASETS[name][2] is None:
+        return image_size
+    return tuple(int(round(s * 8 / 7)) for s in image_size)
+
+
+def _augment(name, image_size):
+    """Training augmentation ``fn(image, seed)`` of an image already at ``_stored_size``:
+    random crop to ``image_size`` and a horizontal flip (the retrieval sets and CIFAR); a
+    ±2 px shift for MNIST (digits are not flipped). Stateless: ``seed`` is a (2,) int tensor."""
     import tensorflow as tf
 
-    def fn(image, label):
-        image = tf.cast(image, "float32")
-        if image_size is not None:
-            image = tf.image.resize(image, image_size)
-        if normalize == "unit":
-            image = image / 255.0
-        elif normalize == "symmetric":
-            image = image / 127.5 - 1.0
-        elif normalize == "imagenet":
-            image = (image / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
-        return image, tf.cast(label, "int32")
+    if name == "mnist":
+        flip, pad = False, 2
+    elif TFDS_DATASETS[name][2] is None:  # CIFAR: 4 px padding, crop back, flip
+        flip, pad = True, 4
+    else:
+        flip, pad = True, 0
+
+    def fn(image, seed):
+        crop = image_size if image_size is not None else tf.shape(image)[:2]
+        if pad:
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        size = tf.concat([crop, tf.shape(image)[2:]], 0)
+        image = tf.image.stateless_random_crop(image, size, seed=seeds[0])
+        return tf.image.stateless_random_flip_left_right(image, seed=seeds[1]) if flip else image
 
     return fn
+
+
+def _random_seeds(ds, seed):
+    """``ds`` zipped with a (2,) int64 seed per element: a pure function of ``seed``, fresh
+    on each iteration (each Keras epoch augments differently, reproducibly)."""
+    import tensorflow as tf
+
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, draws))
+
+
+def _preprocess(name, image_size, normalize, augment=False):
+    """``fn(image, label[, seed])``: resize, (with ``augment``) random crop/flip, normalise."""
+    import tensorflow as tf
+
+    stored = _stored_size(name, image_size, augment)
+    crop = _augment(name, image_size) if augment else None
+
+    def fn(image, label, seed=None):
+        image = tf.cast(image, "float32")
+        if stored is not None:
+            image = tf.image.resize(image, stored)
+        if crop is not None:
+            image = crop(image, seed)
+        return _normalise(image, normalize), tf.cast(label, "int32")
+
+    return fn
+
+
+def _image_size(name, image_size):
+    if isinstance(image_size, str):
+        if image_size != "default":
+            raise ValueError("`image_size` must be an int, a pair, None or 'default'.")
+        return _RETRIEVAL_IMAGE_SIZE_PAIR if TFDS_DATASETS[name][2] is not None else None
+    if image_size is None:
+        return None
+    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(size) != 2 or any(isinstance(s, (bool, str)) or int(s) != s or s < 1 for s in size):
+        raise ValueError(f"`image_size` must be a positive int or (height, width); got {image_size!r}.")
+    return tuple(int(s) for s in size)
+
+
+def _check_normalize(name, normalize):
+    if normalize not in _NORMALIZATIONS:
+        raise ValueError(f"`normalize` must be one of {_NORMALIZATIONS}; got {normalize!r}.")
+    if normalize == "imagenet" and name == "mnist":
+        raise ValueError("`normalize='imagenet'` needs RGB images; mnist is grey-scale.")
+
+
+def _examples(name, split, data_dir, shuffle, seed, download):
+    """The (image uint8, label) examples of ``split`` (class-disjoint for retrieval sets)."""
+    import tensorflow_datasets as tfds
+
+    classes = split_classes(name, split)
+    label_key, _, first_test = TFDS_DATASETS[name]
+    ds = tfds.load(
+        name,
+        split="train+test" if first_test is not None else split,
+        data_dir=data_dir,
+        download=download,
+        shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(shuffle_seed=seed) if shuffle else None,
+    )
+    ds = ds.map(lambda ex: (ex["image"], ex[label_key]))
+    if first_test is not None:
+        lo, hi = classes.start, classes.stop
+        ds = ds.filter(lambda image, label: (label >= lo) & (label < hi))
+    return ds
 
 
 def load_tfds(
@@ -92,6 +187,7 @@ def load_tfds(
     shuffle=False,
     seed=0,
     download=False,
+    augment=False,
 ):
     """A ``tf.data.Dataset`` of ``(image, label)`` for one of ``TFDS_DATASETS``.
 
@@ -108,8 +204,11 @@ def load_tfds(
         data_dir: TFDS data directory holding the prepared dataset (default None: TFDS's).
         batch_size: batch the dataset, images must then share a size (default None).
         shuffle: shuffle the examples (file and example order) with ``seed`` (default False).
-        seed: shuffling seed (default 0).
+        seed: shuffling and augmentation seed (default 0).
         download: let TFDS download and prepare the data if missing (default False).
+        augment: training augmentation (default False): the retrieval sets are resized to 8/7
+            of ``image_size`` (256 for 224), randomly cropped back and flipped; CIFAR is padded
+            by 4 px, cropped and flipped; MNIST shifted by up to 2 px.
 
     Returns:
         A ``tf.data.Dataset`` of ``(image float32 (H, W, C), label int32)``.
@@ -120,45 +219,127 @@ def load_tfds(
         >>> for images, labels in test.take(1): print(images.shape)   # (64, 224, 224, 3)
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    classes = split_classes(name, split)
-    if normalize not in _NORMALIZATIONS:
-        raise ValueError(f"`normalize` must be one of {_NORMALIZATIONS}; got {normalize!r}.")
-    if normalize == "imagenet" and name == "mnist":
-        raise ValueError("`normalize='imagenet'` needs RGB images; mnist is grey-scale.")
-    label_key, _, first_test = TFDS_DATASETS[name]
-    if isinstance(image_size, str):
-        if image_size != "default":
-            raise ValueError("`image_size` must be an int, a pair, None or 'default'.")
-        image_size = _RETRIEVAL_IMAGE_SIZE if first_test is not None else None
-    if image_size is not None:
-        size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
-        if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
-            raise ValueError(f"`image_size` must be a positive int or (height, width); got {image_size!r}.")
-        image_size = tuple(int(s) for s in size)
-    if batch_size is not None and image_size is None and first_test is not None:
+    split_classes(name, split)  # checks name and split
+    _check_normalize(name, normalize)
+    image_size = _image_size(name, image_size)
+    if batch_size is not None and image_size is None and TFDS_DATASETS[name][2] is not None:
         raise ValueError(f"`batch_size` needs an `image_size`: {name} images differ in size.")
-
-    tfds_split = "train+test" if first_test is not None else split
-    ds = tfds.load(
-        name,
-        split=tfds_split,
-        data_dir=data_dir,
-        download=download,
-        shuffle_files=shuffle,
-        read_config=tfds.ReadConfig(shuffle_seed=seed) if shuffle else None,
-    )
-    ds = ds.map(lambda ex: (ex["image"], ex[label_key]))
-    if first_test is not None:
-        lo, hi = classes.start, classes.stop
-        ds = ds.filter(lambda image, label: (label >= lo) & (label < hi))
+    ds = _examples(name, split, data_dir, shuffle, seed, download)
     if shuffle:
         ds = ds.shuffle(4096, seed=seed)
-    ds = ds.map(_preprocess(image_size, normalize), num_parallel_calls=tf.data.AUTOTUNE)
+    preprocess = _preprocess(name, image_size, normalize, augment)
+    if augment:
+        ds = _random_seeds(ds, seed).map(lambda example, s: preprocess(*example, s),
+                                         num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     if batch_size is not None:
         ds = ds.batch(int(batch_size))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def tfds_pk_batches(
+    name,
+    p,
+    k,
+    split="train",
+    image_size="default",
+    normalize="unit",
+    data_dir=None,
+    seed=0,
+    augment=True,
+    steps_per_epoch=None,
+    infinite=False,
+    download=False,
+):
+    """P×K class-balanced batches (``km.data.pk_batches``) of a TFDS dataset, for pair losses.
+
+    The split is read once and kept in memory compactly: MNIST/CIFAR as uint8 arrays, the
+    retrieval sets resized (to 8/7 of ``image_size`` with ``augment``) and JPEG-encoded
+    (quality 95; about 1.5 GB for SOP's 60 k training images at 256 px). Each batch is then
+    decoded, augmented and normalised inside tf.data.
+
+    Args:
+        name: one of ``TFDS_DATASETS``.
+        p: classes per batch. Batch size = p·k.
+        k: samples per class.
+        split: ``"train"`` or ``"test"`` (default ``"train"``).
+        image_size: as in ``load_tfds`` (default ``"default"``); the retrieval sets need one.
+        normalize: as in ``load_tfds`` (default ``"unit"``).
+        data_dir: TFDS data directory (default None).
+        seed: sampling and augmentation seed (default 0).
+        augment: the training augmentation of ``load_tfds`` (default True).
+        steps_per_epoch: batches per iteration (default None: examples // (p·k)).
+        infinite: repeat forever (default False).
+        download: let TFDS download the data if missing (default False).
+
+    Returns:
+        A ``tf.data.Dataset`` of ``(images float32 (p·k, H, W, C), labels int32 (p·k,))``.
+
+    Example:
+        >>> ds = km.data.tfds_pk_batches("cars196", p=32, k=4, data_dir="~/tensorflow_datasets")
+        >>> model.fit(ds, epochs=50)   # model = backbone, loss = km.losses.PairCircleLoss()
+
+    Reference:
+        - Hermans, Beyer & Leibe, 2017. [In Defense of the Triplet Loss for Person
+          Re-Identification](https://arxiv.org/abs/1703.07737) (P×K batches).
+    """
+    import tensorflow as tf
+
+    from keras_margins.data.pk_sampler import pk_batches
+
+    split_classes(name, split)
+    _check_normalize(name, normalize)
+    image_size = _image_size(name, image_size)
+    retrieval = TFDS_DATASETS[name][2] is not None
+    if retrieval and image_size is None:
+        raise ValueError(f"`image_size`: {name} images differ in size; pass one.")
+    stored = _stored_size(name, image_size, augment)
+    images, labels = [], []
+    for image, label in _examples(name, split, data_dir, False, seed, download).as_numpy_iterator():
+        if retrieval:
+            image = tf.cast(tf.round(tf.image.resize(image, stored)), "uint8")
+            image = tf.io.encode_jpeg(image, quality=95).numpy()
+        elif image_size is not None:
+            image = tf.cast(tf.round(tf.image.resize(image, image_size)), "uint8").numpy()
+        images.append(image)
+        labels.append(label)
+    if not labels:
+        raise ValueError(f"`split` {split!r} of {name} holds no examples.")
+    images = np.array(images, dtype=object) if retrieval else np.stack(images)
+    crop = _augment(name, image_size) if augment else None
+    channels = 3 if retrieval else images.shape[-1]
+
+    def decode(item):
+        image, image_seed = item
+        if retrieval:
+            image = tf.io.decode_jpeg(image, channels=channels)
+            image = tf.ensure_shape(image, (*stored, channels))
+        image = tf.cast(image, "float32")
+        if crop is not None:
+            image = crop(image, image_seed)
+        return _normalise(image, normalize)
+
+    dtype = tf.string if retrieval else tf.uint8
+
+    def gather(index):  # the images stay in host memory, out of the tf.data graph
+        return images[index.numpy()]
+
+    def finish(batch, seed_pair):
+        index, batch_labels = batch
+        images_batch = tf.py_function(gather, [index], Tout=dtype)
+        seeds = tf.random.experimental.stateless_split(seed_pair, num=p * k)
+        images_batch = tf.map_fn(decode, (images_batch, seeds), fn_output_signature=tf.float32)
+        images_batch = tf.ensure_shape(images_batch, (p * k, None, None, channels))
+        return images_batch, tf.cast(batch_labels, "int32")
+
+    indices = np.arange(len(labels))
+    batches = pk_batches((indices, np.asarray(labels, "int64")), p, k, seed=seed,
+                         steps_per_epoch=steps_per_epoch, infinite=infinite)
+    return _random_seeds(batches, seed + 1).map(
+        finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).prefetch(tf.data.AUTOTUNE)
 
 
 def _named(name):

@@ -8,6 +8,7 @@ functional model, and build the L2-normalised embedding model that ``km.export``
 import keras
 
 from keras_margins.layers import ClassHead, L2Normalize
+from keras_margins.models.ensemble_model import EnsembleModel
 
 #: Name of the embedding model's input (and of the exported signatures' input).
 INPUT_NAME = "inputs"
@@ -18,6 +19,8 @@ def split_head(model):
 
     * a ``km.models.MarginModel`` (anything with public ``.backbone``/``.head``): its
       backbone, its head, and the model itself as scorer (``call`` gives the head's scores);
+    * a ``km.models.EnsembleModel``: the model itself (its inference output is the
+      weighted concatenation of its members' embeddings), ``head = scorer = None``;
     * a ``Sequential``/functional model whose last layer is a ``km.layers.ClassHead``: the
       layers before the head, the head, the full model;
     * any other Keras model: treated as an embedding model, ``head = scorer = None``.
@@ -47,6 +50,8 @@ def split_head(model):
         )
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"`model` must be a Keras model; got {type(model).__name__}.")
+    if isinstance(model, EnsembleModel):
+        return model, None, None
     if hasattr(model, "backbone") and hasattr(model, "head"):  # MarginModel or look-alike
         if not isinstance(model.backbone, keras.layers.Layer):
             raise ValueError("`model.backbone` is not a Keras model: no embedding part to export.")
@@ -118,7 +123,8 @@ def embedding_model(model, normalize=True, input_shape=None):
         (2, 3)
     """
     part, _, _ = split_head(model)
-    shape = _input_shape([part, model], input_shape)
+    candidates = [part, model] + ([model.backbone] if isinstance(model, EnsembleModel) else [])
+    shape = _input_shape(candidates, input_shape)
     inputs = keras.Input(shape, name=INPUT_NAME)
     features = part(inputs)
     if not isinstance(features, keras.KerasTensor) or len(features.shape) != 2:

@@ -119,6 +119,19 @@ def test_predict_is_the_weighted_concatenation_and_compress_matches():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_embedding_model_of_an_ensemble_is_its_normalised_concatenation():
+    """What km.export serves for an EnsembleModel: the test-time embedding, L2-normalised
+    (a Dense member head inside the ensemble must not be taken for the model's class head)."""
+    x, _ = _batch(2)
+    model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, prior=[1, 3])
+    part, head, scorer = km.models.split_head(model)
+    assert part is model and head is None and scorer is None
+    served = km.models.embedding_model(model)
+    assert served.input_shape == (None, F_IN)
+    np.testing.assert_allclose(served.predict(x, verbose=0), _unit(_np(model.predict(x, verbose=0))),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_shared_embedding_is_loss_ensemble_on_one_embedding():
     x, y = _batch(2)
     model = km.models.EnsembleModel(_backbone(), _members(), embedding_dim=D, shared_embedding=True)

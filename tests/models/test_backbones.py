@@ -1,0 +1,102 @@
+"""Image backbones: the pixel preprocessing against NumPy references, shapes, .keras round
+trips, local weights files, and bad arguments."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_margins as km
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
+
+
+def _reference(images, mode):
+    """keras.applications' documented preprocessing, written per pixel in NumPy."""
+    out = np.empty_like(images, dtype="float64")
+    for n, h, w in np.ndindex(images.shape[:3]):
+        rgb = images[n, h, w].astype("float64")
+        if mode == "unit":
+            out[n, h, w] = rgb / 255.0
+        elif mode == "none":
+            out[n, h, w] = rgb
+        elif mode == "tf":
+            out[n, h, w] = rgb / 127.5 - 1.0
+        elif mode == "torch":
+            out[n, h, w] = (rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+        else:  # caffe: RGB -> BGR, ImageNet mean (BGR) subtracted, no scaling
+            out[n, h, w] = rgb[::-1] - CAFFE_MEAN_BGR
+    return out
+
+
+@pytest.mark.parametrize("mode", ["unit", "none", "tf", "torch", "caffe"])
+def test_image_preprocessing_matches_numpy(mode):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 4, 3)).astype("float32")
+    images[0, 0, 0] = [255.0, 0.0, 0.0]   # hand-made pixel: pure red
+    got = keras.ops.convert_to_numpy(km.models.ImagePreprocessing(mode)(images))
+    np.testing.assert_allclose(got, _reference(images, mode), rtol=1e-5, atol=1e-4)
+    if mode == "caffe":  # red lands in the last (R of BGR) channel
+        np.testing.assert_allclose(got[0, 0, 0], [-103.939, -116.779, 255.0 - 123.68], atol=1e-3)
+
+
+def test_small_cnn_shapes_and_round_trip(tmp_path):
+    model = km.models.small_cnn_backbone((28, 28, 1), 16, widths=(8, 16))
+    x = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1)).astype("float32")
+    y = model.predict(x, verbose=0)
+    assert y.shape == (3, 16)
+    path = tmp_path / "cnn.keras"
+    model.save(path)
+    again = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-5)
+    # the input scaling lives in the model: pixels x and x / 255 are different inputs
+    assert not np.allclose(model.predict(x / 255.0, verbose=0), y)
+
+
+@pytest.mark.parametrize("architecture", ["mobilenet_v2", "resnet50_v2"])
+def test_applications_backbone_round_trips_and_reads_a_local_weights_file(tmp_path, architecture):
+    shape = (32, 32, 3)
+    model = km.models.image_backbone(architecture, shape, 8)
+    assert model.output_shape == (None, 8)
+    x = np.random.default_rng(2).integers(0, 256, (2, *shape)).astype("float32")
+    y = model.predict(x, verbose=0)
+    path = tmp_path / "backbone.keras"
+    model.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0), y,
+                               rtol=1e-4, atol=1e-4)
+    # A weights file of the architecture without its top (what ImageNet *_notop.h5 is):
+    features = model.layers[1]
+    weights = tmp_path / "notop.weights.h5"
+    features.save_weights(weights)
+    again = km.models.image_backbone(architecture, shape, 8, weights=str(weights))
+    for a, b in zip(again.layers[1].get_weights(), features.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_every_architecture_is_a_keras_application():
+    for name, (constructor, mode, side) in km.models.backbones.ARCHITECTURES.items():
+        assert callable(getattr(keras.applications, constructor)), name
+        assert mode in ("caffe", "tf", "torch", "none") and side >= 32
+    assert km.models.BACKBONES[0] == "small_cnn"
+
+
+@pytest.mark.parametrize(
+    "call, argument",
+    [
+        (lambda: km.models.image_backbone("vgg99", (32, 32, 3)), "architecture"),
+        (lambda: km.models.image_backbone("resnet50", (32, 32, 1)), "input_shape"),
+        (lambda: km.models.image_backbone("resnet50", (16, 16, 3)), "input_shape"),
+        (lambda: km.models.image_backbone("inception_v3", (64, 64, 3)), "input_shape"),
+        (lambda: km.models.image_backbone("resnet50", (32, 32)), "input_shape"),
+        (lambda: km.models.image_backbone("resnet50", (32, 32, 3), 0), "embedding_dim"),
+        (lambda: km.models.image_backbone("resnet50", (32, 32, 3), weights="/no/such.h5"), "weights"),
+        (lambda: km.models.image_backbone("small_cnn", (32, 32, 3), weights="x.h5"), "weights"),
+        (lambda: km.models.small_cnn_backbone((4, 4, 1), 8), "input_shape"),
+        (lambda: km.models.small_cnn_backbone((32, 32, 1), 8, widths=()), "widths"),
+        (lambda: km.models.ImagePreprocessing("imagenet"), "mode"),
+    ],
+)
+def test_bad_arguments_name_the_argument(call, argument):
+    with pytest.raises(ValueError, match=argument):
+        call()
