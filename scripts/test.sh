@@ -18,6 +18,7 @@ DOCTEST_PATHS=(
     keras_margins/metrics/retrieval.py
     keras_margins/metrics/verification.py
     keras_margins/layers/l2_normalize.py
+    keras_margins/models/backbones.py
 )
 if [ "$#" -eq 0 ]; then
     TF_ARGS=(-m "slow or not slow")

@@ -290,3 +290,22 @@ def test_examples_export_to_their_own_serving_names():
     assert targets, "the export examples should name their serving folders"
     for target, users in targets.items():
         assert len(users) == 1, f"{target} is used by {users}"
+
+
+@pytest.mark.tf_only  # P×K batches are a tf.data pipeline
+@pytest.mark.parametrize("loss, dim", [("circle_pair", 32), ("ensemble", 4 * 8)])
+def test_pair_methods_on_digits_zero_shot(tmp_path, loss, dim):
+    """circle_pair / ensemble train on P×K batches of the training digits and are scored by
+    retrieval among the unseen digits only (no head, so no accuracy or class margin)."""
+    out = tmp_path / "run"
+    code = cli.main(["train", "--dataset", "digits-zero-shot", "--loss", loss, "--epochs", "1",
+                     "--steps-per-epoch", "3", "--batch-size", "20", "--samples-per-class", "4",
+                     "--embedding-dim", "32", "--head-dim", "8", "--verbose", "0",
+                     "--output-dir", str(out)])
+    assert code == 0
+    with open(out / "results.json") as f:
+        results = json.load(f)["results"]
+    assert set(results) == {"map_at_r", "precision_at_1", "recall_at_5", "train_seconds"}
+    model = keras.models.load_model(out / "model.keras")
+    (_, _), (x_test, _) = km.data.digits_zero_shot()
+    assert model.predict(x_test[:3], verbose=0).shape == (3, dim)

@@ -93,14 +93,15 @@ def test_pair_methods_train_on_pk_batches_and_export(tmp_path, loss, capsys):
         results, out = _train(tmp_path, "--dataset", "caltech_birds2011", "--loss", loss,
                               "--image-size", "32", "--backbone", "small_cnn",
                               "--batch-size", "8", "--samples-per-class", "4",
-                              "--embedding-dim", "16", "--export", str(tmp_path / "serving"))
+                              "--embedding-dim", "16", "--head-dim", "8",
+                              "--export", str(tmp_path / "serving"))
     printed = capsys.readouterr().out
     assert set(results) >= {"map_at_r", "precision_at_1", "recall_at_5"}
     assert "accuracy" not in results and "class_margin" not in results
     assert "checked in a fresh process" in printed
     model = keras.models.load_model(out / "model.keras")
     x = np.zeros((2, 32, 32, 3), "float32")
-    dim = 16 if loss == "circle_pair" else 4 * 16   # the ensemble concatenates 4 heads
+    dim = 16 if loss == "circle_pair" else 4 * 8   # the ensemble concatenates 4 heads
     assert model.predict(x, verbose=0).shape == (2, dim)
 
 

@@ -59,6 +59,9 @@ def add_parser(subparsers):
     p.add_argument("--image-size", type=positive_int, default=None,
                    help="image side for TFDS datasets (default: 224 for the retrieval sets, "
                    "native for MNIST/CIFAR)")
+    p.add_argument("--head-dim", type=positive_int, default=64,
+                   help="--loss ensemble: the size of each member's embedding head on the "
+                   "backbone's output (the paper's 64; the test embedding is 4 × this)")
     p.add_argument("--samples-per-class", type=positive_int, default=4, metavar="K",
                    help="K of the P×K batches of circle_pair / ensemble (P = batch size // K)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=None,
@@ -147,9 +150,9 @@ def _make_dirs(path):
         raise ValueError(f"cannot create the run folder {path!r}: {err}") from err
 
 
-def build_pair_method(loss_name, backbone, num_classes, embedding_dim, scale=None, margin=None):
+def build_pair_method(loss_name, backbone, num_classes, head_dim=64, scale=None, margin=None):
     """``(model, loss)`` of a ``PAIR_METHODS`` choice on ``backbone`` (``loss`` is None for the
-    ensemble, which computes its own)."""
+    ensemble, which computes its own; ``head_dim`` is its members' embedding size)."""
     import keras
 
     from keras_margins import layers, losses, miners, models
@@ -173,7 +176,7 @@ def build_pair_method(loss_name, backbone, num_classes, embedding_dim, scale=Non
         (losses.ProxyNCALoss(proxy_scale=3.0, label_smoothing=0.1),
          layers.LargestMarginHead(num_classes, name="proxies")),
     ]
-    model = models.EnsembleModel(backbone, members, embedding_dim=embedding_dim,
+    model = models.EnsembleModel(backbone, members, embedding_dim=head_dim,
                                  prior=[2, 1, 2, 3], name="ensemble_model")
     return model, None
 
@@ -200,7 +203,7 @@ def run(args):
     backbone = build_backbone(dataset, args.backbone, embedding_dim, args.weights)
     family_callbacks = ()
     if pairs:
-        model, loss = build_pair_method(args.loss, backbone, dataset.num_classes, embedding_dim,
+        model, loss = build_pair_method(args.loss, backbone, dataset.num_classes, args.head_dim,
                                         args.scale, args.margin)
         head = None
         embedder = model  # the backbone itself, or the ensemble's weighted concatenation

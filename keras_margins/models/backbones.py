@@ -41,9 +41,9 @@ class ImagePreprocessing(keras.layers.Layer):
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Example:
-        >>> import numpy as np
-        >>> layer = ImagePreprocessing("tf")
-        >>> layer(np.full((1, 2, 2, 3), 255.0, "float32")).numpy().max()
+        >>> import keras, numpy as np, keras_margins as km
+        >>> layer = km.models.ImagePreprocessing("tf")    # [0, 255] -> [-1, 1]
+        >>> float(keras.ops.max(layer(np.full((1, 2, 2, 3), 255.0, "float32"))))
         1.0
     """
 
