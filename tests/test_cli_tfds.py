@@ -126,16 +126,30 @@ def test_keras_applications_backbone_with_steps_per_epoch(tmp_path):
     assert any("mobilenet" in layer.name for layer in backbone.layers)
 
 
-def test_tfds_pk_batches_hold_p_classes_times_k(tmp_path):
-    with _mock("cars196"):
-        ds = km.data.tfds_pk_batches("cars196", p=3, k=2, image_size=24, seed=1)
+@pytest.mark.parametrize("name, image_size, shape", [("cars196", 24, (24, 24, 3)),
+                                                     ("mnist", "default", (28, 28, 1))])
+def test_tfds_pk_batches_hold_p_classes_times_k(name, image_size, shape):
+    with _mock(name):
+        ds = km.data.tfds_pk_batches(name, p=3, k=2, image_size=image_size, seed=1)
         batches = list(ds.as_numpy_iterator())
-    assert len(batches) == (4 * PER_CLASS) // 6   # train classes 0-3 only
-    for x, y in batches:
-        assert x.shape == (6, 24, 24, 3) and x.dtype == np.float32
+        again = list(km.data.tfds_pk_batches(name, p=3, k=2, image_size=image_size, seed=1)
+                     .as_numpy_iterator())
+        plain = np.stack([x for x, _ in km.data.load_tfds(name, "train", image_size=image_size)
+                          .as_numpy_iterator()])
+    assert len(batches) == (4 * PER_CLASS) // 6   # the training classes 0-3 only
+    for (x, y), (x2, y2) in zip(batches, again):
+        assert x.shape == (6, *shape) and x.dtype == np.float32
         assert 0.0 <= x.min() and x.max() <= 1.0
         assert len(set(y.tolist())) == 3 and all((y == c).sum() == 2 for c in set(y.tolist()))
-        assert y.max() < 98
+        assert y.max() < 4
+        np.testing.assert_array_equal(x, x2)   # a pure function of the seed
+        np.testing.assert_array_equal(y, y2)
+    if name == "mnist":  # stored as uint8 without loss: un-augmented pixels are crops of originals
+        with _mock(name):  # the split is read when the stream is made
+            unaugmented = km.data.tfds_pk_batches(name, 3, 2, augment=False, seed=1)
+        x, _ = next(iter(unaugmented.as_numpy_iterator()))
+        for image in x:
+            assert np.any(np.all(np.isclose(plain, image), axis=(1, 2, 3)))
 
 
 def test_augmentation_crops_from_the_8_7_resize_and_is_seeded(tmp_path):

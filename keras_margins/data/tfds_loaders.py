@@ -296,13 +296,17 @@ def tfds_pk_batches(
     if retrieval and image_size is None:
         raise ValueError(f"`image_size`: {name} images differ in size; pass one.")
     stored = _stored_size(name, image_size, augment)
-    images, labels = [], []
-    for image, label in _examples(name, split, data_dir, False, seed, download).as_numpy_iterator():
+    def compact(image, label):  # runs inside tf.data, in parallel
+        size = stored if retrieval else image_size
+        if size is not None:
+            image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, size), 0, 255)), "uint8")
         if retrieval:
-            image = tf.cast(tf.round(tf.image.resize(image, stored)), "uint8")
-            image = tf.io.encode_jpeg(image, quality=95).numpy()
-        elif image_size is not None:
-            image = tf.cast(tf.round(tf.image.resize(image, image_size)), "uint8").numpy()
+            image = tf.io.encode_jpeg(image, quality=95)
+        return image, label
+
+    images, labels = [], []
+    examples = _examples(name, split, data_dir, False, seed, download)
+    for image, label in examples.map(compact, num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator():
         images.append(image)
         labels.append(label)
     if not labels:
