@@ -54,6 +54,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_margins as km  # noqa: E402
+from keras_margins.models.ensemble_model import PAPER_PRIOR, paper_members  # noqa: E402
 
 MINERS = {
     "none": lambda: None,
@@ -120,16 +121,8 @@ def build(method, num_classes, args, seed):
             [km.losses.ArcFace(scale=16.0, margin=0.3), km.losses.PairCircleLoss()]
         )
     else:  # multi-embedding ensemble: the model itself embeds (weighted concatenation)
-        members = [
-            (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-             keras.layers.Dense(num_classes)),
-            (km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner()), None),
-            (km.losses.BinomialDevianceLoss(alpha=2.0, beta=0.5, cost=12.5), None),
-            (km.losses.ProxyNCALoss(proxy_scale=3.0, label_smoothing=0.1),
-             km.layers.LargestMarginHead(num_classes)),
-        ]
-        model = km.models.EnsembleModel(backbone, members, embedding_dim=args.head_dim or args.dim,
-                                        prior=[2, 1, 2, 3])
+        model = km.models.EnsembleModel(backbone, paper_members(num_classes),
+                                        embedding_dim=args.head_dim or args.dim, prior=PAPER_PRIOR)
         model.compile(keras.optimizers.Adam(args.lr), jit_compile=True)
         return model, model, None
     model.compile(keras.optimizers.Adam(args.lr), loss=loss, jit_compile=True)

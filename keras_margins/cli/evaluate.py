@@ -3,7 +3,7 @@
 import os
 
 from keras_margins.cli.common import evaluate_dataset, format_table, load_model_file, positive_int
-from keras_margins.cli.datasets import DATASETS, open_dataset
+from keras_margins.cli.datasets import DATASETS, DIGITS, open_dataset
 
 HELP = "accuracy, MAP@R, P@1 and class margin of a saved .keras model"
 
@@ -28,7 +28,7 @@ def run(args):
     model = load_model_file(args.model)
     embedder, head, scorer = split_head(model)
     image_size = args.image_size
-    if image_size is None and args.dataset not in ("digits", "digits-zero-shot"):
+    if image_size is None and args.dataset not in DIGITS:
         image_size = _image_side(model, embedder, getattr(model, "backbone", None))
     dataset = open_dataset(args.dataset, args.data_dir, image_size)
     results = evaluate_dataset(embedder, scorer, head, dataset)

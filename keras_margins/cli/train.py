@@ -153,9 +153,8 @@ def _make_dirs(path):
 def build_pair_method(loss_name, backbone, num_classes, head_dim=64, scale=None, margin=None):
     """``(model, loss)`` of a ``PAIR_METHODS`` choice on ``backbone`` (``loss`` is None for the
     ensemble, which computes its own; ``head_dim`` is its members' embedding size)."""
-    import keras
-
-    from keras_margins import layers, losses, miners, models
+    from keras_margins import losses, models
+    from keras_margins.models import ensemble_model
 
     if loss_name == "circle_pair":
         kwargs = {"margin": 0.4, "gamma": 80.0}
@@ -168,16 +167,9 @@ def build_pair_method(loss_name, backbone, num_classes, head_dim=64, scale=None,
         raise ValueError(f"`--loss` {loss_name!r} is not one of {PAIR_METHODS}.")
     if scale is not None or margin is not None:
         raise ValueError("`--scale`/`--margin` do not apply to --loss ensemble (four losses).")
-    members = [
-        (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-         keras.layers.Dense(num_classes, name="softmax_head")),
-        (losses.TripletMarginLoss(1.0, miner=miners.SemiHardMiner()), None),
-        (losses.BinomialDevianceLoss(alpha=2.0, beta=0.5, cost=12.5), None),
-        (losses.ProxyNCALoss(proxy_scale=3.0, label_smoothing=0.1),
-         layers.LargestMarginHead(num_classes, name="proxies")),
-    ]
-    model = models.EnsembleModel(backbone, members, embedding_dim=head_dim,
-                                 prior=[2, 1, 2, 3], name="ensemble_model")
+    model = models.EnsembleModel(backbone, ensemble_model.paper_members(num_classes),
+                                 embedding_dim=head_dim, prior=ensemble_model.PAPER_PRIOR,
+                                 name="ensemble_model")
     return model, None
 
 

@@ -295,11 +295,11 @@ def tfds_pk_batches(
     retrieval = TFDS_DATASETS[name][2] is not None
     if retrieval and image_size is None:
         raise ValueError(f"`image_size`: {name} images differ in size; pass one.")
-    stored = _stored_size(name, image_size, augment)
+    stored = _stored_size(name, image_size, augment)  # = image_size for MNIST/CIFAR
+
     def compact(image, label):  # runs inside tf.data, in parallel
-        size = stored if retrieval else image_size
-        if size is not None:
-            image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, size), 0, 255)), "uint8")
+        if stored is not None:
+            image = tf.cast(tf.round(tf.clip_by_value(tf.image.resize(image, stored), 0, 255)), "uint8")
         if retrieval:
             image = tf.io.encode_jpeg(image, quality=95)
         return image, label

@@ -69,6 +69,43 @@ def _as_member(item, index):
     return loss, head
 
 
+#: The prior of ``paper_members``' coefficients c_k (Zabihzadeh et al.'s demo configuration).
+PAPER_PRIOR = (2, 1, 2, 3)
+
+
+def paper_members(num_classes):
+    """The four members of Zabihzadeh et al.'s multi-embedding ensemble (WEDL), as
+    ``EnsembleModel`` ``members``; use them with ``prior=PAPER_PRIOR``.
+
+    Softmax cross-entropy on a Dense head, semi-hard triplet (margin 1), binomial deviance
+    (the authors' slopes 2 and 25, ``cost=12.5``) and ProxyNCA (proxy scale 3, label
+    smoothing 0.1) with its proxies in a ``LargestMarginHead``.
+
+    Args:
+        num_classes: C, the training classes of the two class-score members.
+
+    Returns:
+        A list of four ``(loss, head_or_None)`` pairs, new objects on each call.
+
+    Example:
+        >>> import keras, keras_margins as km
+        >>> from keras_margins.models.ensemble_model import PAPER_PRIOR, paper_members
+        >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)])
+        >>> model = km.models.EnsembleModel(backbone, paper_members(5), embedding_dim=4,
+        ...                                 prior=PAPER_PRIOR)
+        >>> [type(loss).__name__ for loss, _ in paper_members(5)][1:]
+        ['TripletMarginLoss', 'BinomialDevianceLoss', 'ProxyNCALoss']
+    """
+    from keras_margins import layers, losses, miners
+
+    return [
+        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.layers.Dense(num_classes)),
+        (losses.TripletMarginLoss(1.0, miner=miners.SemiHardMiner()), None),
+        (losses.BinomialDevianceLoss(alpha=2.0, beta=0.5, cost=12.5), None),
+        (losses.ProxyNCALoss(proxy_scale=3.0, label_smoothing=0.1), layers.LargestMarginHead(num_classes)),
+    ]
+
+
 @keras.saving.register_keras_serializable(package="keras_margins")
 class EnsembleModel(OnePassOutputs, keras.Model):
     """Ensemble of losses on several embedding heads of one backbone (WEDL of Zabihzadeh

@@ -240,3 +240,19 @@ def test_diversity_gradient_moves_the_heads_apart():
     for variable, grad in zip(heads, grads):
         variable.assign(_np(variable) - 0.05 * grad)
     assert mean_distance() > before
+
+
+def test_paper_members_are_the_authors_four_losses():
+    from keras_margins.models.ensemble_model import PAPER_PRIOR, paper_members
+
+    members = paper_members(7)
+    (ce, dense), (triplet, none1), (binomial, none2), (proxy, proxies) = members
+    assert isinstance(ce, keras.losses.SparseCategoricalCrossentropy) and dense.units == 7
+    assert triplet.margin == 1.0 and isinstance(triplet.miner, km.miners.SemiHardMiner)
+    assert (binomial.alpha, binomial.beta, binomial.cost) == (2.0, 0.5, 12.5)
+    assert (proxy.proxy_scale, proxy.label_smoothing) == (3.0, 0.1)
+    assert isinstance(proxies, km.layers.LargestMarginHead) and none1 is None and none2 is None
+    assert tuple(PAPER_PRIOR) == (2, 1, 2, 3)
+    assert paper_members(7)[0][1] is not dense   # new objects on each call
+    model = km.models.EnsembleModel(_backbone(), paper_members(C), embedding_dim=D, prior=PAPER_PRIOR)
+    np.testing.assert_allclose(_np(model.coefficients), np.array([2, 1, 2, 3]) / 8, rtol=1e-5)
