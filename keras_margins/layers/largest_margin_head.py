@@ -4,12 +4,12 @@ import keras
 from keras import ops
 
 from keras_margins import ops as kmops
-from keras_margins.layers._base import ClassHead
-from keras_margins.ops._common import as_float, static_shape
+from keras_margins.layers import _base
+from keras_margins.layers._base import PrototypeHead
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class LargestMarginHead(ClassHead):
+class LargestMarginHead(PrototypeHead):
     """Cosine head: (N, D) features -> (N, C) cosines cos θ_ij between ``x_i/||x_i||`` and
     ``w_j/||w_j||``. Pair it with any cosine loss (``LMSoftmax``, ``ArcFace``,
     ``CosFace``, ``SphereFace``, ``NormFace``, ``MarginSoftmax``, ``CircleLoss``): margins are
@@ -26,7 +26,7 @@ class LargestMarginHead(ClassHead):
       (D, C) transpose (a tensor: assign through ``.centers``). Every class is a contiguous
       row, so a step that touches a few classes (``km.losses.PartialFC``) updates rows instead
       of scattering into a dense (D, C) gradient: use it with Partial FC and for very large C
-      (measured 3x faster Partial FC steps at C = 1M, ``benchmarks/scale_classes.py``).
+      (``benchmarks/scale_classes.py``; figures in ``benchmarks/RESULTS.md``).
 
     Both layouts give the same outputs, and ``kernel_regularizer`` / ``kernel_constraint``
     always see the (D, C) view. Files saved before this option load as ``"feature_major"``.
@@ -52,121 +52,15 @@ class LargestMarginHead(ClassHead):
           2022 (cosine head with learnable prototypes).
     """
 
-    def __init__(
-        self,
-        num_classes,
-        kernel_initializer="glorot_normal",
-        kernel_regularizer=None,
-        kernel_constraint=None,
-        kernel_layout="feature_major",
-        **kwargs,
-    ):
-        super().__init__(num_classes, **kwargs)
-        if kernel_layout not in KERNEL_LAYOUTS:
-            raise ValueError(
-                f"`kernel_layout` must be one of {KERNEL_LAYOUTS}; got {kernel_layout!r}."
-            )
-        self.kernel_layout = kernel_layout
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self._storage = None
-
-    @property
-    def class_major(self):
-        """True when the variable is stored (C, D) (``kernel_layout="class_major"``)."""
-        return self.kernel_layout == "class_major"
-
-    def build(self, input_shape):
-        dim = self._feature_dim(input_shape)
-        if not self.class_major:
-            self._storage = self.add_weight(
-                name="kernel",
-                shape=(dim, self.num_classes),
-                initializer=self.kernel_initializer,
-                regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint,
-            )
-            return
-        initializer = self.kernel_initializer
-
-        def transposed_init(shape, dtype=None):
-            return ops.transpose(initializer((shape[1], shape[0]), dtype=dtype))
-
-        self._storage = self.add_weight(
-            name="centers",
-            shape=(self.num_classes, dim),
-            initializer=transposed_init,
-            regularizer=None if self.kernel_regularizer is None
-            else _OnTranspose(self.kernel_regularizer),
-            constraint=None if self.kernel_constraint is None
-            else _OnTranspose(self.kernel_constraint, transpose_back=True),
-        )
-
-    @property
-    def kernel(self):
-        """The (D, C) prototypes: the variable (feature-major) or its transpose (class-major)."""
-        if self._storage is None:
-            raise AttributeError(f"{self.name} is not built yet: it has no kernel.")
-        return ops.transpose(self._storage) if self.class_major else self._storage
-
-    @property
-    def centers(self):
-        """The (C, D) prototypes: the variable (class-major) or its transpose (feature-major)."""
-        if self._storage is None:
-            raise AttributeError(f"{self.name} is not built yet: it has no centers.")
-        return self._storage if self.class_major else ops.transpose(self._storage)
-
-    def gather_centers(self, class_ids):
-        """(K, D) rows of the prototypes of ``class_ids`` (K,) (what ``km.losses.PartialFC``
-        trains on): a row gather of a class-major variable, whose gradient only touches
-        those rows (TensorFlow: ``IndexedSlices``)."""
-        if self.class_major:
-            return ops.take(self._storage, class_ids, axis=0)
-        return ops.transpose(ops.take(self._storage, class_ids, axis=1))
-
-    def _check_features(self, features):
-        if not self.class_major:
-            return super()._check_features(features)
-        features = as_float(features, "features", 2, "(N, D)")
-        dim, expected = static_shape(features)[1], self._storage.shape[1]
-        if dim is not None and dim != expected:
-            raise ValueError(
-                f"`features` has D={dim} but {type(self).__name__} was built for D={expected}."
-            )
-        return features
+    score_kind = "cosine"
 
     def call(self, inputs):
         features = self._check_features(inputs)
         if self.class_major:
             # XLA folds the transpose into the matmul: no (D, C) copy is made.
-            return kmops.cosine_similarity(features, ops.transpose(self._storage))
-        return kmops.cosine_similarity(features, self._storage)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-                "kernel_layout": self.kernel_layout,
-            }
-        )
-        return config
+            return kmops.cosine_similarity(features, ops.transpose(self.storage))
+        return kmops.cosine_similarity(features, self.storage)
 
 
-#: Storage layouts of ``LargestMarginHead``'s prototypes.
-KERNEL_LAYOUTS = ("feature_major", "class_major")
-
-
-class _OnTranspose:
-    """Applies a (D, C) regulariser / constraint to a class-major (C, D) variable."""
-
-    def __init__(self, fn, transpose_back=False):
-        self.fn = fn
-        self.transpose_back = transpose_back
-
-    def __call__(self, centers):
-        out = self.fn(ops.transpose(centers))
-        return ops.transpose(out) if self.transpose_back else out
+#: Storage layouts of the prototypes (kept importable here).
+KERNEL_LAYOUTS = _base.KERNEL_LAYOUTS

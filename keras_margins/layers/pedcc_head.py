@@ -33,6 +33,9 @@ class PEDCCHead(ClassHead):
         - Zhu & Zu, 2021. POD loss on predefined evenly-distributed class centroids, [arXiv:2111.15449](https://arxiv.org/abs/2111.15449).
     """
 
+    score_kind = "cosine"
+    fixed_centers = True
+
     def __init__(self, num_classes, seed=0, **kwargs):
         super().__init__(num_classes, **kwargs)
         if not isinstance(seed, int) or isinstance(seed, bool):

@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
-from keras_margins.layers.largest_margin_head import LargestMarginHead
+from keras_margins.layers._base import PrototypeHead
 from keras_margins.ops.virtual_softmax import attach_virtual_terms
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class VirtualSoftmaxHead(LargestMarginHead):
+class VirtualSoftmaxHead(PrototypeHead):
     """Bias-free linear head z = x·W whose virtual class lives in training only.
 
     It works in a plain ``keras.Sequential`` with ``km.losses.VirtualSoftmax``, with no
@@ -21,14 +21,16 @@ class VirtualSoftmaxHead(LargestMarginHead):
     At inference nothing is attached, so ``evaluate`` reports the plain softmax
     cross-entropy. (Another loss on the training output sees plain log-probabilities.)
 
-    The (D, C) kernel is at ``.kernel``.
+    The (D, C) kernel is at ``.kernel`` (``score_kind = "log_probs"``: a linear head, not a
+    cosine one).
 
     Args:
         num_classes: C >= 2.
         virtual_clip: optional cap on the virtual logit, > 0 (default None; public ports use
             15 or 50).
-        **kwargs: the other arguments of ``LargestMarginHead`` (``kernel_initializer``,
-            ``kernel_regularizer``, ``kernel_constraint``) and of ``keras.layers.Layer``.
+        **kwargs: the kernel arguments shared with ``LargestMarginHead``
+            (``kernel_initializer``, ``kernel_regularizer``, ``kernel_constraint``,
+            ``kernel_layout``) and those of ``keras.layers.Layer``.
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.VirtualSoftmaxHead(10)])
@@ -38,6 +40,8 @@ class VirtualSoftmaxHead(LargestMarginHead):
     Reference:
         - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
+
+    score_kind = "log_probs"
 
     def __init__(self, num_classes, virtual_clip=None, **kwargs):
         super().__init__(num_classes, **kwargs)
