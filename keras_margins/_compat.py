@@ -42,6 +42,16 @@ except ImportError:  # pragma: no cover - depends on the Keras version
 
 
 __all__ = [
-    "get_tensor_attr", "global_state", "scale_loss_for_distribution", "set_keras_mask",
-    "set_tensor_attr",
+    "StateAfterBuild", "get_tensor_attr", "global_state", "scale_loss_for_distribution",
+    "set_keras_mask", "set_tensor_attr",
 ]
+
+
+class StateAfterBuild:
+    """Mixin for a ``keras.Model`` subclass whose losses add state (``model.add_weight``) at
+    ``compile``, after the model was built, as Keras' own Functional and Sequential models
+    allow: a built layer otherwise refuses new variables. Keras has no public switch for it
+    (Keras 3.x: ``Layer._lock_state`` is the hook Functional/Sequential override)."""
+
+    def _lock_state(self):
+        pass

@@ -167,8 +167,8 @@ def loss_value(loss, y, outputs, model, sample_weight=None, training=True):
     value = outputs.get(needs)
     if value is None:
         raise ValueError(
-            f"`loss`: {loss.name} needs the model's {needs}, which this model does not produce "
-            "(a loss on class scores needs a head)."
+            f"`loss`: {loss.name} needs the model's {needs}, which this model does not produce"
+            + (": the model has no head." if needs == "scores" else ".")
         )
     return loss(y, value, sample_weight=sample_weight)
 

@@ -2,6 +2,9 @@
 
 import keras
 
+from keras_margins.losses._base import ModelLoss
+from keras_margins.losses.pod import POD
+
 _SOURCES = {"logits": "logit_norm_sum", "features": "feature_norm_sum"}
 
 
@@ -17,8 +20,8 @@ class PODDelta(keras.callbacks.Callback):
     Args:
         alpha: the schedule's α > 0 (default 0.01, the authors' script).
         norm_source: ``"logits"`` (default, the authors' script) or ``"features"``.
-        loss: the ``POD`` loss (default None: the model's compiled loss, or the POD member of
-            a ``LossEnsemble``).
+        loss: the ``POD`` loss (default None: the model's compiled loss, or the POD it wraps,
+            e.g. a member of a ``LossEnsemble`` or the loss of a ``SampleMarginRegularizer``).
 
     Example:
         >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"])
@@ -41,10 +44,12 @@ class PODDelta(keras.callbacks.Callback):
         self.loss = loss
 
     def _pod(self):
-        loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)
-        candidates = [loss] + list(getattr(loss, "members", []))
+        loss = self.loss
+        if loss is None:  # the model's loss (MarginModel keeps it as a loss object)
+            loss = getattr(self.model, "objective", None) or getattr(self.model, "loss", None)
+        candidates = loss.state_losses() if isinstance(loss, ModelLoss) else [loss]
         for candidate in candidates:
-            if getattr(candidate, "state", None) is not None and "delta" in candidate.state:
+            if isinstance(candidate, POD) and candidate.delta_variable is not None:
                 return candidate
         raise ValueError(
             "PODDelta needs a km.losses.POD compiled on a km.models.MarginModel "

@@ -58,7 +58,10 @@ class BinomialDevianceLoss(MarginLoss):
         if not -1.0 <= beta <= 1.0:
             raise ValueError(f"`beta` (a cosine threshold) must be in [-1, 1]; got {beta}.")
         kwargs.setdefault("name", "binomial_deviance_loss")
-        super().__init__(alpha=float(alpha), beta=float(beta), cost=float(cost), **kwargs)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.cost = float(cost)
+        super().__init__(**kwargs)
 
     def per_sample(self, labels, embeddings):
         embeddings = ops.cast(as_float(embeddings, "embeddings", 2, "(N, D)"), "float32")

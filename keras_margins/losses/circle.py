@@ -1,12 +1,11 @@
 """Circle loss classes (Sun et al., CVPR 2020)."""
 
 import keras
-import numpy as np
 
 from keras_margins._compat import set_keras_mask
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
-from keras_margins.ops._common import as_labels, concrete_value
+from keras_margins.ops._common import as_labels
 from keras_margins.ops._distribute import gather_across_replicas
 from keras_margins.ops.circle import check_circle_hparams, circle_class_level, circle_pairwise
 
@@ -38,34 +37,17 @@ class CircleLoss(MarginLoss):
           Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6 (class-level labels).
     """
 
+    score_kind = "cosine"
+
     def __init__(self, margin=0.25, gamma=256.0, **kwargs):
         check_circle_hparams(margin, gamma)
         kwargs.setdefault("name", "circle_loss")
-        super().__init__(margin=float(margin), gamma=float(gamma), **kwargs)
+        self.margin = float(margin)
+        self.gamma = float(gamma)
+        super().__init__(**kwargs)
 
     def per_sample(self, labels, cos):
-        _check_cosines(cos)
         return circle_class_level(labels, cos, self.margin, self.gamma)
-
-
-#: Slack on |cos| <= 1 for the eager check of CircleLoss (float16 heads round up to 1 + 1e-3).
-_COSINE_SLACK = 1e-3
-
-
-def _check_cosines(y_pred):
-    """Eager only: CircleLoss given (N, D) embeddings instead of (N, C) cosines passes every
-    shape check (when the labels are < D) and returns a meaningless number; cosines are bounded."""
-    values = concrete_value(y_pred)
-    if values is None or values.size == 0:
-        return
-    largest = float(np.max(np.abs(values)))
-    if largest > 1.0 + _COSINE_SLACK:  # NaN compares False: the NaN check reports it
-        raise ValueError(
-            "`y_pred` of km.losses.CircleLoss must be the (N, C) cosines of a cosine head "
-            f"(|cos| <= 1); got values up to {largest:.4g}. For the pair-wise Circle loss on "
-            "(N, D) embeddings (pytorch-metric-learning's CircleLoss), use "
-            "km.losses.PairCircleLoss."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -131,10 +113,11 @@ class PairCircleLoss(MarginLoss):
         if not isinstance(cross_replica, bool):
             raise ValueError(f"`cross_replica` must be True or False; got {cross_replica!r}.")
         kwargs.setdefault("name", "pair_circle_loss")
-        super().__init__(
-            margin=float(margin), gamma=float(gamma), cross_replica=cross_replica, **kwargs
-        )
+        self.margin = float(margin)
+        self.gamma = float(gamma)
         self.miner = miner
+        self.cross_replica = cross_replica
+        super().__init__(**kwargs)
 
     def call(self, y_true, y_pred):
         references = {}

@@ -7,9 +7,9 @@ import keras
 from keras import ops
 
 from keras_margins._compat import scale_loss_for_distribution
-from keras_margins.losses._base import ModelLoss, as_loss
-from keras_margins.metrics.last_value import LastValue
+from keras_margins.losses._base import ModelLoss
 from keras_margins.ops._common import check_positive
+from keras_margins.protocols import as_loss, loss_value
 
 #: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).
 _MEAN_FLOOR = 1e-12
@@ -95,15 +95,13 @@ class LossEnsemble(ModelLoss):
                 )
         check_positive(eta, "eta")
         check_positive(penalty_scale, "penalty_scale")
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(name=name, **kwargs)
         self.prior = prior
         self.eta = float(eta)
         self.penalty_scale = float(penalty_scale)
         self.normalize_by_running_mean = bool(normalize_by_running_mean)
+        super().__init__(name=name, **kwargs)
         self.names = _unique_names(self.members)
-        self._a = self._running_mean = self._steps = None
-        self._trackers = []
+        self.a_variable = self.running_mean_variable = self.steps_variable = None
 
     # ---------------------------------------------------------------- state (owned by model)
     def initial_a(self):
@@ -116,23 +114,20 @@ class LossEnsemble(ModelLoss):
     def build_state(self, model):
         """Create a_k (trainable) and the running means (non-trainable) on ``model``."""
         count = len(self.members)
-        self._a = model.add_weight(
+        self.a_variable = model.add_weight(
             shape=(count,),
             initializer=keras.initializers.Constant(self.initial_a()),
             trainable=True,
             name="loss_ensemble_a",
         )
-        self._running_mean = model.add_weight(
+        self.running_mean_variable = model.add_weight(
             shape=(count,), initializer="zeros", trainable=False,
             name="loss_ensemble_running_mean", aggregation="mean",
         )
-        self._steps = model.add_weight(
+        self.steps_variable = model.add_weight(
             shape=(), initializer="zeros", trainable=False,
             name="loss_ensemble_steps", aggregation="only_first_replica",
         )
-        # Trackers of c_k, attached to the model so that it resets and logs them.
-        self._trackers = [LastValue(f"c_{name}") for name in self.names]
-        model._loss_ensemble_coefficients = self._trackers
         for member in self.members:
             if isinstance(member, ModelLoss):
                 member.build_state(model)
@@ -140,52 +135,51 @@ class LossEnsemble(ModelLoss):
     @property
     def coefficients(self):
         """Current c_k = a_k² + 1/(4m), shape (K,); None until ``build_state`` ran."""
-        if self._a is None:
+        if self.a_variable is None:
             return None
-        return ops.square(ops.convert_to_tensor(self._a)) + 1.0 / (4.0 * len(self.members))
+        return ops.square(ops.convert_to_tensor(self.a_variable)) + 1.0 / (4.0 * len(self.members))
+
+    def wrapped_losses(self):
+        return list(self.members)
 
     def logs(self, model):
-        """{"c_<loss name>": c_k used in the latest step} (MarginModel adds them to the logs)."""
-        return {tracker.name: tracker.result() for tracker in self._trackers}
+        """{"c_<loss name>": c_k} read from the coefficient variables (the model logs the
+        values its step used); then the logs of model-aware members."""
+        coefficients = self.coefficients
+        logs = {f"c_{name}": coefficients[k] for k, name in enumerate(self.names)}
+        for member in self.members:
+            if isinstance(member, ModelLoss):
+                logs.update(member.logs(model))
+        return logs
 
     # ----------------------------------------------------------------------------- the loss
-    def _member_value(self, member, y, outputs, model, sample_weight, training):
-        if isinstance(member, ModelLoss):
-            return member.compute_model_loss(y, outputs, model, sample_weight, training=training)
-        needs = getattr(member, "needs", "scores")
-        value = outputs[needs if needs == "embedding" else "scores"]
-        if value is None:
-            raise ValueError(f"`losses`: {member.name} needs class scores but the model has no head.")
-        return member(y, value, sample_weight=sample_weight)
-
     def _normaliser(self, values, training):
         """mean_j L̄_j / L̄_k (no gradient), updating the running means in training."""
         current = ops.stop_gradient(ops.abs(values))
         if training:
-            steps = self._steps + 1.0
-            mean = self._running_mean + (current - self._running_mean) / steps
-            self._running_mean.assign(mean)
-            self._steps.assign(steps)
+            steps = self.steps_variable + 1.0
+            mean = self.running_mean_variable + (current - self.running_mean_variable) / steps
+            self.running_mean_variable.assign(mean)
+            self.steps_variable.assign(steps)
         else:  # evaluation: use the training means (the batch itself before any training)
-            mean = ops.where(self._steps > 0, ops.convert_to_tensor(self._running_mean), current)
+            mean = ops.where(self.steps_variable > 0,
+                             ops.convert_to_tensor(self.running_mean_variable), current)
         mean = ops.maximum(mean, _MEAN_FLOOR)
         return ops.stop_gradient(ops.mean(mean) / mean)
 
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
-        if self._a is None:
+        if self.a_variable is None:
             raise ValueError(
                 "LossEnsemble has no coefficient variables: use it through "
                 "km.models.MarginModel (which calls build_state(model) at compile)."
             )
         values = ops.stack(
             [
-                ops.cast(self._member_value(m, y, outputs, model, sample_weight, training), "float32")
+                ops.cast(loss_value(m, y, outputs, model, sample_weight, training), "float32")
                 for m in self.members
             ]
         )
         coefficients = self.coefficients
-        for k, tracker in enumerate(self._trackers):
-            tracker.update_state(coefficients[k])
         if self.normalize_by_running_mean:
             values = values * self._normaliser(values, training)
         penalty = self.penalty_scale * self.eta * ops.square(ops.sum(coefficients) - 1.0)
@@ -200,11 +194,10 @@ class LossEnsemble(ModelLoss):
     # ------------------------------------------------------------------------ serialisation
     def get_config(self):
         config = super().get_config()
-        config.update(
-            losses=[keras.saving.serialize_keras_object(m) for m in self.members],
-            prior=self.prior,
-            eta=self.eta,
-            penalty_scale=self.penalty_scale,
-            normalize_by_running_mean=self.normalize_by_running_mean,
-        )
+        config["losses"] = [keras.saving.serialize_keras_object(m) for m in self.members]
         return config
+
+    @property
+    def losses(self):
+        """The member losses (the constructor argument)."""
+        return self.members

@@ -59,17 +59,17 @@ class LargestMarginSoftmax(MarginLoss):
           2022 (largest margin softmax loss, sample-margin regularisation).
     """
 
+    score_kind = "cosine"
+
     def __init__(self, scale=5.0, sample_margin_weight=0.0, divide_by_scale=False, **kwargs):
         check_positive(scale, "scale")
         if sample_margin_weight < 0:
             raise ValueError(f"`sample_margin_weight` must be >= 0; got {sample_margin_weight}.")
         kwargs.setdefault("name", "largest_margin_softmax")
-        super().__init__(
-            scale=float(scale),
-            sample_margin_weight=float(sample_margin_weight),
-            divide_by_scale=bool(divide_by_scale),
-            **kwargs,
-        )
+        self.scale = float(scale)
+        self.sample_margin_weight = float(sample_margin_weight)
+        self.divide_by_scale = bool(divide_by_scale)
+        super().__init__(**kwargs)
 
     def per_sample(self, labels, cos):
         loss = largest_margin_softmax(labels, cos, self.scale)

@@ -50,6 +50,8 @@ class MarginSoftmax(MarginLoss):
           2022 (generalised margin softmax, sample-margin regularisation).
     """
 
+    score_kind = "cosine"
+
     def __init__(self, scale=64.0, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
         check_positive(scale, "scale")
         if m1 < 1.0 or not 0.0 <= m2 < math.pi or m3 < 0.0:
@@ -70,14 +72,12 @@ class MarginSoftmax(MarginLoss):
         if sample_margin_weight < 0:
             raise ValueError(f"`sample_margin_weight` must be >= 0; got {sample_margin_weight}.")
         kwargs.setdefault("name", _default_name(type(self)))
-        super().__init__(
-            scale=float(scale),
-            m1=float(m1),
-            m2=float(m2),
-            m3=float(m3),
-            sample_margin_weight=float(sample_margin_weight),
-            **kwargs,
-        )
+        self.scale = float(scale)
+        self.m1 = float(m1)
+        self.m2 = float(m2)
+        self.m3 = float(m3)
+        self.sample_margin_weight = float(sample_margin_weight)
+        super().__init__(**kwargs)
 
     def per_sample(self, labels, cos):
         loss = margin_softmax(labels, cos, self.scale, self.m1, self.m2, self.m3)
@@ -106,19 +106,8 @@ def _default_name(cls):
 
 
 class _Preset(MarginSoftmax):
-    """A MarginSoftmax with fixed (m1, m2, m3) roles; config holds only the preset's args."""
-
-    def __init__(self, scale, m1=1.0, m2=0.0, m3=0.0, sample_margin_weight=0.0, **kwargs):
-        preset_args = {k: kwargs.pop(k) for k in list(kwargs) if k in ("margin",)}
-        super().__init__(scale, m1, m2, m3, sample_margin_weight, **kwargs)
-        self._preset_args = preset_args
-
-    def get_config(self):
-        config = super().get_config()
-        for key in ("m1", "m2", "m3"):
-            config.pop(key)
-        config.update(self._preset_args)
-        return config
+    """A MarginSoftmax with fixed (m1, m2, m3) roles: its config holds only the preset's own
+    constructor arguments (``scale``, ``margin``, ``sample_margin_weight``)."""
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -173,9 +162,8 @@ class SphereFace(_Preset):
     """
 
     def __init__(self, scale=30.0, margin=1.5, sample_margin_weight=0.0, **kwargs):
-        super().__init__(
-            scale, m1=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
-        )
+        super().__init__(scale, m1=margin, sample_margin_weight=sample_margin_weight, **kwargs)
+        self.margin = self.m1
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -200,9 +188,8 @@ class CosFace(_Preset):
     """
 
     def __init__(self, scale=64.0, margin=0.35, sample_margin_weight=0.0, **kwargs):
-        super().__init__(
-            scale, m3=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
-        )
+        super().__init__(scale, m3=margin, sample_margin_weight=sample_margin_weight, **kwargs)
+        self.margin = self.m3
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -229,6 +216,5 @@ class ArcFace(_Preset):
     """
 
     def __init__(self, scale=64.0, margin=0.5, sample_margin_weight=0.0, **kwargs):
-        super().__init__(
-            scale, m2=margin, sample_margin_weight=sample_margin_weight, margin=margin, **kwargs
-        )
+        super().__init__(scale, m2=margin, sample_margin_weight=sample_margin_weight, **kwargs)
+        self.margin = self.m2

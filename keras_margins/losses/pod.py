@@ -6,6 +6,7 @@ from keras import ops
 from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.ops import pod_terms
 from keras_margins.ops._common import EPS, safe_norm
+from keras_margins.protocols import class_vectors, head_score_kind
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -45,12 +46,21 @@ class POD(ModelLoss, MarginLoss):
         if not decorrelation_weight >= 0:
             raise ValueError(f"`decorrelation_weight` must be >= 0; got {decorrelation_weight}.")
         kwargs.setdefault("name", "pod")
-        super().__init__(delta=float(delta), decorrelation_weight=float(decorrelation_weight), **kwargs)
+        self.delta = float(delta)
+        self.decorrelation_weight = float(decorrelation_weight)
+        super().__init__(**kwargs)
         self.state = None
+
+    @property
+    def delta_variable(self):
+        """The model variable holding the current δ (None before ``build_state``)."""
+        return None if self.state is None else self.state["delta"]
 
     # ------------------------------------------------------------ state owned by the model
     def build_state(self, model):
-        """δ (starting at ``delta``) and the running sums of ||x·C|| and ||x|| over the epoch."""
+        """δ (starting at ``delta``) and the running sums of ||x·C|| and ||x|| over the epoch;
+        checks that the head gives its class centroids."""
+        class_vectors(model.head, "`model.head`", "POD")
 
         def weight(name, value, aggregation):
             return model.add_weight(
@@ -87,17 +97,15 @@ class POD(ModelLoss, MarginLoss):
 
     # ----------------------------------------------------------------------------- the loss
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
-        head = getattr(model, "head", None)
-        if head is None or not hasattr(head, "kernel"):
-            raise ValueError("POD needs a model whose `.head` has centroids at `.kernel` (PEDCCHead).")
+        head = model.head
         features = ops.cast(outputs["embedding"], "float32")
-        centroids = ops.cast(head.kernel, "float32")
+        centroids = ops.cast(class_vectors(head, "`model.head`", "POD"), "float32")
         if self.state is None:
             delta = self.delta
         else:
             delta = ops.convert_to_tensor(self.state["delta"])
             if training:
-                cosines = outputs.get("scores") if type(head).__name__ == "PEDCCHead" else None
+                cosines = outputs.get("scores") if head_score_kind(head) == "cosine" else None
                 if cosines is not None:
                     cosines = ops.cast(cosines, "float32")
                 self._accumulate_norms(ops.stop_gradient(features), centroids, cosines)

@@ -56,6 +56,8 @@ class ProxyNCALoss(MarginLoss):
         using Proxies", ICCV 2017 (Eq. 4).
     """
 
+    score_kind = "cosine"
+
     def __init__(
         self,
         softmax_scale=1.0,
@@ -79,14 +81,12 @@ class ProxyNCALoss(MarginLoss):
                 f"combined with `label_smoothing` > 0; got {label_smoothing}."
             )
         kwargs.setdefault("name", "proxy_nca_loss")
-        super().__init__(
-            softmax_scale=float(softmax_scale),
-            embedding_scale=float(embedding_scale),
-            proxy_scale=float(proxy_scale),
-            label_smoothing=float(label_smoothing),
-            exclude_positive=exclude_positive,
-            **kwargs,
-        )
+        self.softmax_scale = float(softmax_scale)
+        self.embedding_scale = float(embedding_scale)
+        self.proxy_scale = float(proxy_scale)
+        self.label_smoothing = float(label_smoothing)
+        self.exclude_positive = exclude_positive
+        super().__init__(**kwargs)
 
     def per_sample(self, labels, cos):
         cos, num_classes = check_scores(cos)

@@ -3,37 +3,10 @@
 import keras
 from keras import ops
 
-from keras_margins.losses._base import ModelLoss, as_loss, compute_model_loss
+from keras_margins.losses._base import ModelLoss
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.margins import sample_margin
-
-# Heads whose output already is cos θ between the embedding and their kernel columns.
-_COSINE_HEADS = ("LargestMarginHead", "PEDCCHead")
-
-
-def _class_vectors(head):
-    """The (D, C) class vectors of ``head`` (its ``.kernel``), checked for use in cosines.
-
-    Accepts a bias-free ``keras.layers.Dense`` and every library head (``LargestMarginHead``,
-    ``VirtualSoftmaxHead``, ``PEDCCHead``). Raises a ``ValueError`` naming ``head`` otherwise.
-    """
-    if head is None:
-        raise ValueError(
-            "`head`: SampleMarginRegularizer needs a model with a head whose `.kernel` holds "
-            "the (D, C) class vectors; the model has no head."
-        )
-    kernel = getattr(head, "kernel", None)
-    if kernel is None or len(kernel.shape) != 2:
-        raise ValueError(
-            f"`head`: SampleMarginRegularizer needs the class vectors at `head.kernel` (D, C); "
-            f"{type(head).__name__} has none."
-        )
-    if getattr(head, "use_bias", False):
-        raise ValueError(
-            "`head`: the sample margin is defined on cosines to the class vectors, which a "
-            "bias ignores; use keras.layers.Dense(C, use_bias=False)."
-        )
-    return kernel
+from keras_margins.protocols import as_loss, class_vectors, head_score_kind, loss_value
 
 
 class _NegativeSampleMargin(keras.losses.Loss):
@@ -96,17 +69,21 @@ class SampleMarginRegularizer(ModelLoss):
             raise ValueError(f"`weight` must be a number >= 0; got {weight!r}.")
         if not (weight >= 0 and weight < float("inf")):
             raise ValueError(f"`weight` must be a finite number >= 0; got {weight}.")
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(name=name, **kwargs)
         self.loss = base
         self.weight = float(weight)
+        super().__init__(name=name, **kwargs)
         self._penalty = _NegativeSampleMargin(
             name="negative_sample_margin", reduction=self.reduction, dtype="float32"
         )
 
     # ------------------------------------------------------------- state of the wrapped loss
+    def wrapped_losses(self):
+        return [self.loss]
+
     def build_state(self, model):
-        """Builds the wrapped loss's state when it is itself a ``ModelLoss``."""
+        """Checks the head's class vectors; builds the wrapped loss's state when it is itself
+        a ``ModelLoss``."""
+        class_vectors(model.head, "`model.head`", "SampleMarginRegularizer")
         if isinstance(self.loss, ModelLoss):
             self.loss.build_state(model)
 
@@ -117,26 +94,17 @@ class SampleMarginRegularizer(ModelLoss):
         return {}
 
     # ----------------------------------------------------------------------------- the loss
-    def _base_value(self, y, outputs, model, sample_weight, training):
-        needs = getattr(self.loss, "needs", "scores")
-        if needs == "model":
-            return compute_model_loss(self.loss, y, outputs, model, sample_weight, training)
-        value = outputs["embedding"] if needs == "embedding" else outputs["scores"]
-        if value is None:
-            raise ValueError(f"`loss`: {self.loss.name} needs class scores but the model has no head.")
-        return self.loss(y, value, sample_weight=sample_weight)
-
     def cosines(self, embedding, head, scores=None):
-        """cos θ (N, C) between the embeddings and the head's class vectors (float32)."""
-        kernel = ops.cast(_class_vectors(head), "float32")
-        if scores is not None and type(head).__name__ in _COSINE_HEADS:
-            return ops.cast(scores, "float32")  # the head's output already is this cosine
+        """cos θ (N, C) between the embeddings and the head's class vectors (float32): the
+        head's own output when it declares ``score_kind = "cosine"``."""
+        if scores is not None and head_score_kind(head) == "cosine":
+            return ops.cast(scores, "float32")
+        kernel = ops.cast(class_vectors(head, "`model.head`", "SampleMarginRegularizer"), "float32")
         return cosine_similarity(ops.cast(embedding, "float32"), kernel)
 
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
-        head = getattr(model, "head", None)
-        cos = self.cosines(outputs["embedding"], head, outputs.get("scores"))
-        base = ops.cast(self._base_value(y, outputs, model, sample_weight, training), "float32")
+        cos = self.cosines(outputs["embedding"], model.head, outputs.get("scores"))
+        base = ops.cast(loss_value(self.loss, y, outputs, model, sample_weight, training), "float32")
         if not self.weight:
             return base
         # Reduced like any Keras loss (sample weights, tf.distribute scaling).
@@ -145,7 +113,7 @@ class SampleMarginRegularizer(ModelLoss):
     # ------------------------------------------------------------------------ serialisation
     def get_config(self):
         config = super().get_config()
-        config.update(loss=keras.saving.serialize_keras_object(self.loss), weight=self.weight)
+        config["loss"] = keras.saving.serialize_keras_object(self.loss)
         return config
 
     @classmethod

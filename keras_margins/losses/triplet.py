@@ -151,8 +151,10 @@ class TripletMarginLoss(MarginLoss):
         if squared is not None and not isinstance(squared, bool):
             raise ValueError(f"`squared` must be None, True or False; got {squared!r}.")
         kwargs.setdefault("name", "triplet_margin_loss")
-        super().__init__(margin=float(margin), squared=squared, **kwargs)
+        self.margin = float(margin)
         self.miner = miner
+        self.squared = squared
+        super().__init__(**kwargs)
 
     @property
     def semi_hard(self):

@@ -32,6 +32,8 @@ class VirtualSoftmax(MarginLoss):
         - Chen, Deng & Shen, 2018. Virtual Class Enhanced Discriminative Embedding Learning, NeurIPS 2018.
     """
 
+    score_kind = "log_probs"
+
     def __init__(self, **kwargs):
         kwargs.setdefault("name", "virtual_softmax")
         super().__init__(**kwargs)

@@ -4,9 +4,11 @@ is described in ``docs/design.md``)."""
 
 import keras
 
-from keras_margins.losses._base import NEEDS, ModelLoss
+from keras_margins._compat import StateAfterBuild
+from keras_margins.losses._base import ModelLoss
 from keras_margins.metrics.last_value import LastValue
 from keras_margins.models.one_pass import OnePassOutputs
+from keras_margins.protocols import as_loss, check_composition, loss_needs, loss_value
 
 
 def _known_input_shape(backbone):
@@ -23,7 +25,7 @@ def _known_input_shape(backbone):
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
-class MarginModel(OnePassOutputs, keras.Model):
+class MarginModel(OnePassOutputs, StateAfterBuild, keras.Model):
     """A ``keras.Model`` made of ``backbone`` (inputs -> embedding (N, D)) and an optional
     ``head`` (embedding -> class scores (N, C)), which routes the embedding, the scores and
     the labels to the compiled loss with a single backbone pass per step.
@@ -88,6 +90,9 @@ class MarginModel(OnePassOutputs, keras.Model):
         self._dict_in_inference = False
         self._stateful_losses = ()
         self._loss_logs = {}
+        self.objective = None
+        self.compiled_loss_argument = None
+        self.has_compiled_metrics = False
         # Like keras.Sequential with an Input: build now when the input shape is known, so
         # the model has its weights before fit (keras.callbacks.BackupAndRestore needs that).
         # Loss state (build_state) is still added at compile, after these weights.
@@ -112,43 +117,47 @@ class MarginModel(OnePassOutputs, keras.Model):
         return outputs.get("scores", embedding)
 
     def _training_needs_scores(self):
-        """False when the compiled loss trains without the full (N, C) head output (e.g.
-        ``km.losses.PartialFC``: ``needs_training_scores = False``) and no compiled metric
-        reads it: the training step then never computes the (N, C) scores."""
-        loss = getattr(self, "loss", None)
-        if getattr(loss, "needs_training_scores", True):
+        """False when the compiled loss trains without the full (N, C) head output (it
+        declares ``needs_training_scores = False``, e.g. ``km.losses.PartialFC``) and no
+        compiled metric reads it: the training step then never computes the (N, C) scores."""
+        if getattr(self.objective, "needs_training_scores", True):
             return True
-        return getattr(self, "_compile_metrics", None) is not None
-
-    def _lock_state(self):
-        # Like Keras' Functional/Sequential: losses may add their state (build_state) after
-        # the model is built, at compile time.
-        pass
+        return self.has_compiled_metrics
 
     # ------------------------------------------------------------------------ loss routing
-    def compile(self, *args, **kwargs):
-        super().compile(*args, **kwargs)
+    def compile(self, optimizer="rmsprop", loss=None, *args, metrics=None, weighted_metrics=None,
+                **kwargs):
+        """``keras.Model.compile``; the loss is kept by the model (``objective``) and applied
+        by ``compute_loss`` through ``km.protocols.loss_value``."""
+        objective = None if loss is None else as_loss(loss)
+        if objective is not None:
+            check_composition(objective, self.head)
+        super().compile(optimizer, None, *args, metrics=metrics, weighted_metrics=weighted_metrics,
+                        **kwargs)
+        self.loss = loss
+        self.objective = objective
+        self.compiled_loss_argument = loss
+        self.has_compiled_metrics = bool(metrics) or bool(weighted_metrics)
         self._build_loss_state()
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self.compiled_loss_argument is not None:
+            config = dict(config)
+            config["loss"] = keras.saving.serialize_keras_object(self.compiled_loss_argument)
+        return config
+
     def compile_from_config(self, config):
-        # Trainer.compile_from_config skips overridden compile(); same steps, with the
-        # loss state created before the optimizer slots so their order matches the file.
+        # The overridden compile() is not called by Keras' loader: same steps, with the loss
+        # state created before the optimizer slots so their order matches the file.
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
         if self.optimizer is not None and self.built:
             self.optimizer.build(self.trainable_variables)
 
     def _build_loss_state(self):
-        loss = getattr(self, "loss", None)
-        needs = getattr(loss, "needs", "scores")
-        if needs not in NEEDS:
-            raise ValueError(f"`loss.needs` must be one of {NEEDS}; got {needs!r}.")
+        loss = self.objective
         if not isinstance(loss, ModelLoss):
-            if needs == "model":
-                raise ValueError(
-                    f"`loss`: {type(loss).__name__} has needs='model' but does not subclass "
-                    "km.losses.ModelLoss (build_state / compute_model_loss / logs)."
-                )
             return
         if not any(loss is s for s in self._stateful_losses):
             loss.build_state(self)
@@ -159,43 +168,38 @@ class MarginModel(OnePassOutputs, keras.Model):
             self._loss_logs = {name: LastValue(name) for name in loss.logs(self)}
 
     def _routed_outputs(self, x, y_pred):
-        """{"embedding", "scores"} from the step's forward pass (see class docstring)."""
+        """{"embedding", "scores"} from the step's forward pass (see class docstring); the
+        embedding is recomputed only when a model-aware or embedding loss needs it and the
+        pass did not keep it."""
         if isinstance(y_pred, dict):
-            return {"embedding": y_pred["embedding"], "scores": y_pred.get("scores")}
+            outputs = {"embedding": y_pred["embedding"], "scores": y_pred.get("scores")}
+        elif self.head is None:
+            outputs = {"embedding": y_pred, "scores": None}
+        else:
+            outputs = {"embedding": None, "scores": y_pred}
         if self.head is None:
-            return {"embedding": y_pred, "scores": None}
-        return {"embedding": None, "scores": y_pred}
+            # Without a head a loss on "scores" (any Keras loss) is applied to the embedding.
+            outputs["scores"] = outputs["embedding"]
+        return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = self.objective
+        if loss is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
         outputs = self._routed_outputs(x, y_pred)
-        loss = getattr(self, "loss", None)
-        needs = getattr(loss, "needs", "scores")
-        if needs != "scores" and outputs["embedding"] is None:
+        if outputs["embedding"] is None and loss_needs(loss) != "scores":
             outputs["embedding"] = self.backbone(x, training=training)
-        terms = []
-        if needs == "scores":
-            if self._compile_loss is not None:
-                scores = outputs["scores"] if self.head is not None else outputs["embedding"]
-                value = self._compile_loss(y, scores, sample_weight)
-                if value is not None:
-                    terms.append(value)
-        elif needs == "embedding":
-            terms.append(loss(y, outputs["embedding"], sample_weight))
-        else:
-            terms.append(
-                loss.compute_model_loss(y, outputs, self, sample_weight, training=training)
-            )
-        terms.extend(self._aggregate_additional_loss(extra) for extra in self.losses)
+        total = loss_value(loss, y, outputs, self, sample_weight, training=training)
+        if self.losses:  # regulariser / add_loss terms, aggregated by Keras itself
+            total = total + super().compute_loss(x, y, None, sample_weight, training=training)
         if self._loss_logs:
             for name, value in loss.logs(self).items():
                 self._loss_logs[name].update_state(value)
-        if not terms:
-            raise ValueError("No loss to compute. Provide a `loss` argument in `compile()`.")
-        return terms[0] if len(terms) == 1 else keras.ops.sum(keras.ops.stack(terms))
+        return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs = self._routed_outputs(x, y_pred)
-        scores = outputs["scores"] if outputs["scores"] is not None else outputs["embedding"]
+        scores = outputs["scores"]
         if scores is None:
             scores = self.backbone(x, training=False)
         results = super().compute_metrics(x, y, scores, sample_weight=sample_weight)

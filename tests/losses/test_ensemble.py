@@ -56,13 +56,13 @@ def test_value_and_running_means_match_reference():
     raw = np.array(
         [float(members[0](y, outputs["scores"])), float(members[1](y, outputs["embedding"]))]
     )
-    a = ens._a.numpy().astype("float64")
+    a = ens.a_variable.numpy().astype("float64")
     c = a**2 + 1.0 / 8.0
     # step 1: running mean = the batch losses -> each normalised loss = their mean
     got1 = float(ens.compute_model_loss(y, outputs, model, training=True))
     want1 = np.sum(c * raw.mean() / raw * raw) + PENALTY * (c.sum() - 1) ** 2
     np.testing.assert_allclose(got1, want1, rtol=1e-5)
-    np.testing.assert_allclose(ens._running_mean.numpy(), raw, rtol=1e-6)
+    np.testing.assert_allclose(ens.running_mean_variable.numpy(), raw, rtol=1e-6)
     # step 2 with other values (scaled sample weights): cumulative mean
     weights = np.full(len(y), 2.0, "float32")
     got2 = float(ens.compute_model_loss(y, outputs, model, weights, training=True))
@@ -70,11 +70,11 @@ def test_value_and_running_means_match_reference():
     mean = raw + (raw2 - raw) / 2.0
     want2 = np.sum(c * mean.mean() / mean * raw2) + PENALTY * (c.sum() - 1) ** 2
     np.testing.assert_allclose(got2, want2, rtol=1e-5)
-    np.testing.assert_allclose(ens._running_mean.numpy(), mean, rtol=1e-6)
-    assert float(ens._steps.numpy()) == 2.0
+    np.testing.assert_allclose(ens.running_mean_variable.numpy(), mean, rtol=1e-6)
+    assert float(ens.steps_variable.numpy()) == 2.0
     # evaluation does not update the means
     ens.compute_model_loss(y, outputs, model, training=False)
-    np.testing.assert_allclose(ens._running_mean.numpy(), mean, rtol=1e-6)
+    np.testing.assert_allclose(ens.running_mean_variable.numpy(), mean, rtol=1e-6)
 
 
 def test_gradient_on_a_k():
@@ -85,9 +85,9 @@ def test_gradient_on_a_k():
     outputs = {k: keras.ops.stop_gradient(v) for k, v in model(x, training=True).items()}
     members = ens.members
     raw = np.array([float(members[0](y, outputs["scores"])), float(members[1](y, outputs["embedding"]))])
-    ens._a.assign([0.6, 0.5])  # c = a² + 1/8: sum c = 0.86
+    ens.a_variable.assign([0.6, 0.5])  # c = a² + 1/8: sum c = 0.86
     _, (grad,) = value_and_grad_of_variables(
-        lambda: ens.compute_model_loss(y, outputs, model, training=True), [ens._a]
+        lambda: ens.compute_model_loss(y, outputs, model, training=True), [ens.a_variable]
     )
     normalised = np.full(2, raw.mean())  # step 1: running mean = raw -> each normalised loss = their mean
     a = np.array([0.6, 0.5])
@@ -106,7 +106,7 @@ class _CoefficientsBeforeEachStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         assert self.model is not None  # on JAX, reading self.model syncs the trained state
-        a = keras.ops.convert_to_numpy(self.ens._a).astype("float64")
+        a = keras.ops.convert_to_numpy(self.ens.a_variable).astype("float64")
         self.seen.append(a**2 + 1.0 / (4 * len(a)))
 
 
@@ -126,7 +126,7 @@ def trained():
 def test_coefficients_move_and_sum_to_one(trained):
     model, ens, history, x, seen = trained
     c = keras.ops.convert_to_numpy(ens.coefficients)
-    a = keras.ops.convert_to_numpy(ens._a).astype("float64")
+    a = keras.ops.convert_to_numpy(ens.a_variable).astype("float64")
     np.testing.assert_allclose(c, a**2 + 1.0 / 8.0, rtol=1e-6)  # c_k = a_k² + 1/(4m), m = 2
     assert np.max(np.abs(c - 0.5)) > 5e-3, c  # moved away from the prior
     assert abs(c.sum() - 1.0) < 0.01, c.sum()
@@ -147,8 +147,8 @@ def test_coefficients_move_and_sum_to_one(trained):
     np.testing.assert_allclose([logs["c_arc_face"], logs["c_pair_circle_loss"]], c, rtol=1e-6)
     assert history.history["accuracy"][-1] > 0.9
     # the a_k are trainable variables of the model, the running means are not
-    assert any(v is ens._a for v in model.trainable_variables)
-    assert any(v is ens._running_mean for v in model.non_trainable_variables)
+    assert any(v is ens.a_variable for v in model.trainable_variables)
+    assert any(v is ens.running_mean_variable for v in model.non_trainable_variables)
 
 
 def test_ensemble_model_round_trips_through_keras_file(trained, tmp_path):
@@ -159,8 +159,8 @@ def test_ensemble_model_round_trips_through_keras_file(trained, tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded.coefficients), keras.ops.convert_to_numpy(ens.coefficients), rtol=0
     )
-    np.testing.assert_allclose(loaded._running_mean.numpy(), ens._running_mean.numpy(), rtol=0)
-    assert float(loaded._steps.numpy()) == 80.0
+    np.testing.assert_allclose(loaded.running_mean_variable.numpy(), ens.running_mean_variable.numpy(), rtol=0)
+    assert float(loaded.steps_variable.numpy()) == 80.0
     assert isinstance(loaded.members[1], km.losses.PairCircleLoss)
 
 
@@ -219,10 +219,10 @@ with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
     model.compile(keras.optimizers.Adam(1e-2), loss=ens)
 model.fit(km.data.pk_batches((x, y), p=5, k=8, seed=0, steps_per_epoch=5), epochs=2, verbose=0)
 c = keras.ops.convert_to_numpy(ens.coefficients)
-a = keras.ops.convert_to_numpy(ens._a).astype("float64")
+a = keras.ops.convert_to_numpy(ens.a_variable).astype("float64")
 np.testing.assert_allclose(c, a**2 + 1 / 8, rtol=1e-6)
 assert np.max(np.abs(c - 0.5)) > 1e-3 and abs(c.sum() - 1) < 0.05, c  # trained, near 1
-assert float(ens._steps.numpy()) == 10.0  # 2 epochs x 5 steps, the sum over both replicas
+assert float(ens.steps_variable.numpy()) == 10.0  # 2 epochs x 5 steps, the sum over both replicas
 print("OK")
 """
 

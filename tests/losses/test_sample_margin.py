@@ -185,10 +185,9 @@ def test_bad_hyper_parameters(make, argument):
 )
 def test_head_without_class_vectors_is_rejected(head):
     model = _model(head)
-    model.compile("sgd", loss=km.losses.SampleMarginRegularizer(_ce(), 1.0), run_eagerly=True)
-    x, y = _data()
+    # Refused at compile, from the head's declarations, before any step runs.
     with pytest.raises(ValueError, match="head"):
-        model.train_on_batch(x, y)
+        model.compile("sgd", loss=km.losses.SampleMarginRegularizer(_ce(), 1.0), run_eagerly=True)
 
 
 def test_outside_margin_model_is_rejected():

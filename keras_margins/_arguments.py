@@ -1,0 +1,35 @@
+"""Constructor arguments of the public classes: their names, and unknown ones refused."""
+
+import difflib
+import inspect
+
+#: ``keras.losses.Loss`` arguments every loss takes besides its own.
+LOSS_BASE_ARGUMENTS = ("name", "reduction", "dtype")
+
+
+def constructor_arguments(cls, exclude=LOSS_BASE_ARGUMENTS):
+    """The named arguments of ``cls.__init__`` (no ``self``, ``*args``, ``**kwargs``), in order,
+    without ``exclude``."""
+    names = []
+    for param in inspect.signature(cls.__init__).parameters.values():
+        if param.name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name not in exclude:
+            names.append(param.name)
+    return names
+
+
+def reject_unknown(cls, unknown, accepted=LOSS_BASE_ARGUMENTS):
+    """``TypeError`` naming the first unknown keyword argument of ``cls`` and the closest valid
+    name (``ArcFace(margn=0.3)`` would otherwise train silently with the default margin)."""
+    if not unknown:
+        return
+    valid = constructor_arguments(cls, exclude=()) + [a for a in accepted if a not in ()]
+    valid = list(dict.fromkeys(valid))
+    name = sorted(unknown)[0]
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise TypeError(
+        f"{cls.__name__}() got an unexpected keyword argument {name!r}.{hint} "
+        f"Valid arguments: {', '.join(valid)}."
+    )
