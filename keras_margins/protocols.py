@@ -155,6 +155,14 @@ def check_composition(loss, head, argument="`loss`"):
         )
 
 
+def complete_outputs(loss, outputs, embed):
+    """``outputs`` with the embedding filled in by ``embed()`` when ``loss`` uses more than
+    the class scores and the forward pass did not keep it."""
+    if outputs.get("embedding") is None and loss_needs(loss) != "scores":
+        outputs = dict(outputs, embedding=embed())
+    return outputs
+
+
 def loss_value(loss, y, outputs, model, sample_weight=None, training=True):
     """The value of ``loss`` for one step: the one place that dispatches on ``needs``.
 
@@ -173,6 +181,26 @@ def loss_value(loss, y, outputs, model, sample_weight=None, training=True):
     return loss(y, value, sample_weight=sample_weight)
 
 
+@keras.saving.register_keras_serializable(package="keras_margins")
+class FunctionLoss(keras.losses.Loss):
+    """A loss function ``fn(y_true, y_pred) -> (N,)`` (e.g. ``keras.losses.get(name)``) as a
+    ``keras.losses.Loss`` on class scores."""
+
+    def __init__(self, fn, name=None, reduction="sum_over_batch_size", dtype=None):
+        if isinstance(fn, (str, dict)):
+            fn = keras.saving.deserialize_keras_object(fn)
+        super().__init__(name=name or getattr(fn, "__name__", None), reduction=reduction, dtype=dtype)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred)
+
+    def get_config(self):
+        config = super().get_config()
+        config["fn"] = keras.saving.serialize_keras_object(self.fn)
+        return config
+
+
 def as_loss(loss, argument="`loss`", example="km.losses.ArcFace()"):
     """A ``keras.losses.Loss`` from a loss object, its ``.keras`` config dict, a Keras loss
     name or a loss function, with a valid ``needs``; else a ``ValueError`` naming ``argument``."""
@@ -181,7 +209,7 @@ def as_loss(loss, argument="`loss`", example="km.losses.ArcFace()"):
     elif isinstance(loss, str):
         loss = keras.losses.get(loss)
     if callable(loss) and not isinstance(loss, keras.losses.Loss):
-        loss = keras.losses.LossFunctionWrapper(loss, name=getattr(loss, "__name__", None))
+        loss = FunctionLoss(loss)
     if not isinstance(loss, keras.losses.Loss):
         raise ValueError(f"{argument} must be a keras.losses.Loss (e.g. {example}); got {loss!r}.")
     loss_needs(loss, argument)

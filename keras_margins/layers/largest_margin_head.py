@@ -4,8 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins import ops as kmops
-from keras_margins.layers import _base
-from keras_margins.layers._base import PrototypeHead
+from keras_margins.layers._base import KERNEL_LAYOUTS, PrototypeHead
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -20,16 +19,17 @@ class LargestMarginHead(PrototypeHead):
     ``.centers`` with shape (C, D) (one row per class), whatever the storage. ``kernel_layout``
     chooses how the trainable variable is stored:
 
-    * ``"feature_major"`` (default): a (D, C) variable, ``.kernel`` is that variable
-      (``head.kernel.assign(...)`` works) and ``.centers`` its transpose;
-    * ``"class_major"``: a (C, D) variable, ``.centers`` is that variable and ``.kernel`` its
-      (D, C) transpose (a tensor: assign through ``.centers``). Every class is a contiguous
-      row, so a step that touches a few classes (``km.losses.PartialFC``) updates rows instead
-      of scattering into a dense (D, C) gradient: use it with Partial FC and for very large C
-      (``benchmarks/scale_classes.py``; figures in ``benchmarks/RESULTS.md``).
+    * ``"class_major"`` (default): a (C, D) variable, ``.centers`` is that variable and
+      ``.kernel`` its (D, C) transpose (a tensor: assign through ``.centers``). Every class is
+      a contiguous row, so a step that touches a few classes (``km.losses.PartialFC``)
+      updates rows instead of scattering into a dense (D, C) gradient
+      (``benchmarks/scale_classes.py``; figures in ``benchmarks/RESULTS.md``);
+    * ``"feature_major"``: a (D, C) variable, ``.kernel`` is that variable
+      (``head.kernel.assign(...)`` works) and ``.centers`` its transpose.
 
     Both layouts give the same outputs, and ``kernel_regularizer`` / ``kernel_constraint``
-    always see the (D, C) view. Files saved before this option load as ``"feature_major"``.
+    always see the (D, C) view. Files saved with either layout load as saved; files saved
+    before this option load as ``"feature_major"``.
 
     Args:
         num_classes: C >= 2.
@@ -38,14 +38,14 @@ class LargestMarginHead(PrototypeHead):
         kernel_regularizer: e.g. ``km.regularizers.ZeroCentroid(5.0)`` for imbalanced data
             (default None).
         kernel_constraint: optional constraint (default None).
-        kernel_layout: ``"feature_major"`` (default, (D, C) storage) or ``"class_major"``
-            ((C, D) storage).
+        kernel_layout: ``"class_major"`` (default, (C, D) storage) or ``"feature_major"``
+            ((D, C) storage).
 
     Example:
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.ArcFace(), jit_compile=True)
         >>> model.fit(x, y)
-        >>> big = km.layers.LargestMarginHead(1_000_000, kernel_layout="class_major")
+        >>> big = km.layers.LargestMarginHead(1_000_000)   # (C, D) rows: cheap sampled steps
 
     Reference:
         - Zhou et al., 2022. [Learning Towards the Largest Margins](https://arxiv.org/abs/2206.11589), ICLR
@@ -62,5 +62,4 @@ class LargestMarginHead(PrototypeHead):
         return kmops.cosine_similarity(features, self.storage)
 
 
-#: Storage layouts of the prototypes (kept importable here).
-KERNEL_LAYOUTS = _base.KERNEL_LAYOUTS
+__all__ = ["KERNEL_LAYOUTS", "LargestMarginHead"]

@@ -8,7 +8,7 @@ from keras_margins._compat import StateAfterBuild
 from keras_margins.losses._base import ModelLoss
 from keras_margins.metrics.last_value import LastValue
 from keras_margins.models.one_pass import OnePassOutputs
-from keras_margins.protocols import as_loss, check_composition, loss_needs, loss_value
+from keras_margins.protocols import as_loss, check_composition, complete_outputs, loss_value
 
 
 def _known_input_shape(backbone):
@@ -186,9 +186,8 @@ class MarginModel(OnePassOutputs, StateAfterBuild, keras.Model):
         loss = self.objective
         if loss is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        outputs = self._routed_outputs(x, y_pred)
-        if outputs["embedding"] is None and loss_needs(loss) != "scores":
-            outputs["embedding"] = self.backbone(x, training=training)
+        outputs = complete_outputs(loss, self._routed_outputs(x, y_pred),
+                                   lambda: self.backbone(x, training=training))
         total = loss_value(loss, y, outputs, self, sample_weight, training=training)
         if self.losses:  # regulariser / add_loss terms, aggregated by Keras itself
             total = total + super().compute_loss(x, y, None, sample_weight, training=training)
