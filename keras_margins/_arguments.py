@@ -5,6 +5,9 @@ import inspect
 
 #: ``keras.losses.Loss`` arguments every loss takes besides its own.
 LOSS_BASE_ARGUMENTS = ("name", "reduction", "dtype")
+#: ``keras.layers.Layer`` arguments every head takes besides its own.
+LAYER_ARGUMENTS = ("name", "dtype", "trainable", "autocast", "activity_regularizer", "input_shape",
+                   "input_dim", "batch_size", "batch_input_shape", "weights")
 
 
 def constructor_arguments(cls, exclude=LOSS_BASE_ARGUMENTS):
@@ -24,8 +27,9 @@ def reject_unknown(cls, unknown, accepted=LOSS_BASE_ARGUMENTS):
     name (``ArcFace(margn=0.3)`` would otherwise train silently with the default margin)."""
     if not unknown:
         return
-    valid = constructor_arguments(cls, exclude=()) + [a for a in accepted if a not in ()]
-    valid = list(dict.fromkeys(valid))
+    own = [name for klass in cls.__mro__ if klass.__module__.startswith("keras_margins")
+           and "__init__" in vars(klass) for name in constructor_arguments(klass, exclude=())]
+    valid = list(dict.fromkeys(own + list(accepted)))
     name = sorted(unknown)[0]
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""

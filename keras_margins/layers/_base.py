@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
 from keras_margins.ops._common import as_float, static_shape
 
 
@@ -27,6 +28,8 @@ class ClassHead(keras.layers.Layer):
     fixed_centers = False
 
     def __init__(self, num_classes, **kwargs):
+        reject_unknown(type(self), {k: v for k, v in kwargs.items() if k not in LAYER_ARGUMENTS},
+                       accepted=LAYER_ARGUMENTS)
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
@@ -78,19 +81,24 @@ class PrototypeHead(ClassHead):
     ``.centers`` with shape (C, D) (one row per class), whatever the storage.
     ``kernel_layout`` chooses how the trainable variable is stored:
 
-    * ``"feature_major"``: a (D, C) variable, ``.kernel`` is that variable
-      (``head.kernel.assign(...)`` works) and ``.centers`` its transpose;
-    * ``"class_major"``: a (C, D) variable, ``.centers`` is that variable and ``.kernel`` its
-      (D, C) transpose (a tensor: assign through ``.centers``). Every class is a contiguous
-      row, so a step that touches a few classes (``km.losses.PartialFC``) updates rows
-      instead of scattering into a dense (D, C) gradient.
+    * ``"class_major"`` (default): a (C, D) variable named ``class_centers``; ``.centers`` is
+      that variable and ``.kernel`` its (D, C) transpose (a tensor: assign through
+      ``.centers``). Every class is a contiguous row, so a step that touches a few classes
+      (``km.losses.PartialFC``) updates rows instead of scattering into a dense (D, C)
+      gradient;
+    * ``"feature_major"``: a (D, C) variable named ``class_kernel``; ``.kernel`` is that
+      variable (``head.kernel.assign(...)`` works) and ``.centers`` its transpose.
 
     Both layouts give the same outputs, and ``kernel_regularizer`` / ``kernel_constraint``
-    always see the (D, C) view.
+    always see the (D, C) view. A config without ``kernel_layout`` (files written before the
+    option existed) loads feature-major, the storage those files hold. The variable names are
+    what ``km.distribution.class_parallel`` matches to split the classes over devices.
     """
 
     #: Default storage of the class vectors.
-    default_kernel_layout = "feature_major"
+    default_kernel_layout = "class_major"
+    #: Storage of a config that names no ``kernel_layout`` (written before the option).
+    legacy_kernel_layout = "feature_major"
 
     def __init__(
         self,
@@ -122,7 +130,7 @@ class PrototypeHead(ClassHead):
         dim = self._feature_dim(input_shape)
         if not self.class_major:
             self.storage = self.add_weight(
-                name="kernel",
+                name="class_kernel",
                 shape=(dim, self.num_classes),
                 initializer=self.kernel_initializer,
                 regularizer=self.kernel_regularizer,
@@ -135,7 +143,7 @@ class PrototypeHead(ClassHead):
             return ops.transpose(initializer((shape[1], shape[0]), dtype=dtype))
 
         self.storage = self.add_weight(
-            name="centers",
+            name="class_centers",
             shape=(self.num_classes, dim),
             initializer=transposed_init,
             regularizer=None if self.kernel_regularizer is None
@@ -191,6 +199,12 @@ class PrototypeHead(ClassHead):
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config.setdefault("kernel_layout", cls.legacy_kernel_layout)
+        return super().from_config(config)
 
 
 class OnTranspose:
