@@ -557,8 +557,8 @@ def test_table_covers_every_public_callable():
         for p in OPS_ROWS + LOSS_ROWS + LAYER_ROWS + MINER_ROWS + METRIC_ROWS + DATA_ROWS + MODEL_ROWS
         + EXPORT_ROWS
     ).lower()
-    skip = {"MarginLoss", "ModelLoss", "ClassHead", "PrototypeHead", "Miner", "LargestMarginSoftmax", "digits_classification",
-            "digits_zero_shot"}
+    skip = {"MarginLoss", "ModelLoss", "ClassHead", "PrototypeHead", "Miner", "LargestMarginSoftmax",
+            "digits_classification", "digits_zero_shot"}
     for module in (km.ops, km.losses, km.layers, km.miners, km.regularizers, km.metrics):
         for name in dir(module):
             if name.startswith("_") or name in skip:
