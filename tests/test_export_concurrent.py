@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import keras
 import numpy as np
 import pytest
 
@@ -43,7 +44,6 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.tf_only
 def test_concurrent_exports_each_model_exactly_once(tmp_path):
     tf = pytest.importorskip("tensorflow")
     from google.protobuf import text_format
@@ -53,7 +53,7 @@ def test_concurrent_exports_each_model_exactly_once(tmp_path):
     script.write_text(WORKER)
     root = tmp_path / "models"
     root.mkdir()
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())  # exports on either backend
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), str(k), str(WORKERS)],
@@ -94,25 +94,24 @@ def test_concurrent_exports_each_model_exactly_once(tmp_path):
     assert not [n for n in os.listdir(root) if n.startswith(".models.config-")]
 
 
-@pytest.mark.tf_only
 def test_explicit_version_that_lost_the_race_raises(tmp_path, monkeypatch):
     """An explicit version is never bumped: if another export published it meanwhile, the
     rename fails and the export raises (nothing overwritten)."""
     import keras
 
     import keras_margins as km
-    from keras_margins import export
+    from keras_margins.export import saved_model
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     base = tmp_path / "m"
-    real = export._version_dir
+    real = saved_model._version_dir
 
     def racing(base_dir, version):  # another process publishes the version after the check
         out = real(base_dir, version)
         os.makedirs(os.path.join(out[2], "variables"))
         return out
 
-    monkeypatch.setattr(export, "_version_dir", racing)
+    monkeypatch.setattr(saved_model, "_version_dir", racing)
     with pytest.raises(ValueError, match="version 3 already exists"):
         km.export.export_embedding_model(model, base, version=3, models_config=False)
     # without an explicit version the same race just moves the export to the next number

@@ -15,8 +15,6 @@ import pytest
 
 import keras_margins as km
 
-pytestmark = pytest.mark.tf_only  # SavedModel export, saved_model_cli
-
 D_IN, D_EMB, C, N = 64, 16, 10, 9
 
 _CHILD = textwrap.dedent(
