@@ -5,7 +5,7 @@
     model.compile("adam", loss=km.losses.ArcFace(), metrics=["accuracy"], jit_compile=True)
 
 ``import keras_margins`` loads the core: ``ops``, ``layers``, ``losses``, ``miners``,
-``metrics``, ``models``, ``optimizers``, ``regularizers``, ``callbacks`` (this also registers
+``metrics``, ``models``, ``optimizers``, ``regularizers``, ``callbacks``, ``retrieval`` (this also registers
 every class with Keras, so ``.keras`` files load). The modules with heavy dependencies load on
 first attribute access: ``km.data`` (TensorFlow, TFDS), ``km.tuning`` (KerasTuner),
 ``km.export`` (TensorFlow Serving), ``km.plots`` (matplotlib), ``km.testing``,
@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 #: Imported by ``import keras_margins`` (Keras and NumPy only).
 _CORE = (
     "ops", "layers", "losses", "miners", "metrics", "models", "optimizers", "regularizers",
-    "callbacks",
+    "callbacks", "retrieval",
 )
 #: Imported on first access (``km.data``, ...).
 _ON_ACCESS = ("data", "distribution", "export", "plots", "registry", "testing", "tuning")

@@ -1,0 +1,228 @@
+"""The search computations of the indexes, in ``keras.ops`` (private to ``km.retrieval``).
+
+Everything here is a pure function of arrays, so the same code runs compiled with XLA on the
+TensorFlow and JAX backends, and traced into a plain TensorFlow graph (stock ops only) by
+``km.retrieval.export_search_model``. ``k`` is a Python int under XLA (static shapes); in
+the exported graph it may be a scalar tensor (a serving input).
+
+Exact search never builds the (Q, G) score matrix: it walks the gallery in chunks of
+``chunk`` rows, keeps the best ``k`` of each query so far and merges each chunk's best into
+them. Within a chunk, with a static ``k``, the top-k is found through block maxima: the k
+elements with the largest scores lie in the k blocks whose maxima are largest (each block
+maximum among the top k blocks is itself >= every element of the other blocks' maxima, so
+an element of a lower block is beaten by k larger ones), which replaces a top-k over the
+whole chunk by a max over it plus a top-k over k blocks.
+
+Gallery layout of :func:`exact_search`: ``embeddings`` (S·P, D) and ``ids`` (S·P,) are S
+shards of P rows each; item n of the gallery is in shard n % S at row n // S, so every shard
+holds ceil(size / S) or one less items in its first rows, and the free rows have id -1.
+"""
+
+import math
+
+import numpy as np
+from keras import ops
+
+#: Rows of a block of the block-maximum top-k (see the module docstring).
+BLOCK = 128
+NEG_INF = float("-inf")
+
+
+def _is_static(k):
+    return isinstance(k, (int, np.integer))
+
+
+def _merge(best_scores, best_pos, scores, pos, k):
+    """Best ``k`` along the last axis of the concatenation of two (…, k') candidate sets."""
+    scores = ops.concatenate([best_scores, scores], axis=-1)
+    pos = ops.concatenate([best_pos, pos], axis=-1)
+    top, where = ops.top_k(scores, k)
+    return top, ops.take_along_axis(pos, where, axis=-1)
+
+
+def chunk_top_k(scores, k, block=BLOCK):
+    """``(values, positions)`` of the ``k`` largest of ``scores`` (…, C) along the last axis.
+
+    With a static ``k`` and ``C`` a multiple of ``block`` with at least ``k`` blocks, through
+    block maxima (exact; ties aside); otherwise one ``top_k`` (``k`` may be a tensor there).
+    """
+    width = scores.shape[-1]
+    if not (_is_static(k) and width is not None and width % block == 0 and width // block >= k
+            and k * block < width):
+        return ops.top_k(scores, k)
+    lead = tuple(-1 if d is None else d for d in scores.shape[:-1])  # at most one unknown
+    blocks = ops.reshape(scores, lead + (width // block, block))
+    _, chosen = ops.top_k(ops.max(blocks, axis=-1), k)                      # (…, k)
+    picked = ops.take_along_axis(blocks, ops.expand_dims(chosen, -1), axis=-2)  # (…, k, block)
+    values, where = ops.top_k(ops.reshape(picked, lead + (k * block,)), k)
+    rows = ops.take_along_axis(chosen, where // block, axis=-1) * block + where % block
+    return values, rows
+
+
+def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=None):
+    """Exact top-k inner products of ``queries`` against a sharded, chunked gallery.
+
+    Args:
+        queries: (Q, D) float32 (unit rows for cosine search).
+        embeddings: (S·P, D) float32 gallery rows, P a multiple of ``chunk``.
+        ids: (S·P,) int32 ids, -1 on free rows.
+        size: scalar int, the number of items (rows in use).
+        k: results per query, 1 <= k <= size (a Python int; a scalar tensor in a TF graph).
+        chunk: rows of a shard scored at once (static).
+        shards: S (static).
+        constrain: optional function applied to the (S, Q, ·) intermediates to keep them
+            split over devices along S (``keras.distribution.distribute_tensor``).
+
+    Returns:
+        ``(ids (Q, k) int32, scores (Q, k) float32)``, best first.
+    """
+    keep = constrain or (lambda x: x)
+    dim = embeddings.shape[-1]
+    per_shard = embeddings.shape[0] // shards
+    gallery = keep(ops.reshape(embeddings, (shards, per_shard, dim)))
+    size = ops.cast(size, "int32")
+    # Items of shard s: (size - s + S - 1) // S; the loop covers the fullest shard.
+    shard_index = ops.arange(shards, dtype="int32")
+    filled = ops.floor_divide(size - shard_index + (shards - 1), shards)        # (S,)
+    steps = ops.floor_divide(ops.max(filled) + (chunk - 1), chunk)
+    n_queries = ops.shape(queries)[0]
+    width = k if not _is_static(k) else min(k, chunk)
+    offsets = ops.arange(chunk, dtype="int32")
+
+    def body(step, carry):
+        best_scores, best_rows = carry
+        start = step * chunk
+        block = ops.slice(gallery, (0, start, 0), (shards, chunk, dim))       # (S, C, D)
+        scores = keep(ops.einsum("qd,scd->sqc", queries, block))               # (S, Q, C)
+        rows = start + offsets                                                 # (C,)
+        valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)             # (S, 1, C)
+        scores = ops.where(valid, scores, NEG_INF)
+        top, where = chunk_top_k(scores, width)
+        return _merge(best_scores, best_rows, top, where + start, k)
+
+    init = (
+        keep(ops.full((shards, n_queries, k), NEG_INF, dtype="float32")),
+        keep(ops.zeros((shards, n_queries, k), dtype="int32")),
+    )
+    best_scores, best_rows = ops.fori_loop(0, steps, body, init)
+    # Rows of shard s start at s·P; merge the S shards' best (S·k candidates per query).
+    slots = best_rows + ops.reshape(shard_index * per_shard, (shards, 1, 1))
+    if shards == 1:
+        scores, slots = best_scores[0], slots[0]
+    else:
+        flat_scores = ops.reshape(ops.transpose(best_scores, (1, 0, 2)), (n_queries, -1))
+        flat_slots = ops.reshape(ops.transpose(slots, (1, 0, 2)), (n_queries, -1))
+        scores, where = ops.top_k(flat_scores, k)
+        slots = ops.take_along_axis(flat_slots, where, axis=-1)
+    return ops.take(ids, slots, axis=0), scores
+
+
+# ----------------------------------------------------------------------------- inverted file
+def probe_blocks(queries, centroids, list_blocks, table, nprobe, budget):
+    """Blocks each query scans: its ``nprobe`` nearest lists' blocks, in list order, cut at
+    ``budget`` blocks.
+
+    Args:
+        queries: (Q, D); centroids: (L, D); list_blocks: (L,) int32 blocks used per list;
+        table: (L, M) int32 block numbers of each list (block 0 is an empty block).
+        nprobe, budget: static ints.
+
+    Returns:
+        (Q, budget) int32 block numbers (0 past the probed lists' blocks).
+    """
+    _, lists = ops.top_k(ops.matmul(queries, ops.transpose(centroids)), nprobe)  # (Q, P)
+    counts = ops.take(list_blocks, lists, axis=0)                                 # (Q, P)
+    ends = ops.cumsum(counts, axis=1)
+    starts = ends - counts
+    slot = ops.arange(budget, dtype="int32")
+    # The probed list holding slot j: the number of lists that end at or before j.
+    which = ops.sum(ops.cast(ends[:, :, None] <= slot[None, None, :], "int32"), axis=1)
+    inside = which < nprobe
+    which = ops.minimum(which, nprobe - 1)
+    offset = slot[None, :] - ops.take_along_axis(starts, which, axis=1)
+    chosen = ops.take_along_axis(lists, which, axis=1)
+    width = table.shape[1]
+    flat = ops.reshape(table, (-1,))
+    number = ops.take(flat, chosen * width + ops.minimum(offset, width - 1), axis=0)
+    return ops.where(inside, number, 0)
+
+
+def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, nprobe, budget,
+               rows_per_block, query_chunk):
+    """Top-k inner products over the rows of the probed lists (see :func:`probe_blocks`).
+
+    ``blocks`` (B·R, D) and ``block_ids`` (B·R,) hold B blocks of R = ``rows_per_block`` rows
+    (id -1 on free rows).
+    Queries are scanned ``query_chunk`` at a time (the gathered rows of a chunk of queries
+    are the largest intermediate). Returns ``(ids (Q, k), scores (Q, k))``; a query whose
+    probed lists hold fewer than ``k`` rows gets id -1 and score -inf in the remaining places.
+    """
+    dim = blocks.shape[-1]
+    blocks3 = ops.reshape(blocks, (-1, rows_per_block, dim))
+    ids2 = ops.reshape(block_ids, (-1, rows_per_block))
+    n_queries = ops.shape(queries)[0]
+    padded = ((n_queries + query_chunk - 1) // query_chunk) * query_chunk
+    padded_queries = ops.pad(queries, ((0, padded - n_queries), (0, 0)))
+    numbers = probe_blocks(padded_queries, centroids, list_blocks, table, nprobe, budget)
+    width = k if not _is_static(k) else min(k, budget * rows_per_block)
+
+    def body(step, carry):
+        out_scores, out_ids = carry
+        start = step * query_chunk
+        q = ops.slice(padded_queries, (start, 0), (query_chunk, dim))
+        number = ops.slice(numbers, (start, 0), (query_chunk, budget))
+        rows = ops.take(blocks3, number, axis=0)                          # (q, budget, R, D)
+        scores = ops.einsum("qd,qbrd->qbr", q, rows)
+        found = ops.take(ids2, number, axis=0)                            # (q, budget, R)
+        scores = ops.reshape(ops.where(found >= 0, scores, NEG_INF), (query_chunk, -1))
+        found = ops.reshape(found, (query_chunk, -1))
+        top, where = ops.top_k(scores, width)
+        got = ops.take_along_axis(found, where, axis=1)
+        if _is_static(k) and width < k:
+            fill = k - width
+            top = ops.concatenate([top, ops.full((query_chunk, fill), NEG_INF, "float32")], 1)
+            got = ops.concatenate([got, ops.full((query_chunk, fill), -1, "int32")], 1)
+        got = ops.where(top > NEG_INF, got, -1)
+        out_scores = ops.slice_update(out_scores, (start, 0), top)
+        out_ids = ops.slice_update(out_ids, (start, 0), got)
+        return out_scores, out_ids
+
+    init = (ops.zeros((padded, k), "float32"), ops.zeros((padded, k), "int32"))
+    scores, found = ops.fori_loop(0, padded // query_chunk, body, init)
+    return found[:n_queries], scores[:n_queries]
+
+
+# ----------------------------------------------------------------------------- k-means
+def assign_sums(sample, centroids, chunk):
+    """One Lloyd step's statistics: per centroid, the sum and count of the ``sample`` rows
+    nearest to it (largest inner product), scanning ``chunk`` rows at a time.
+
+    ``sample`` (N, D) with N a multiple of ``chunk``; rows of all zeros are ignored (padding).
+    Returns ``(sums (L, D), counts (L,), total score)``.
+    """
+    n_lists, dim = centroids.shape
+    steps = sample.shape[0] // chunk
+
+    def body(step, carry):
+        sums, counts, total = carry
+        rows = ops.slice(sample, (step * chunk, 0), (chunk, dim))
+        scores = ops.matmul(rows, ops.transpose(centroids))
+        nearest = ops.argmax(scores, axis=1)
+        used = ops.cast(ops.any(rows != 0, axis=1), "float32")
+        sums = sums + ops.segment_sum(rows, nearest, num_segments=n_lists)
+        counts = counts + ops.segment_sum(used, nearest, num_segments=n_lists)
+        total = total + ops.sum(ops.max(scores, axis=1) * used)
+        return sums, counts, total
+
+    init = (ops.zeros((n_lists, dim), "float32"), ops.zeros((n_lists,), "float32"),
+            ops.zeros((), "float32"))
+    return ops.fori_loop(0, steps, body, init)
+
+
+def nearest_centroid(x, centroids):
+    """Index of the centroid with the largest inner product, per row of ``x`` (int32)."""
+    return ops.cast(ops.argmax(ops.matmul(x, ops.transpose(centroids)), axis=1), "int32")
+
+
+def round_up(value, multiple):
+    return int(math.ceil(value / multiple) * multiple)
