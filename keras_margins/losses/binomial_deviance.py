@@ -64,7 +64,8 @@ class BinomialDevianceLoss(MarginLoss):
         super().__init__(**kwargs)
 
     def per_sample(self, labels, embeddings):
-        embeddings = ops.cast(as_float(embeddings, "embeddings", 2, "(N, D)"), "float32")
+        # float32, or float64 when the loss is asked for float64 (half precision is promoted)
+        embeddings = as_float(embeddings, "embeddings", 2, "(N, D)")
         labels = as_labels(labels, batch_size=static_shape(embeddings)[0])
         sim = pairwise_cosine(embeddings)
         pos, neg = pair_masks(labels)

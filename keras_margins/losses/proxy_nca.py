@@ -89,8 +89,7 @@ class ProxyNCALoss(MarginLoss):
         super().__init__(**kwargs)
 
     def per_sample(self, labels, cos):
-        cos, num_classes = check_scores(cos)
-        cos = ops.cast(cos, "float32")
+        cos, num_classes = check_scores(cos)  # float32, or float64 for a float64 loss
         labels = as_labels(labels, num_classes, cos.shape[0])
         num_classes = num_classes or ops.shape(cos)[1]
         scale = 2.0 * self.softmax_scale * self.embedding_scale * self.proxy_scale
@@ -103,7 +102,7 @@ class ProxyNCALoss(MarginLoss):
         else:
             log_probs = logits - ops.logsumexp(logits, axis=1, keepdims=True)
             eps = self.label_smoothing
-            off = eps / (ops.cast(num_classes, "float32") - 1.0)
+            off = eps / (ops.cast(num_classes, cos.dtype) - 1.0)
             weights = ops.where(is_target, 1.0 - eps, off)
             loss = -ops.sum(weights * log_probs, axis=1)
         # Under XLA label values cannot be checked: an invalid label (no target column) -> NaN.

@@ -43,7 +43,7 @@ def _spread_over_anchors(per_anchor_sum, count):
     Keras reduces a loss's per-sample values by their mean; a triplet loss is a mean over
     triplets (or positive pairs), so each anchor carries N · (its share of the numerator).
     """
-    n = ops.cast(ops.shape(per_anchor_sum)[0], "float32")
+    n = ops.cast(ops.shape(per_anchor_sum)[0], per_anchor_sum.dtype)
     return per_anchor_sum * n / ops.maximum(count, 1.0)
 
 
@@ -64,7 +64,7 @@ def triplet_all(labels, embeddings, margin, squared=False, pos_mask=None, neg_ma
     d_an = ops.expand_dims(distances, 1)  # (a, 1, n)
     valid = ops.logical_and(ops.expand_dims(pos, 2), ops.expand_dims(neg, 1))
     violation = ops.where(valid, ops.relu(d_ap - d_an + margin), 0.0)
-    count = ops.sum(ops.cast(violation > 0.0, "float32"))
+    count = ops.sum(ops.cast(violation > 0.0, violation.dtype))
     return _spread_over_anchors(ops.sum(violation, axis=(1, 2)), count)
 
 
@@ -86,7 +86,7 @@ def triplet_semi_hard(labels, embeddings, margin, squared=True):
     farthest = ops.max(ops.where(neg, distances, 0.0), axis=1, keepdims=True)  # (a, 1)
     chosen = ops.where(ops.any(farther, axis=2), closest_farther, farthest)
     loss = ops.where(pos, ops.relu(distances - chosen + margin), 0.0)
-    count = ops.sum(ops.cast(pos, "float32"))
+    count = ops.sum(ops.cast(pos, loss.dtype))
     return _spread_over_anchors(ops.sum(loss, axis=1), count)
 
 
@@ -162,7 +162,8 @@ class TripletMarginLoss(MarginLoss):
         return isinstance(self.miner, SemiHardMiner)
 
     def call(self, y_true, y_pred):
-        embeddings = ops.cast(as_float(y_pred, "embeddings", 2, "(N, D)"), "float32")
+        # float32, or float64 when the loss is asked for float64 (half precision is promoted)
+        embeddings = as_float(y_pred, "embeddings", 2, "(N, D)")
         labels = _pair_labels(y_true, static_shape(embeddings)[0])
         squared = self.squared if self.squared is not None else self.semi_hard
         if self.semi_hard:

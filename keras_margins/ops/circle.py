@@ -74,7 +74,7 @@ def circle_from_similarity(sim, pos_mask, neg_mask, margin, gamma):
           Optimization](https://arxiv.org/abs/2002.10857), CVPR 2020, Eq. 6.
     """
     check_circle_hparams(margin, gamma)
-    sim = ops.cast(as_float(sim, "sim", 2, "(N, M) of similarities"), "float32")
+    sim = as_float(sim, "sim", 2, "(N, M) of similarities")  # float32 (float64 kept)
     pos_mask = _as_mask(pos_mask, static_shape(sim), "pos_mask")
     neg_mask = _as_mask(neg_mask, static_shape(sim), "neg_mask")
     alpha_p = ops.stop_gradient(ops.relu(1.0 + margin - sim))
