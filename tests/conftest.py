@@ -10,6 +10,11 @@ reference checks compare float64 computations, as they do on TensorFlow.
 """
 
 import os
+import sys
+
+# tests/references.py (the NumPy references shared by the test files) is importable as
+# `references` from every test folder (pytest runs with --import-mode=importlib).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -36,6 +41,8 @@ except ImportError:  # pragma: no cover - hypothesis is a declared test dependen
 MARKERS = {
     "tf_only": "needs TensorFlow itself (SavedModel, tf.data, TFDS, tf.distribute); "
     "skipped when KERAS_BACKEND is not tensorflow",
+    "float64": "computes in float64 and compares with float64 NumPy references (JAX: x64 "
+    "is switched on for this test only)",
 }
 
 
