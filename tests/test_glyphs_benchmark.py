@@ -1,0 +1,132 @@
+"""benchmarks/glyphs.py: the quick mode end to end on a few hundred characters and six fonts
+(default suite), its evaluation checked against a NumPy nearest-neighbour search, and (slow)
+the README's figures of the runs that were measured."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench():
+    path = os.path.join(ROOT, "benchmarks", "glyphs.py")
+    spec = importlib.util.spec_from_file_location("glyphs_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+def _fonts_missing(fonts):
+    import keras_margins as km
+
+    installed = km.data.glyph_fonts("cjk")
+    return [f for f in fonts if f not in installed]
+
+
+REQUIRED = os.environ.get("KM_GLYPHS_REQUIRE_FONTS") == "1"
+quick_fonts = pytest.mark.skipif(
+    bool(_fonts_missing(bench.QUICK_FONTS)) and not REQUIRED,
+    reason="needs fonts-arphic-uming fonts-wqy-microhei fonts-wqy-zenhei fonts-ipafont-mincho "
+    "fonts-ipafont-gothic fonts-hanazono (scripts/setup.sh installs them as root)",
+)
+
+
+@quick_fonts
+@pytest.mark.tf_only
+def test_quick_mode_trains_evaluates_and_draws(tmp_path):
+    log, figure = str(tmp_path / "runs.jsonl"), str(tmp_path / "fig.png")
+    records = bench.main(["--quick", "--parts", "small", "figure", "--methods", "raw_pixels",
+                          "softmax", "--steps", "20", "--log", log, "--figure", figure])
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"raw_pixels", "softmax"}
+    for r in records:
+        assert r["C"] == 200
+        for key in ("closed_accuracy", "r_at_1", "map_at_r", "tar"):
+            assert 0.0 <= r[key] <= 1.0
+        assert len(r["top5"]) == 6 and all(len(t) == 5 for t in r["top5"])
+    # 20 steps already learn the closed set far above chance (1/200)
+    assert by_method["softmax"]["closed_accuracy"] > 0.2
+    assert by_method["softmax"]["steps"] == 20
+    with open(figure, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(open(log).read().splitlines()) == 2
+    table = bench.format_tables(records)
+    assert "| raw_pixels |" in table and "| softmax |" in table
+
+    # the raw-pixel scores, recomputed here with a plain NumPy search
+    args = bench.parse(["--quick"])
+    data, _ = bench.load(200, args)
+    xg, yg, _ = data["gallery"]
+    xp, yp, _ = data["probe"]
+    unit = lambda x: (lambda f: f / np.linalg.norm(f, axis=1, keepdims=True))(  # noqa: E731
+        x.reshape(len(x), -1).astype("float64"))
+    sims = unit(xp) @ unit(xg).T
+    # pessimistic ties, as km.metrics.retrieval_scores: a tie with a wrong answer is a miss
+    assert np.all(np.diff(yg) > 0)  # one gallery image per unseen character, sorted
+    right = sims[np.arange(len(yp)), np.searchsorted(yg, yp)]
+    wrong = np.where(yg[None, :] == yp[:, None], -np.inf, sims).max(axis=1)
+    # float32 there, float64 here: allow a near-tie or two
+    np.testing.assert_allclose(by_method["raw_pixels"]["r_at_1"], np.mean(right > wrong),
+                               atol=2.0 / len(yp))
+    xtr, ytr, _ = data["train"]
+    xte, yte, _ = data["test"]
+    etr, ete = unit(xtr), unit(xte)
+    centroids = np.stack([etr[ytr == c].sum(0) for c in range(200)])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    np.testing.assert_allclose(by_method["raw_pixels"]["closed_accuracy"],
+                               np.mean(np.argmax(ete @ centroids.T, axis=1) == yte),
+                               atol=2.0 / len(yte))
+
+
+def test_tables_show_mean_and_sample_std_over_seeds():
+    records = [{"part": "small", "C": 1000, "method": "softmax", "seed": s, "train_s": 10.0,
+                "closed_accuracy": a, "r_at_1": a, "map_at_r": a, "tar": a}
+               for s, a in enumerate([0.5, 0.6, 0.7])]
+    records.append({"part": "partial_fc", "C": 5000, "method": "cosface", "sample_rate": 1.0,
+                    "seed": 0, "step_ms": 100.0, "head_accuracy": 0.5, "r_at_1": 0.4,
+                    "map_at_r": 0.3})
+    records.append({**records[-1], "sample_rate": 0.1, "step_ms": 40.0, "head_accuracy": 0.49})
+    table = bench.format_tables(records)
+    assert "| softmax | Dense(C) + cross-entropy | 3 | 60.0 ± 10.0 |" in table  # ddof = 1
+    assert "| 5000 | 0.1 | 1 | 49.0 | 40.0 | 30.0 | 40.0 | 0.40× |" in table
+    summary = bench.summarize(records)
+    mean, std, n = summary[("small", 1000, "softmax")]["closed_accuracy"]
+    assert (mean, n) == (pytest.approx(0.6), 3) and std == pytest.approx(np.std([0.5, 0.6, 0.7], ddof=1))
+
+
+# ---- slow: the README's figures (filled in from the measured runs) ------------------------
+
+#: README figures of `python benchmarks/glyphs.py --parts small --seeds 0 --steps 400`
+#: (C = 1 000): method -> {metric: (mean, sample std or None for one seed)}
+README_SMALL = {}
+
+
+def _run_small(tmp_path, methods, seeds):
+    log = str(tmp_path / "runs.jsonl")
+    bench.main(["--parts", "small", "--seeds", *map(str, seeds), "--steps", "400",
+                "--methods", *methods, "--log", log])
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+@pytest.mark.tf_only
+@pytest.mark.skipif(not README_SMALL, reason="no measured README figures recorded yet")
+def test_readme_small_figures(tmp_path):
+    if _fonts_missing(bench.FONTS):
+        pytest.skip("needs fonts-noto-cjk fonts-noto-cjk-extra fonts-wqy-zenhei fonts-wqy-microhei "
+                    "fonts-hanazono")
+    methods = list(README_SMALL)
+    records = _run_small(tmp_path, methods, [0])
+    got = {r["method"]: r for r in records}
+    for method, figures in README_SMALL.items():
+        for key, (mean, std) in figures.items():
+            tolerance = 2 * std if std else 0.03
+            assert abs(got[method][key] - mean) <= tolerance + 1e-9, (method, key, got[method][key])
