@@ -15,6 +15,7 @@ Nothing here imports TensorFlow at module level (the exporter imports it when ca
 
 from keras_margins.retrieval.exact import EmbeddingIndex
 from keras_margins.retrieval.gallery import Calibration, GalleryIndex
+from keras_margins.retrieval.ivf import IVFIndex
 from keras_margins.retrieval.sharding import gallery_parallel
 
-__all__ = ["Calibration", "EmbeddingIndex", "GalleryIndex", "gallery_parallel"]
+__all__ = ["Calibration", "EmbeddingIndex", "GalleryIndex", "IVFIndex", "gallery_parallel"]

@@ -193,9 +193,10 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
 
 
 # ----------------------------------------------------------------------------- k-means
-def assign_sums(sample, centroids, chunk):
+def assign_sums(sample, centroids, chunk, bias=0.0):
     """One Lloyd step's statistics: per centroid, the sum and count of the ``sample`` rows
-    nearest to it (largest inner product), scanning ``chunk`` rows at a time.
+    nearest to it — largest ``x·c + bias_c`` (bias 0: inner product; -|c|²/2: squared
+    distance) — scanning ``chunk`` rows at a time.
 
     ``sample`` (N, D) with N a multiple of ``chunk``; rows of all zeros are ignored (padding).
     Returns ``(sums (L, D), counts (L,), total score)``.
@@ -206,7 +207,7 @@ def assign_sums(sample, centroids, chunk):
     def body(step, carry):
         sums, counts, total = carry
         rows = ops.slice(sample, (step * chunk, 0), (chunk, dim))
-        scores = ops.matmul(rows, ops.transpose(centroids))
+        scores = ops.matmul(rows, ops.transpose(centroids)) + bias
         nearest = ops.argmax(scores, axis=1)
         used = ops.cast(ops.any(rows != 0, axis=1), "float32")
         sums = sums + ops.segment_sum(rows, nearest, num_segments=n_lists)
