@@ -459,16 +459,17 @@ def make_figure(records, args, path):
     gallery_of = {int(label): i for i, label in enumerate(yg)}
     methods = [m for m in METHODS if m in rows]
     probes = next(iter(rows.values()))["figure_probes"][: args.figure_chars]
-    fig, axes = plt.subplots(len(methods), len(probes) * 7,
-                             figsize=(len(probes) * 7 * 0.42, len(methods) * 0.5 + 0.6))
+    width = 8  # probe, gap, 5 answers, gap
+    fig, axes = plt.subplots(len(methods), len(probes) * width,
+                             figsize=(len(probes) * width * 0.42, len(methods) * 0.5 + 0.6))
     axes = np.atleast_2d(axes)
     for r_i, method in enumerate(methods):
         for p_i, probe in enumerate(probes):
             answers = rows[method]["top5"][p_i]
             cells = [(xp[probe], None), (None, None)] + [
-                (xg[gallery_of[a]], a == int(yp[probe])) for a in answers]
+                (xg[gallery_of[a]], a == int(yp[probe])) for a in answers] + [(None, None)]
             for k, (img, hit) in enumerate(cells):
-                ax = axes[r_i, p_i * 7 + k]
+                ax = axes[r_i, p_i * width + k]
                 ax.set_xticks([])
                 ax.set_yticks([])
                 for spine in ax.spines.values():
@@ -481,7 +482,7 @@ def make_figure(records, args, path):
                         spine.set_visible(True)
                         spine.set_color("tab:green" if hit else "tab:red")
                         spine.set_linewidth(1.5)
-        axes[r_i, 0].set_ylabel(method, rotation=0, ha="right", va="center", fontsize=7)
+        axes[r_i, 0].set_ylabel(method, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"Unseen characters (C = {c}, seed {args.seeds[0]}): probe in a font of its own, "
                  "then the top-5 gallery answers (green: right character)", fontsize=8)
     fig.subplots_adjust(left=0.1, right=0.99, top=0.9, bottom=0.02, wspace=0.05, hspace=0.1)
@@ -534,7 +535,7 @@ def parse(argv=None):
     parser.add_argument("--chunk", type=int, default=100, help="progress line every N steps")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--figure-chars", type=int, default=6)
+    parser.add_argument("--figure-chars", type=int, default=4)
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: C = 200 (small) / 400 (large), 6 fonts, 60 steps, 1 seed")
     parser.add_argument("--log", default="/tmp/glyphs_runs.jsonl")
