@@ -16,6 +16,14 @@ Nothing here imports TensorFlow at module level (the exporter imports it when ca
 from keras_margins.retrieval.exact import EmbeddingIndex
 from keras_margins.retrieval.gallery import Calibration, GalleryIndex
 from keras_margins.retrieval.ivf import IVFIndex
+from keras_margins.retrieval.serving import (
+    check_search_export,
+    export_search_model,
+    search_outputs_without_keras_margins,
+)
 from keras_margins.retrieval.sharding import gallery_parallel
 
-__all__ = ["Calibration", "EmbeddingIndex", "GalleryIndex", "IVFIndex", "gallery_parallel"]
+__all__ = [
+    "Calibration", "EmbeddingIndex", "GalleryIndex", "IVFIndex", "check_search_export",
+    "export_search_model", "gallery_parallel", "search_outputs_without_keras_margins",
+]

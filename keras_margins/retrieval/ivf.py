@@ -80,6 +80,7 @@ class IVFIndex(GalleryIndex):
         self.num_blocks = 1 + self.num_lists + math.ceil(rows / self.block_size)
         self.table_width = max(1, math.ceil(rows / self.block_size / self.num_lists))
         self.allocate({})
+        self.largest_lists_blocks = 1
         self.built = True
 
     # ------------------------------------------------------------------ storage
@@ -261,6 +262,7 @@ class IVFIndex(GalleryIndex):
             self.ivf_list_rows.assign(new_rows.astype("int32"))
             self.ivf_list_blocks.assign(need_blocks.astype("int32"))
         self.index_size.assign(size + len(ids))
+        self.refresh()
 
     def scatter_rows(self, where, rows, ids):
         index = ops.convert_to_tensor(np.asarray(where, "int32")[:, None])
@@ -306,6 +308,7 @@ class IVFIndex(GalleryIndex):
         self.ivf_list_rows.assign(list_rows.astype("int32"))
         self.ivf_list_blocks.assign((-(-list_rows // R)).astype("int32"))
         self.index_size.assign(self.size - len(rows))
+        self.refresh()
 
     def load_own_variables(self, store):
         # The block store and the table grow with the gallery: take the saved sizes first.
@@ -314,14 +317,20 @@ class IVFIndex(GalleryIndex):
         self.num_blocks = int(store[str(names.index("ivf_blocks"))].shape[0]) // self.block_size
         self.allocate({})
         super().load_own_variables(store)
+        self.refresh()
 
     # ------------------------------------------------------------------ search
     def scan_blocks(self):
-        """Blocks scanned per query: ``max_scan_blocks`` or the ``nprobe`` largest lists'."""
+        """Blocks scanned per query: ``max_scan_blocks`` or the ``nprobe`` largest lists'
+        (read from the host copy kept by every edit, so that graphs can use it)."""
         if self.max_scan_blocks is not None:
             return self.max_scan_blocks
+        return self.largest_lists_blocks
+
+    def refresh(self):
+        """Update the host copy of the blocks of the ``nprobe`` largest lists."""
         blocks = np.sort(self.host("ivf_list_blocks"))[::-1]
-        return max(1, int(blocks[: self.nprobe].sum()))
+        self.largest_lists_blocks = max(1, int(blocks[: self.nprobe].sum()))
 
     def query_chunk(self, budget, queries=None):
         per_query = budget * self.block_size * self.dim * 4

@@ -86,7 +86,7 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
     filled = ops.floor_divide(size - shard_index + (shards - 1), shards)        # (S,)
     steps = ops.floor_divide(ops.max(filled) + (chunk - 1), chunk)
     n_queries = ops.shape(queries)[0]
-    width = k if not _is_static(k) else min(k, chunk)
+    width = min(k, chunk) if _is_static(k) else ops.minimum(k, chunk)
     offsets = ops.arange(chunk, dtype="int32")
 
     def body(step, carry):
@@ -164,7 +164,8 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
     padded = ((n_queries + query_chunk - 1) // query_chunk) * query_chunk
     padded_queries = ops.pad(queries, ((0, padded - n_queries), (0, 0)))
     numbers = probe_blocks(padded_queries, centroids, list_blocks, table, nprobe, budget)
-    width = k if not _is_static(k) else min(k, budget * rows_per_block)
+    scanned = budget * rows_per_block
+    width = min(k, scanned) if _is_static(k) else ops.minimum(k, scanned)
 
     def body(step, carry):
         out_scores, out_ids = carry
@@ -178,7 +179,7 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
         found = ops.reshape(found, (query_chunk, -1))
         top, where = ops.top_k(scores, width)
         got = ops.take_along_axis(found, where, axis=1)
-        if _is_static(k) and width < k:
+        if not _is_static(k) or width < k:  # fewer rows scanned than k: pad the results
             fill = k - width
             top = ops.concatenate([top, ops.full((query_chunk, fill), NEG_INF, "float32")], 1)
             got = ops.concatenate([got, ops.full((query_chunk, fill), -1, "int32")], 1)
