@@ -5,8 +5,10 @@ Two conventions, each reproducing a reference library value for value:
 * all triplets (default, or any ``km.miners`` pair miner): pytorch-metric-learning's
   ``TripletMarginLoss`` (Euclidean distance of L2-normalised embeddings, mean over the
   triplets with a positive loss);
-* ``miner=km.miners.SemiHardMiner()``: TensorFlow Addons' ``TripletSemiHardLoss`` (squared
-  Euclidean distance, one semi-hard negative per positive pair, mean over positive pairs).
+* ``miner=km.miners.SemiHardMiner()``: TensorFlow Addons' ``TripletSemiHardLoss`` with
+  ``distance_metric="squared-L2"`` (squared Euclidean distance, one semi-hard negative per
+  positive pair, mean over positive pairs). TF Addons' own default, "L2", has been the plain
+  Euclidean distance since TF Addons 0.11; ``squared=False`` reproduces that one.
 """
 
 import keras
@@ -69,7 +71,8 @@ def triplet_all(labels, embeddings, margin, squared=False, pos_mask=None, neg_ma
 
 
 def triplet_semi_hard(labels, embeddings, margin, squared=True):
-    """Per-anchor values of FaceNet's semi-hard triplet loss (TF Addons convention).
+    """Per-anchor values of FaceNet's semi-hard triplet loss (TF Addons convention; with
+    ``squared=True`` its ``distance_metric="squared-L2"``, with False its "L2").
 
     For each positive pair (a, p) the negative is the closest one *farther* than p,
     n* = argmin {d_an : y_n ≠ y_a, d_an > d_ap}; if there is none, the farthest negative
@@ -108,16 +111,20 @@ class TripletMarginLoss(MarginLoss):
       implements it: each positive pair (a, p) takes the closest negative farther than p
       (else the farthest negative), and the loss is the mean over all positive pairs.
       Squared distances by default, so ``TripletMarginLoss(1.0, miner=SemiHardMiner())``
-      equals ``tfa.losses.TripletSemiHardLoss(margin=1.0)`` on L2-normalised embeddings
-      (the input TF Addons asks for). The miner's own ``margin`` plays no role here.
+      equals ``tfa.losses.TripletSemiHardLoss(margin=1.0, distance_metric="squared-L2")``
+      on L2-normalised embeddings (the input TF Addons asks for). TF Addons' default
+      ``distance_metric="L2"`` is the plain Euclidean distance (since TF Addons 0.11;
+      0.10 and earlier called the squared distance "L2"): that one is
+      ``TripletMarginLoss(1.0, miner=SemiHardMiner(), squared=False)``. The miner's own
+      ``margin`` plays no role here.
 
     Keras averages per-sample values; this loss returns per-anchor values scaled so that their
     mean is the triplet mean above (so ``reduction="sum"`` gives N times the loss). Train on
     class-balanced batches (``km.data.pk_batches``) so that anchors have positives.
 
     Args:
-        margin: margin of the hinge (default 0.05, pytorch-metric-learning's; TF Addons uses
-            1.0 with squared distances). Must be >= 0.
+        margin: margin of the hinge (default 0.05, pytorch-metric-learning's; TF Addons'
+            default is 1.0). Must be >= 0.
         miner: None or a ``km.miners`` object (see above).
         squared: None (default: False, or True with ``SemiHardMiner``), or a bool choosing
             squared Euclidean distances.
