@@ -22,7 +22,7 @@ Parts (``--part``):
 * ``mechanism``: digits at D = 2 and D = 64, per epoch: class margin, the total weight the
   loss puts on the negatives (1 − p_y for NormFace, exactly 1 for LM-Softmax) and the
   norm of the loss's push on each unit prototype from the other classes' features.
-* ``claims``: the papers' central claims on digits at D = 64 (3 seeds, mean ± std).
+* ``claims``: the papers' central claims on digits at D = 64 (3 seeds, mean ± sample std).
 * ``pedcc2d``: PEDCC + POD at D = 2 against softmax and NormFace, and with the classes
   assigned to the fixed centres by a matching after a short NormFace warm-up.
 
@@ -114,6 +114,8 @@ def method(name, num_classes):
     }
     if name.startswith("LM-Softmax, NormFace warm-up"):
         return km.layers.LargestMarginHead(c), km.losses.NormFace(10.0)
+    if name.startswith("LM-Softmax, s=") and name not in table:  # any scale: "LM-Softmax, s=3"
+        return km.layers.LargestMarginHead(c), km.losses.LMSoftmax(float(name.split("=")[1]))
     return table[name]()
 
 
@@ -161,8 +163,10 @@ def train(name, data, dim, epochs, seed, batch_size=64, callbacks=()):
 
 
 def summarise(runs, key, scale=1.0):
+    """Mean and sample standard deviation (ddof = 1) over the runs (seeds); 0 for one run,
+    which ``fmt`` prints without a ±."""
     values = np.array([r[key] for r in runs]) * scale
-    return values.mean(), values.std()
+    return values.mean(), (values.std(ddof=1) if len(values) > 1 else 0.0)
 
 
 def fmt(runs, key, scale=1.0, digits=1, unit=""):
@@ -177,7 +181,7 @@ def fmt(runs, key, scale=1.0, digits=1, unit=""):
 def part_dims(args, results):
     data = digits()
     names = ["LM-Softmax", "LM-Softmax, NormFace warm-up", "NormFace", "ArcFace"]
-    print(f"\nDigits, C = 10: test accuracy (%) / class margin (deg), mean ± std over seeds "
+    print(f"\nDigits, C = 10: test accuracy (%) / class margin (deg), mean ± std (ddof = 1) over seeds "
           f"{list(args.seeds)}, {args.epochs} epochs")
     print("| D | simplex bound | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -301,7 +305,7 @@ def part_claims(args, results):
     names = ["LM-Softmax", "LM-Softmax + R_sm", "NormFace", "NormFace + R_sm", "CosFace",
              "ArcFace", "softmax", "Virtual Softmax", "PEDCC + POD"]
     print(f"\nDigits, D = {dim}, C = 10 (simplex bound {simplex_bound(10, dim):.1f}°), "
-          f"mean ± std over seeds {list(args.seeds)}, {args.epochs} epochs")
+          f"mean ± std (ddof = 1) over seeds {list(args.seeds)}, {args.epochs} epochs")
     print("| method | test accuracy | class margin | mean test sample margin |")
     print("|---|---|---|---|")
     claims = {}
@@ -379,6 +383,25 @@ def part_pedcc2d(args, results):
         print(f"| {name} | {fmt(runs, 'accuracy', 100, 2)} % | {fmt(runs, 'class_margin')}° |",
               flush=True)
     results["pedcc2d"] = table
+
+
+def part_scale2d(args, results):
+    """LM-Softmax with learned prototypes at D = 2 against its scale s: the objective's
+    minimum on the circle (C = 10, ``examples/lm_softmax_minima.py``) is even spacing below
+    s ≈ 4.67 and merged prototypes above."""
+    data = digits()
+    print("\nDigits, D = 2, LM-Softmax with learned prototypes against the scale s: test accuracy "
+          f"(%) / class margin (deg) / mean nearest-prototype angle (deg), seeds {list(args.seeds)}, "
+          f"{args.epochs} epochs")
+    print("| s | LM-Softmax |")
+    print("|---|---|")
+    table = {}
+    for scale in args.scales_2d:
+        runs = [train(f"LM-Softmax, s={scale:g}", data, 2, args.epochs, seed) for seed in args.seeds]
+        table[scale] = runs
+        print(f"| {scale:g} | {fmt(runs, 'accuracy', 100)} % / {fmt(runs, 'class_margin')}° / "
+              f"{fmt(runs, 'nearest_angle')}° |", flush=True)
+    results["scale2d"] = table
 
 
 def part_remedies(args, results):
@@ -490,7 +513,7 @@ def figures(results, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "dims", "classes", "mechanism", "claims",
-                                           "pedcc2d", "remedies"),
+                                           "pedcc2d", "remedies", "scale2d"),
                         default="all")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=40)
@@ -503,6 +526,8 @@ def main(argv=None):
     parser.add_argument("--pedcc-methods", nargs="+", default=[
         "softmax", "NormFace", "PEDCC + POD", "PEDCC + POD, matched",
         "PEDCC + POD without decorrelation", "PEDCC + NormFace"])
+    parser.add_argument("--scales-2d", type=float, nargs="+", default=[2.0, 3.0, 4.0, 5.0, 10.0],
+                        help="LM-Softmax scales of --part scale2d")
     parser.add_argument("--out", default="docs/figures")
     parser.add_argument("--smoke", action="store_true",
                         help="one seed, 2 epochs, two dimensions, 50 classes: a run check")
@@ -510,16 +535,17 @@ def main(argv=None):
     if args.smoke:
         args.seeds, args.epochs, args.many_epochs = args.seeds[:1], 2, 1
         args.dims, args.many_dims, args.classes = [2, 9], [8], 50
+        args.scales_2d = args.scales_2d[:2]
     start = time.time()
     results = {}
-    parts = (("claims", "pedcc2d", "mechanism", "dims", "remedies", "classes")
+    parts = (("claims", "pedcc2d", "mechanism", "dims", "remedies", "scale2d", "classes")
              if args.part == "all"
              else (args.part,))
     os.makedirs(args.out, exist_ok=True)
     for part in parts:
         {"dims": part_dims, "classes": part_classes, "mechanism": part_mechanism,
          "claims": part_claims, "pedcc2d": part_pedcc2d,
-         "remedies": part_remedies}[part](args, results)
+         "remedies": part_remedies, "scale2d": part_scale2d}[part](args, results)
         for path in figures(results, args.out):   # after each part: partial runs keep figures
             print("wrote", path)
     print(f"total {time.time() - start:.0f} s ({keras.backend.backend()} backend)")

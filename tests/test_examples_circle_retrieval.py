@@ -63,3 +63,16 @@ def test_shift_moves_each_image_by_at_most_one_pixel(example):
     for i in range(len(x)):
         views = [padded[i, a : a + 8, b : b + 8].reshape(64) for a in range(3) for b in range(3)]
         assert any(np.array_equal(shifted[i], v) for v in views)
+
+
+def test_printed_spread_is_the_sample_standard_deviation(example, capsys):
+    # three seeds 0.1, 0.2, 0.3: sample std (ddof = 1) 0.100, population std 0.082; one value
+    # (raw pixels) has no spread
+    keys = [key for _, key in example.METRICS]
+    rows = [("raw pixels", {key: [0.5] for key in keys}, 0, 0.0),
+            ("softmax", {key: [0.1, 0.2, 0.3] for key in keys}, 10, 1.0)]
+    example.print_table(rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].count("0.5000 ± 0.000") == len(keys), lines[1]
+    assert lines[2].count("0.2000 ± 0.100") == len(keys), lines[2]
+    assert example.spread([0.1, 0.2, 0.3]) == pytest.approx(np.std([0.1, 0.2, 0.3], ddof=1))

@@ -44,3 +44,13 @@ def test_tail_margin_is_the_smallest_angle_of_a_few_shot_class(example):
     np.testing.assert_allclose(angles[2, 1], 45.0, atol=1e-9)
     np.testing.assert_allclose(angles.min(), 45.0, atol=1e-9)
     assert np.isinf(angles[0, 0])
+
+
+def test_printed_spread_is_the_sample_standard_deviation(example, capsys):
+    # three seeds with values 1, 2, 3: sample std (ddof = 1) is 1.0; the population std 0.8
+    results = {m: [{c: float(v) for c in example.COLUMNS} for v in (1, 2, 3)] for m in example.METHODS}
+    example.print_table(10.0, results, [0, 1, 2], np.array([3, 2, 1]))
+    out = capsys.readouterr().out
+    assert "mean ± std (ddof = 1) over 3 seed(s)" in out
+    rows = [line for line in out.splitlines() if line.startswith(example.METHODS[0])]
+    assert rows and rows[0].count("2.0 ± 1.0") == len(example.COLUMNS), rows

@@ -131,19 +131,20 @@ def _per_seed(runs, name, key):
 @pytest.mark.slow
 def test_lm_softmax_has_the_largest_class_margin_near_the_simplex(runs):
     """Zhou et al. 2022: LM-Softmax's class margin is the largest and reaches the simplex
-    bound where C <= D + 1; seeds 0-2, each seed and the mean ± std of the README table."""
+    bound where C <= D + 1; seeds 0-2, each seed and the mean ± sample std (ddof = 1) of the
+    README table."""
     lm = _per_seed(runs, "LM-Softmax", "class_margin")
     for other in ("NormFace", "CosFace", "ArcFace"):
         theirs = _per_seed(runs, other, "class_margin")
         assert np.all(lm >= theirs), (other, lm, theirs)                 # on every seed
-        assert lm.mean() - lm.std() > theirs.mean() + theirs.std(), (other, lm, theirs)
+        assert lm.mean() - lm.std(ddof=1) > theirs.mean() + theirs.std(ddof=1), (other, lm, theirs)
         # at the same accuracy (README: 97.9-98.2 % for all four)
         assert abs(_per_seed(runs, "LM-Softmax", "accuracy").mean()
                    - _per_seed(runs, other, "accuracy").mean()) <= 0.01, other
     assert np.all(lm >= 0.97 * SIMPLEX_10), lm
     assert np.all(lm <= SIMPLEX_10 + 1e-3), lm  # nothing beats the simplex for C <= D + 1
     assert lm.mean() == pytest.approx(README_LM_CLASS_MARGIN, abs=0.5)
-    assert lm.std() <= 0.5, lm
+    assert lm.std(ddof=1) <= 0.5, lm  # README: 95.4 ± 0.2° (TensorFlow: ± 0.1°)
     assert np.all(_per_seed(runs, "LM-Softmax", "accuracy") >= 0.95)
 
 
@@ -184,10 +185,12 @@ def runs_2d(study, data):
 
 
 @pytest.mark.slow
-def test_two_d_lm_softmax_stalls_and_fixed_centres_fix_it(runs_2d):
+def test_two_d_lm_softmax_crowds_its_prototypes_and_fixed_centres_fix_it(runs_2d):
     """The study's finding outside the paper's setting: with learned prototypes on a circle
-    LM-Softmax's class margin stays far below NormFace's (16° against 34° over 3 seeds);
-    on fixed, evenly spread centres it keeps the full 36° and the accuracy."""
+    LM-Softmax's class margin stays far below NormFace's (16° against 34° over 3 seeds) —
+    at s = 5 the objective itself is lower with merged prototypes than with even spacing
+    (examples/lm_softmax_minima.py, tests/test_lm_softmax_minima.py); on fixed, evenly
+    spread centres it keeps the full 36° and the accuracy."""
     learned, normface = runs_2d["LM-Softmax"], runs_2d["NormFace"]
     fixed = runs_2d["LM-Softmax on PEDCC"]
     assert learned["class_margin"] < 0.75 * normface["class_margin"]

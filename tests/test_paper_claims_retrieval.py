@@ -28,25 +28,25 @@ KEYS = ("precision_at_1", "recall_at_5", "map_at_r", "r_precision")
 TRAINED = ("softmax", "circle (miner=none)", "ensemble", "multi_ensemble",
            "  compressed (Euclidean)")
 
-#: The README table, copied as printed: row -> (steps, {metric key: (mean, std)}).
+#: The README table: row -> (steps, {metric key: (mean, sample std over the seeds, ddof = 1)}).
 README = {
     "raw pixels": (0, {"precision_at_1": (0.9911, 0.0), "recall_at_5": (0.9978, 0.0),
                        "map_at_r": (0.6056, 0.0), "r_precision": (0.6678, 0.0)}),
     "untrained backbone": (0, {"precision_at_1": (0.9881, 0.001), "recall_at_5": (0.9978, 0.001),
-                               "map_at_r": (0.5538, 0.010), "r_precision": (0.6326, 0.009)}),
-    "softmax": (10, {"precision_at_1": (0.9888, 0.004), "recall_at_5": (0.9974, 0.001),
-                     "map_at_r": (0.5539, 0.006), "r_precision": (0.6328, 0.007)}),
+                               "map_at_r": (0.5538, 0.012), "r_precision": (0.6326, 0.011)}),
+    "softmax": (10, {"precision_at_1": (0.9888, 0.005), "recall_at_5": (0.9974, 0.001),
+                     "map_at_r": (0.5539, 0.007), "r_precision": (0.6328, 0.009)}),
     "circle (miner=none)": (30, {"precision_at_1": (0.9859, 0.001),
                                  "recall_at_5": (0.9974, 0.001),
-                                 "map_at_r": (0.5337, 0.014), "r_precision": (0.6181, 0.010)}),
+                                 "map_at_r": (0.5337, 0.017), "r_precision": (0.6181, 0.012)}),
     "ensemble": (10, {"precision_at_1": (0.9896, 0.001), "recall_at_5": (0.9974, 0.001),
-                      "map_at_r": (0.5407, 0.009), "r_precision": (0.6229, 0.007)}),
-    "multi_ensemble": (10, {"precision_at_1": (0.9866, 0.003), "recall_at_5": (0.9967, 0.001),
-                            "map_at_r": (0.5551, 0.017), "r_precision": (0.6333, 0.015)}),
-    "  compressed (Euclidean)": (10, {"precision_at_1": (0.9784, 0.004),
+                      "map_at_r": (0.5407, 0.011), "r_precision": (0.6229, 0.009)}),
+    "multi_ensemble": (10, {"precision_at_1": (0.9866, 0.004), "recall_at_5": (0.9967, 0.001),
+                            "map_at_r": (0.5551, 0.021), "r_precision": (0.6333, 0.018)}),
+    "  compressed (Euclidean)": (10, {"precision_at_1": (0.9784, 0.005),
                                       "recall_at_5": (0.9959, 0.002),
-                                      "map_at_r": (0.5398, 0.015),
-                                      "r_precision": (0.6239, 0.013)}),
+                                      "map_at_r": (0.5398, 0.018),
+                                      "r_precision": (0.6239, 0.016)}),
 }
 
 
@@ -68,12 +68,16 @@ def _mean(table, label, key="map_at_r"):
 
 
 def _std(table, label, key="map_at_r"):
-    return float(np.std(table[label][key]))
+    """Sample standard deviation over the seeds (ddof = 1), as the example prints it."""
+    return float(np.std(table[label][key], ddof=1))
 
 
 def test_every_row_reproduces_the_readme_table(retrieval):
-    """Each mean within a few of the table's standard deviations (at least 0.005 for the
-    near-saturated P@1 / R@5, 0.01 for MAP@R / R-Prec) of the README's value."""
+    """Each mean within two of the table's (sample) standard deviations (at least 0.005 for
+    the near-saturated P@1 / R@5, 0.01 for MAP@R / R-Prec) of the README's value. The mean of
+    a rerun over the same 3 seeds differs from the table's by platform noise only; between two
+    independent 3-seed means the difference has a standard deviation of σ·√(2/3) ≈ 0.8σ, so
+    2σ is about 2.4 of those: a real shift of the method's mean still fails it."""
     table, _ = retrieval
     assert list(table) == list(README)
     for label, (_, columns) in README.items():
@@ -84,7 +88,7 @@ def test_every_row_reproduces_the_readme_table(retrieval):
             tolerance = max(2.0 * std, floor)
             assert np.mean(values) == pytest.approx(mean, abs=tolerance), (label, key, values)
             if label != "raw pixels":  # the spread itself has not grown materially
-                assert np.std(values) <= max(2.0 * std, floor), (label, key, values)
+                assert np.std(values, ddof=1) <= max(2.0 * std, floor), (label, key, values)
 
 
 def test_steps_chosen_on_the_training_digits_are_the_readme_ones(retrieval):
