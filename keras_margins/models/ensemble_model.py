@@ -1,109 +1,25 @@
 """``EnsembleModel``: one embedding head per loss on a shared backbone, with learned loss
-weights, a diversity term and the weighted concatenated test embedding (Zabihzadeh et al.)."""
+weights, a diversity term and the weighted concatenated test embedding (Zabihzadeh et al.).
+
+The members (their checks and the paper's preset) live in ``ensemble_members``, the authors'
+forms of two member losses in ``ensemble_member_losses``, the diversity and distance-matching
+formulas in ``ensemble_terms``; ``PAPER_PRIOR`` and ``paper_members`` stay importable from here.
+"""
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_margins._compat import scale_loss_for_distribution
-from keras_margins.losses._base import ModelLoss, as_loss
 from keras_margins.losses.ensemble import LossEnsemble
+from keras_margins.metrics.last_value import LastValue
+from keras_margins.models.ensemble_members import PAPER_PRIOR, MemberLoss, as_member, paper_members
+from keras_margins.models.ensemble_terms import distance_matching_loss, diversity_term
 from keras_margins.models.one_pass import OnePassOutputs
 from keras_margins.ops._common import l2_normalize
+from keras_margins.protocols import check_composition, loss_value
 
-#: Threshold of the diversity hinge: relu(2 − mean distance) (authors' code).
-_DIVERSITY_THRESHOLD = 2.0
-#: Floor under a squared distance before the square root (finite gradient at 0).
-_SQ_FLOOR = 1e-12
-
-
-class _MemberLoss(ModelLoss):
-    """Member k of the ensemble: its loss applied to member k's embedding or class scores.
-
-    Lets ``km.losses.LossEnsemble`` (which hands every member one ``outputs`` dict) combine
-    losses that live on different embedding heads: ``outputs["members"][k]`` holds member
-    k's ``{"embedding", "scores"}``. Never serialised (the model rebuilds it).
-    """
-
-    def __init__(self, index, loss):
-        super().__init__(name=loss.name, dtype="float32")
-        self.index = index
-        self.loss = loss
-        self.on = getattr(loss, "needs", "scores")
-
-    def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
-        member = outputs["members"][self.index]
-        value = member["scores"] if self.on == "scores" else member["embedding"]
-        return self.loss(y, value, sample_weight=sample_weight)
-
-
-def _as_member(item, index):
-    if isinstance(item, dict):  # not expected, but a config entry is a pair of dicts
-        item = (item.get("loss"), item.get("head"))
-    if not isinstance(item, (list, tuple)) or len(item) != 2:
-        raise ValueError(
-            f"`members`[{index}] must be a (loss, head_or_None) pair; got {item!r}."
-        )
-    loss, head = item
-    loss = as_loss(loss, f"`members`[{index}]: the loss", example="km.losses.TripletMarginLoss()")
-    if isinstance(head, dict):
-        head = keras.saving.deserialize_keras_object(head)
-    needs = getattr(loss, "needs", "scores")
-    if needs not in ("scores", "embedding"):
-        raise ValueError(
-            f"`members`[{index}]: {loss.name} has needs={needs!r}; an EnsembleModel member "
-            "must work on class scores (with a head) or on the embedding (head None)."
-        )
-    if head is not None and not isinstance(head, keras.layers.Layer):
-        raise ValueError(f"`members`[{index}]: the head must be a Keras layer or None; got {head!r}.")
-    if needs == "scores" and head is None:
-        raise ValueError(
-            f"`members`[{index}]: {loss.name} needs class scores: pair it with a head, e.g. "
-            "(km.losses.ArcFace(), km.layers.LargestMarginHead(num_classes))."
-        )
-    if needs == "embedding" and head is not None:
-        raise ValueError(
-            f"`members`[{index}]: {loss.name} works on the embedding (needs='embedding'): "
-            "its head must be None."
-        )
-    return loss, head
-
-
-#: The prior of ``paper_members``' coefficients c_k (Zabihzadeh et al.'s demo configuration).
-PAPER_PRIOR = (2, 1, 2, 3)
-
-
-def paper_members(num_classes):
-    """The four members of Zabihzadeh et al.'s multi-embedding ensemble (WEDL), as
-    ``EnsembleModel`` ``members``; use them with ``prior=PAPER_PRIOR``.
-
-    Softmax cross-entropy on a Dense head, semi-hard triplet (margin 1), binomial deviance
-    (the authors' slopes 2 and 25, ``cost=12.5``) and ProxyNCA (proxy scale 3, label
-    smoothing 0.1) with its proxies in a ``LargestMarginHead``.
-
-    Args:
-        num_classes: C, the training classes of the two class-score members.
-
-    Returns:
-        A list of four ``(loss, head_or_None)`` pairs, new objects on each call.
-
-    Example:
-        >>> import keras, keras_margins as km
-        >>> from keras_margins.models.ensemble_model import PAPER_PRIOR, paper_members
-        >>> backbone = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16)])
-        >>> model = km.models.EnsembleModel(backbone, paper_members(5), embedding_dim=4,
-        ...                                 prior=PAPER_PRIOR)
-        >>> [type(loss).__name__ for loss, _ in paper_members(5)][1:]
-        ['TripletMarginLoss', 'BinomialDevianceLoss', 'ProxyNCALoss']
-    """
-    from keras_margins import layers, losses, miners
-
-    return [
-        (keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.layers.Dense(num_classes)),
-        (losses.TripletMarginLoss(1.0, miner=miners.SemiHardMiner()), None),
-        (losses.BinomialDevianceLoss(alpha=2.0, beta=0.5, cost=12.5), None),
-        (losses.ProxyNCALoss(proxy_scale=3.0, label_smoothing=0.1), layers.LargestMarginHead(num_classes)),
-    ]
+__all__ = ["PAPER_PRIOR", "EnsembleModel", "paper_members"]
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -121,8 +37,10 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         c_k = a_k² + 1/(4m),
 
     the learned weighting of ``km.losses.LossEnsemble`` (which the model uses as is: trainable
-    a_k initialised from ``prior``, running means L̄_k of |L_k|), and the diversity term of the
-    authors' code, on the L2-normalised embeddings ê_k of each sample i of the batch (N rows):
+    a_k initialised from ``prior``, running means L̄_k of |L_k|; each member's loss is
+    evaluated through ``km.protocols.loss_value`` on its own outputs), and the diversity term
+    of the authors' code (``ensemble_terms.diversity_term``), on the L2-normalised embeddings
+    ê_k of each sample i of the batch (N rows):
 
         R_div = relu(2 − D),   D = 2 / (m (m − 1)) · Σ_{k<l} (1/N) Σ_i ‖ê_k,i − ê_l,i‖₂,
 
@@ -135,7 +53,8 @@ class EnsembleModel(OnePassOutputs, keras.Model):
 
     Compressed single embedding (WEDL_C): a small network g (``Dense(2·embedding_dim,
     tanh)`` then ``Dense(compressed_dim)``, the authors' shape) maps the concatenation z to
-    one embedding. It is trained in the same steps on L_compress = N² · ‖S(g(z)) − S(z)‖_F,
+    one embedding. It is trained in the same steps on L_compress = N² · ‖S(g(z)) − S(z)‖_F
+    (``ensemble_terms.distance_matching_loss``),
     where S(v) is the (N, N) matrix of squared Euclidean distances divided by its sum and z is
     a constant (stop-gradient), so the term only trains g. ``model.compress(model.predict(x))``
     returns g(z) (N, compressed_dim); compare those with Euclidean distances (they match
@@ -146,6 +65,11 @@ class EnsembleModel(OnePassOutputs, keras.Model):
     ``loss`` is the ensemble objective with the diversity term; L_compress contributes its
     gradient (to g only) but not its value.
     Compiled metrics (``"accuracy"``) see the class scores of the first member with a head.
+
+    Members are checked through what their losses and heads declare (``km.protocols``): a
+    loss on class scores needs a head whose scores it is defined on, a loss on the embedding
+    takes ``None``; model-aware losses (``needs="model"``) cannot be members. The paper's four
+    members: ``paper_members(num_classes)`` with ``prior=PAPER_PRIOR``.
 
     Train with class-balanced P×K batches (``km.data.pk_batches``) when a member is a pair
     loss. ``compile`` takes no loss: the losses are the members'.
@@ -184,6 +108,7 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         DistLoss, Last_Embedding).
     """
 
+
     def __init__(
         self,
         backbone,
@@ -209,12 +134,13 @@ class EnsembleModel(OnePassOutputs, keras.Model):
             raise ValueError(
                 f"`members` must be a non-empty list of (loss, head_or_None) pairs; got {members!r}."
             )
-        parsed = [_as_member(item, k) for k, item in enumerate(members)]
+        parsed = [as_member(item, k) for k, item in enumerate(members)]
         if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
             raise ValueError(f"`embedding_dim` must be a positive integer; got {embedding_dim!r}.")
         if not isinstance(shared_embedding, bool):
             raise ValueError(f"`shared_embedding` must be True or False; got {shared_embedding!r}.")
-        if not isinstance(diversity_weight, (int, float)) or not diversity_weight >= 0:
+        if (isinstance(diversity_weight, bool) or not isinstance(diversity_weight, (int, float))
+                or not diversity_weight >= 0):
             raise ValueError(f"`diversity_weight` must be a number >= 0; got {diversity_weight!r}.")
         if not isinstance(compress, bool):
             raise ValueError(f"`compress` must be True or False; got {compress!r}.")
@@ -247,15 +173,22 @@ class EnsembleModel(OnePassOutputs, keras.Model):
             self.compress_out = keras.layers.Dense(self.compressed_dim, name="compress_out")
         # The learned weighting is LossEnsemble's, on adapters routing member k's outputs.
         self.ensemble = LossEnsemble(
-            [_MemberLoss(k, loss) for k, loss in enumerate(self.member_losses)],
+            [MemberLoss(k, loss) for k, loss in enumerate(self.member_losses)],
             prior=prior,
             eta=eta,
             penalty_scale=penalty_scale,
             normalize_by_running_mean=normalize_by_running_mean,
         )
         self.ensemble.build_state(self)  # a_k, running means: variables of this model
-        self.diversity_tracker = keras.metrics.Mean(name="diversity")
-        self.compression_tracker = keras.metrics.Mean(name="compression_loss")
+        # The values of the ensemble's logs (the c_k) that each step used, kept in metrics of
+        # this model: Keras resets and reports them, and on JAX only metric variables reach
+        # compute_metrics.
+        self.loss_log_trackers = [LastValue(name) for name in self.ensemble.logs(self)]
+        multiple = len(self.embedding_heads) > 1
+        self.diversity_tracker = keras.metrics.Mean(name="diversity") if multiple else None
+        self.compression_tracker = (
+            keras.metrics.Mean(name="compression_loss") if self.compress_enabled else None
+        )
         self._dict_in_inference = False
         self._ensemble_config = dict(
             prior=self.ensemble.prior,
@@ -278,17 +211,22 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         for k, j in enumerate(self._head_index):
             if j is not None:
                 self.heads[j](embeddings[0 if self.shared_embedding else k])
+                # Again now that the head is built (a bias-free Dense declares its logits
+                # through its kernel).
+                check_composition(self.member_losses[k], self.heads[j], f"`members`[{k}]")
         if self.compress_enabled:
             hidden = self.compress_hidden(
                 keras.KerasTensor((input_shape[0], self.embedding_dim * len(self.embedding_heads)))
             )
             self.compress_out(hidden)
 
-    def _embeddings(self, inputs, training):
+    def member_embeddings(self, inputs, training=False):
+        """The embedding heads' outputs e_k (one (N, D) tensor per head) of ``inputs``."""
         features = self.backbone(inputs, training=training)
         return [head(features, training=training) for head in self.embedding_heads]
 
-    def _test_embedding(self, embeddings):
+    def weighted_concatenation(self, embeddings):
+        """concat_k √c_k · ê_k (N, m·D) of the member embeddings (ê (N, D) when shared)."""
         units = [l2_normalize(ops.cast(e, "float32"), axis=1) for e in embeddings]
         if self.shared_embedding:
             return units[0]
@@ -296,9 +234,9 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         return ops.concatenate([weights[k] * u for k, u in enumerate(units)], axis=1)
 
     def call(self, inputs, training=None):
-        embeddings = self._embeddings(inputs, training)
+        embeddings = self.member_embeddings(inputs, training)
         if not (training or self._dict_in_inference):
-            return self._test_embedding(embeddings)
+            return self.weighted_concatenation(embeddings)
         scores = []
         for k, j in enumerate(self._head_index):
             if j is not None:
@@ -327,29 +265,6 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         return np.concatenate(outputs, axis=0) if outputs else np.zeros((0, self.compressed_dim), "float32")
 
     # ------------------------------------------------------------------------------- losses
-    def _diversity(self, embeddings):
-        units = [l2_normalize(ops.cast(e, "float32"), axis=1) for e in embeddings]
-        total, pairs = 0.0, 0
-        for k in range(len(units)):
-            for l in range(k + 1, len(units)):
-                sq = ops.sum(ops.square(units[k] - units[l]), axis=1)
-                total = total + ops.mean(ops.sqrt(ops.maximum(sq, _SQ_FLOOR)))
-                pairs += 1
-        return ops.relu(_DIVERSITY_THRESHOLD - total / pairs)
-
-    def _compression_loss(self, embeddings):
-        z = ops.stop_gradient(self._test_embedding(embeddings))
-        g = self.compress_out(self.compress_hidden(z))
-
-        def normalised_sq_distances(v):
-            sq = ops.sum(ops.square(v), axis=1)
-            d = ops.maximum(sq[:, None] + sq[None, :] - 2.0 * ops.matmul(v, ops.transpose(v)), 0.0)
-            return d / ops.maximum(ops.sum(d), _SQ_FLOOR)
-
-        n = ops.cast(ops.shape(z)[0], "float32")
-        diff = normalised_sq_distances(g) - normalised_sq_distances(z)
-        return n * n * ops.sqrt(ops.maximum(ops.sum(ops.square(diff)), _SQ_FLOOR))
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not isinstance(y_pred, dict):  # called by hand with the test embedding
             y_pred = self._with_outputs(True, self.__call__, x, training=training)
@@ -363,35 +278,34 @@ class EnsembleModel(OnePassOutputs, keras.Model):
             for k, j in enumerate(self._head_index)
         ]
         outputs = {"embedding": None, "scores": None, "members": members}
-        total = self.ensemble.compute_model_loss(y, outputs, self, sample_weight, training=training)
-        if len(embeddings) > 1:
-            diversity = self._diversity(embeddings)
+        total = loss_value(self.ensemble, y, outputs, self, sample_weight, training=training)
+        logs = self.ensemble.logs(self)  # the c_k this step used (before the update)
+        for tracker in self.loss_log_trackers:
+            tracker.update_state(logs[tracker.name])
+        if self.diversity_tracker is not None:
+            diversity = diversity_term(embeddings)
             self.diversity_tracker.update_state(diversity)
             if self.diversity_weight > 0:
                 total = total + scale_loss_for_distribution(self.diversity_weight * diversity)
         if self.compress_enabled:
-            compression = self._compression_loss(embeddings)
+            z = ops.stop_gradient(self.weighted_concatenation(embeddings))
+            compression = distance_matching_loss(self.compress_out(self.compress_hidden(z)), z)
             self.compression_tracker.update_state(compression)
             # Its gradient (which reaches only g) joins the step; its value stays out of the
             # returned loss, so "loss" / "val_loss" remain the ensemble's objective.
             compression = scale_loss_for_distribution(compression)
             total = total + (compression - ops.stop_gradient(compression))
+        # Regulariser and add_loss terms of the layers, summed as Keras' own compute_loss does.
         for extra in self.losses:
-            if hasattr(self, "_aggregate_additional_loss"):
-                extra = self._aggregate_additional_loss(extra)
-            total = total + ops.cast(extra, "float32")
+            total = total + ops.sum(ops.cast(extra, "float32"))
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # Compiled metrics see the first member head's scores (else the first embedding); the
+        # trackers above are metrics of this model, reported by Keras with them.
         if isinstance(y_pred, dict):
             y_pred = y_pred["scores"][0] if y_pred["scores"] else y_pred["embeddings"][0]
-        results = dict(super().compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-        results.update(self.ensemble.logs(self))
-        if len(self.embedding_heads) > 1:
-            results["diversity"] = self.diversity_tracker.result()
-        if self.compress_enabled:
-            results["compression_loss"] = self.compression_tracker.result()
-        return results
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     # ------------------------------------------------------------------------------ compile
     def compile(self, optimizer="rmsprop", loss=None, *args, **kwargs):
@@ -403,7 +317,7 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         super().compile(optimizer, None, *args, **kwargs)
 
     def compile_from_config(self, config):
-        # Trainer.compile_from_config skips an overridden compile(): same steps here.
+        # Keras' loader does not call an overridden compile(): the same steps here.
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss", None)
         self.compile(**config)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import keras_margins as km
+from keras_margins.models.ensemble_terms import diversity_term
 
 F_IN, F, D, C = 6, 5, 4, 3
 PENALTY = 100.0 * 100.0
@@ -85,8 +86,7 @@ def test_loss_value_matches_reference():
 
     e0, e1 = _reference_embeddings(model, x)
     raw = np.array([_softmax_ce(y, _dense(model.heads[0], e0)), _binomial(y, e1, 2.0, 0.5, 3.0)])
-    a = _np(model.ensemble._a)
-    c = a**2 + 1.0 / 8.0
+    c = _np(model.coefficients)
     np.testing.assert_allclose(c, [0.75, 0.25], rtol=1e-5)  # prior 3:1
     mean_distance = np.mean(np.linalg.norm(_unit(e0) - _unit(e1), axis=1))
     diversity = max(2.0 - mean_distance, 0.0)
@@ -97,9 +97,9 @@ def test_loss_value_matches_reference():
     z = np.concatenate([np.sqrt(c[0]) * _unit(e0), np.sqrt(c[1]) * _unit(e1)], axis=1)
     np.testing.assert_allclose(float(model.compression_tracker.result()), _compression(model, z), rtol=1e-4)
     # evaluation mode leaves the running means alone
-    before = _np(model.ensemble._running_mean)
+    before = _np(model.ensemble.running_mean_variable)
     model.compute_loss(x, y, model(x, training=False), training=False)
-    np.testing.assert_allclose(_np(model.ensemble._running_mean), before, rtol=0)
+    np.testing.assert_allclose(_np(model.ensemble.running_mean_variable), before, rtol=0)
 
 
 def test_predict_is_the_weighted_concatenation_and_compress_matches():
@@ -176,10 +176,10 @@ def test_fit_under_xla_logs_coefficients_and_roundtrips(tmp_path):
     np.testing.assert_allclose([history[n][-1] for n in names], c1, atol=5e-3)
     assert np.abs(_np(model.compress_out.kernel) - g0).max() > 0  # the compressor trains
     assert history["loss"][-1] < history["loss"][0]
-    means = _np(model.ensemble._running_mean)
+    means = _np(model.ensemble.running_mean_variable)
     logs = model.evaluate(x[:40], y[:40], batch_size=40, verbose=0, return_dict=True)
     assert np.isfinite(logs["loss"]) and 0.0 <= logs["accuracy"] <= 1.0 and "c_proxy_nca_loss" in logs
-    np.testing.assert_array_equal(_np(model.ensemble._running_mean), means)  # evaluate: no update
+    np.testing.assert_array_equal(_np(model.ensemble.running_mean_variable), means)  # evaluate: no update
     reloaded = km.testing.assert_save_load_identical(model, x[:30], tmp_path)
     z = model.predict(x[:30], verbose=0)
     np.testing.assert_array_equal(reloaded.compress(z), model.compress(z))
@@ -204,6 +204,7 @@ def test_config_roundtrip():
         ({"members": [(km.losses.ArcFace(), None)]}, "members"),
         ({"members": [(km.losses.TripletMarginLoss(), km.layers.LargestMarginHead(C))]}, "members"),
         ({"members": [(km.losses.POD(), km.layers.PEDCCHead(C))]}, "members"),
+        ({"members": [(km.losses.TripletMarginLoss(), "not a head")]}, "members"),
         ({"members": [("not a loss name", None)]}, "not a loss name"),
         ({"embedding_dim": 0}, "embedding_dim"),
         ({"diversity_weight": -1.0}, "diversity_weight"),
@@ -215,6 +216,13 @@ def test_bad_arguments(kwargs, argument):
     kwargs = {"members": _members(), **kwargs}
     with pytest.raises(ValueError, match=argument):
         km.models.EnsembleModel(_backbone(), **kwargs)
+
+
+def test_a_cosine_loss_on_a_linear_head_is_refused_once_the_head_is_built():
+    members = [(km.losses.ArcFace(), keras.layers.Dense(C, use_bias=False)), _members()[1]]
+    model = km.models.EnsembleModel(_backbone(), members, embedding_dim=D)
+    with pytest.raises(ValueError, match=r"members`\[0\].*cosine"):
+        model.build((None, F_IN))
 
 
 def test_compile_rejects_a_loss():
@@ -235,11 +243,57 @@ def test_diversity_gradient_moves_the_heads_apart():
 
     before = mean_distance()
     value, grads = km.testing.value_and_grad_of_variables(
-        lambda: model._diversity(model._embeddings(x, training=False)), heads)
+        lambda: diversity_term(model.member_embeddings(x)), heads)
     np.testing.assert_allclose(value, max(2.0 - before, 0.0), rtol=1e-5)
     for variable, grad in zip(heads, grads):
         variable.assign(_np(variable) - 0.05 * grad)
     assert mean_distance() > before
+
+
+class _SquaredNormLoss(keras.losses.Loss):
+    """A user's loss on the embedding, declared as such: mean squared norm of the rows."""
+
+    needs = "embedding"
+
+    def call(self, y_true, y_pred):
+        return keras.ops.sum(keras.ops.square(y_pred), axis=1)
+
+
+class _CosineHead(keras.layers.Layer):
+    """A user's head that declares cosine scores and its class vectors."""
+
+    score_kind = "cosine"
+
+    def __init__(self, num_classes, kind="cosine", **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.score_kind = kind
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.num_classes), name="kernel")
+
+    def call(self, x):
+        return km.ops.cosine_similarity(x, self.kernel)
+
+    def class_vectors(self):
+        return self.kernel
+
+
+def test_a_users_declared_loss_and_head_compose_as_members():
+    x, y = _batch(4)
+    members = [(_SquaredNormLoss(name="squared_norm"), None),
+               (km.losses.ProxyNCALoss(), _CosineHead(C, name="user_head"))]
+    model = km.models.EnsembleModel(_backbone(), members, embedding_dim=D, diversity_weight=0.0)
+    model.compile("adam")
+    got = float(model.compute_loss(x, y, model(x, training=True)))
+    e0, e1 = _reference_embeddings(model, x)
+    kernel = _np(model.heads[0].kernel)
+    cos = _unit(e1) @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    raw = np.array([np.mean(np.sum(e0**2, axis=1)), _softmax_ce(y, 2.0 * cos)])  # ProxyNCA: 2·cos
+    c = _np(model.coefficients)
+    np.testing.assert_allclose(got, np.sum(c * raw.mean()) + PENALTY * (c.sum() - 1) ** 2, rtol=2e-5)
+    with pytest.raises(ValueError, match="cosine"):  # the head declares logits: refused
+        km.models.EnsembleModel(_backbone(), [(km.losses.ProxyNCALoss(), _CosineHead(C, "logits"))])
 
 
 def test_paper_members_are_the_authors_four_losses():
@@ -256,3 +310,30 @@ def test_paper_members_are_the_authors_four_losses():
     assert paper_members(7)[0][1] is not dense   # new objects on each call
     model = km.models.EnsembleModel(_backbone(), paper_members(C), embedding_dim=D, prior=PAPER_PRIOR)
     np.testing.assert_allclose(_np(model.coefficients), np.array([2, 1, 2, 3]) / 8, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_classes"):
+        paper_members(1)
+    with pytest.raises(ValueError, match="authors"):
+        paper_members(5, authors="yes")
+
+
+def test_paper_members_in_the_authors_form_train_and_round_trip(tmp_path):
+    from keras_margins.models.ensemble_member_losses import (
+        SemiHardTripletHingeLoss,
+        SmoothedCrossEntropy,
+    )
+    from keras_margins.models.ensemble_members import PAPER_PRIOR, paper_members
+
+    members = paper_members(C, authors=True)
+    (ce, dense), (triplet, none1), (binomial, _), (proxy, _) = members
+    assert isinstance(ce, SmoothedCrossEntropy) and ce.label_smoothing == 0.15 and dense.units == C
+    assert isinstance(triplet, SemiHardTripletHingeLoss) and (triplet.margin, triplet.window) == (1.0, 0.1)
+    assert none1 is None and binomial.cost == 12.5 and proxy.proxy_scale == 3.0
+    x, y = _batch(5, per_class=8)
+    model = km.models.EnsembleModel(_backbone(), members, embedding_dim=D, prior=PAPER_PRIOR)
+    model.compile(keras.optimizers.Adam(1e-2), jit_compile=True)
+    history = model.fit(x, y, batch_size=len(y), epochs=3, verbose=0).history
+    assert {"c_smoothed_cross_entropy", "c_semi_hard_triplet_hinge_loss"} <= set(history)
+    assert np.all(np.isfinite(history["loss"]))
+    reloaded = km.testing.assert_save_load_identical(model, x, tmp_path)
+    assert [type(loss) for loss in reloaded.member_losses] == [type(loss) for loss, _ in members]
+    reloaded.fit(x, y, batch_size=len(y), epochs=1, verbose=0)
