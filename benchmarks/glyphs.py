@@ -27,9 +27,9 @@ head at the largest C, accuracy and step time side by side), ``figure``
 is appended to ``--log`` (JSON lines), so a long run can be stopped and its table printed
 from the log (``--table-only``).
 
-    python benchmarks/glyphs.py --quick                      # minutes: a smoke test
-    python benchmarks/glyphs.py --parts small --seeds 0 1 2 --steps 400   # C = 1 000
-    python benchmarks/glyphs.py --parts partial_fc --steps 600     # C = 10 466 (17 fonts)
+    python benchmarks/glyphs.py --quick                      # a few minutes: a smoke test
+    python benchmarks/glyphs.py --parts small                # C = 1 000, 400 steps per run
+    python benchmarks/glyphs.py --parts partial_fc           # C = 10 466 (17 fonts), 800 steps
     python benchmarks/glyphs.py --table-only --results benchmarks/RESULTS.md
 """
 
@@ -83,7 +83,7 @@ METHODS = {
 #: methods whose O(C²·D) set-up does not fit the time budget at the largest C
 SMALL_ONLY = {"pedcc_pod": "PEDCC's repulsion construction costs O(C²·D) per iteration"}
 HEADLINE = ("raw_pixels", "softmax", "normface", "cosface", "arcface", "pair_circle")
-PFC_LOSS = "cosface"
+PFC_LOSS = "normface"
 COLUMNS = (("closed acc", "closed_accuracy"), ("unseen R@1", "r_at_1"),
            ("MAP@R", "map_at_r"), ("TAR@1e-3", "tar"))
 
@@ -258,7 +258,8 @@ def train(method, data, num_classes, args, seed, partial=None, class_major=False
     """Fit ``method``; returns (embedding function, model, seconds, step times, steps)."""
     x, y, _ = data["train"]
     model, fn, callbacks = build(method, num_classes, args, seed, partial, class_major)
-    steps = args.steps if args.steps else int(round(args.epochs * len(y) / (args.p * args.k)))
+    large = num_classes > args.small_c
+    steps = args.steps or (args.large_steps if large else args.small_steps)
     chunk = max(1, min(args.chunk, steps))
     chunks = max(1, steps // chunk)
     batches = km.data.pk_batches((x, y), p=args.p, k=args.k, seed=seed, infinite=True)
@@ -303,7 +304,8 @@ def run_part(part, num_classes, args):
     for method in args.methods:
         if part == "large" and method in SMALL_ONLY:
             print(f"   {method}: skipped at C = {num_classes} ({SMALL_ONLY[method]})")
-    runs = [(seed, method) for s_i, seed in enumerate(args.seeds) for method in args.methods
+    methods = [m for m in args.methods if part != "large" or m in args.large_methods]
+    runs = [(seed, method) for s_i, seed in enumerate(args.seeds) for method in methods
             if not (part == "large" and method in SMALL_ONLY)
             and (method in args.headline or s_i < args.other_seeds)
             and not (method == "raw_pixels" and s_i > 0)]  # raw pixels: deterministic
@@ -333,18 +335,18 @@ def run_part(part, num_classes, args):
 
 def run_partial_fc(num_classes, args):
     start = time.time()
-    print(f"== part partial_fc: {PFC_LOSS} at C = {num_classes}, full head vs Partial FC",
+    print(f"== part partial_fc: {args.pfc_loss} at C = {num_classes}, full head vs Partial FC",
           flush=True)
     data, _ = load(num_classes, args)
     xte, yte, _ = data["test"]
     for seed in args.seeds[: args.pfc_seeds]:
         for rate in (None, 0.1, 0.3):
-            fn, model, seconds, times, steps = train(PFC_LOSS, data, num_classes, args, seed,
+            fn, model, seconds, times, steps = train(args.pfc_loss, data, num_classes, args, seed,
                                                      partial=rate, class_major=True)
             logits = model.predict(xte, batch_size=1024, verbose=0)
             head_acc = float(np.mean(np.argmax(logits, axis=1) == yte))
             scores = evaluate(fn, data, args, closed=False, unseen_limit=1000)
-            record = {"part": "partial_fc", "C": num_classes, "method": PFC_LOSS,
+            record = {"part": "partial_fc", "C": num_classes, "method": args.pfc_loss,
                       "sample_rate": rate or 1.0, "seed": seed, "steps": steps, "train_s": seconds,
                       "step_ms": 1e3 * float(np.median(times)) if times else None,
                       "head_accuracy": head_acc, "quick": args.quick, **scores}
@@ -416,7 +418,8 @@ def format_tables(records):
         if r["part"] == "partial_fc":
             pfc[(r["C"], r["sample_rate"], r["seed"])] = r
     if pfc:
-        lines += [f"\n**Partial FC ({PFC_LOSS}) at the largest C**, same run, same machine\n",
+        loss = sorted({r["method"] for r in pfc.values()})
+        lines += [f"\n**Partial FC ({', '.join(loss)}) at the largest C**, same run, same machine\n",
                   "| C | sample rate | seeds | head accuracy (held-out fonts) | unseen R@1 "
                   "(1 000 chars) | MAP@R (1 000 chars) | median step ms | step vs full |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -514,10 +517,15 @@ def parse(argv=None):
                         choices=("small", "large", "partial_fc", "figure"))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--headline", nargs="+", default=list(HEADLINE), choices=list(METHODS))
+    parser.add_argument("--large-methods", nargs="+", default=list(HEADLINE), choices=list(METHODS),
+                        help="the methods of the large part (default: the headline rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--other-seeds", type=int, default=1,
                         help="seeds of the non-headline methods (the first N of --seeds)")
     parser.add_argument("--pfc-seeds", type=int, default=1)
+    parser.add_argument("--pfc-loss", default=PFC_LOSS,
+                        choices=("normface", "cosface", "arcface", "lm_softmax", "circle"),
+                        help="the cosine-head loss of the Partial FC part")
     parser.add_argument("--small-c", type=int, default=1000)
     parser.add_argument("--large-c", type=int, default=None,
                         help="default: the largest C the fonts allow")
@@ -529,9 +537,12 @@ def parse(argv=None):
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--p", type=int, default=32, help="characters per batch")
     parser.add_argument("--k", type=int, default=4, help="fonts (images) per character")
-    parser.add_argument("--epochs", type=float, default=5.0,
-                        help="training length in passes over the training images")
-    parser.add_argument("--steps", type=int, default=None, help="overrides --epochs")
+    parser.add_argument("--small-steps", type=int, default=400,
+                        help="training steps at C = --small-c (400 × 128 images: 4.3 passes over "
+                        "the 12 training fonts)")
+    parser.add_argument("--large-steps", type=int, default=800,
+                        help="training steps at the largest C (0.8 passes)")
+    parser.add_argument("--steps", type=int, default=None, help="overrides both")
     parser.add_argument("--chunk", type=int, default=100, help="progress line every N steps")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
@@ -562,7 +573,7 @@ def main(argv=None):
     if not args.table_only:
         print(f"glyphs benchmark: parts {args.parts}, methods {args.methods}, seeds {args.seeds} "
               f"(headline {args.headline}), {args.image_size} px, P×K = {args.p}×{args.k}, "
-              f"{'steps ' + str(args.steps) if args.steps else f'{args.epochs} epochs'}", flush=True)
+              f"steps {args.steps or (args.small_steps, args.large_steps)}", flush=True)
         for part in args.parts:
             if part == "small":
                 run_part("small", args.small_c, args)
@@ -577,9 +588,35 @@ def main(argv=None):
     if "figure" in args.parts:
         make_figure(records, args, args.figure)
     if args.results:
-        with open(args.results, "a") as f:
-            f.write(table + "\n")
+        write_results(args.results, table, records)
     return records
+
+
+def environment():
+    import platform
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+            f"1-min load average {load:.1f} when the table was written; Python "
+            f"{platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}")
+
+
+def write_results(path, table, records):
+    """Replace this benchmark's section of ``path`` (between its markers), or append it."""
+    start, end = "<!-- glyphs:start -->", "<!-- glyphs:end -->"
+    steps = sorted({r.get("steps") for r in records if r.get("steps")})
+    section = "\n".join([
+        start, "## Characters in many fonts: 1 000 and 10 000+ classes, unseen characters",
+        "", "`python benchmarks/glyphs.py` (see its docstring for the protocol); " + environment()
+        + f". Training steps per run: {steps} (P×K batches of 32 characters × 4 fonts).",
+        table, end])
+    text = open(path).read() if os.path.exists(path) else ""
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":
