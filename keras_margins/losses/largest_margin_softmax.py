@@ -20,23 +20,22 @@ class LargestMarginSoftmax(MarginLoss):
     (``docs/papers.md`` §1.3). It is never clipped.
 
     When to use it. Its weights on the negative classes always sum to one (the target is not
-    in the denominator), so unlike softmax-type losses it keeps pushing the prototypes apart
-    after every sample is classified. Where the regular simplex exists (C ≤ D + 1) this is
-    what takes the class margin to the bound arccos(−1/(C−1)): on digits (C = 10) at D = 64,
-    95.4° of 96.4°, against 76–81° for NormFace, CosFace and ArcFace, at the same accuracy
-    (``examples/margin_study.py``, 3 seeds). It also gave the largest class margin at
-    D = 3 … 16. Two cases need care:
+    in the denominator), so unlike softmax-type losses its loss keeps falling as the other
+    prototypes move away, after every sample is classified. Where the regular simplex exists
+    (C ≤ D + 1) this is what takes the class margin to the bound arccos(−1/(C−1)), the
+    paper's result (``docs/papers.md`` §1.3 derives the bound). Two cases need care:
 
-    * Many classes (C ≫ D): grow the scale with C. On 1 000 classes at D = 64, s = 5 gives
-      92.7 % where ArcFace gives 98.7 %; s = 16 gives 98.5 % and the most spread prototypes.
-    * A learned head on a 2-D embedding: on digits with D = 2 its prototypes stall at a
-      class margin of 16° (NormFace and ArcFace: 34°, the circle allows 36°) or collapse,
-      and its accuracy drops to 90 % (NormFace 94 %, ArcFace 95 %); larger scales make it
-      worse. Use NormFace or ArcFace there, or keep LM-Softmax and fix the prototypes
-      evenly: ``keras.Sequential([backbone, km.layers.PEDCCHead(C)])`` (95.7 % and the full
-      36° on digits in 2-D).
+    * Many classes (C ≫ D): grow the scale with C; the authors' s = 5 is too small for
+      a thousand classes.
+    * A learned head on a 2-D embedding (C > D + 1, outside the paper's result): for 10
+      classes at the default s = 5 and above, the loss is lower with some prototypes merged
+      than with evenly spaced ones, so learned prototypes end unevenly spread or merged.
+      Use NormFace or ArcFace there, a small scale, or keep LM-Softmax and fix the
+      prototypes evenly: ``keras.Sequential([backbone, km.layers.PEDCCHead(C)])``.
 
-    Mechanism and tables: ``docs/lm_softmax_study.md``.
+    Measured figures (digits, 1 000 synthetic classes, the 2-D minima): the README ("When to
+    use LM-Softmax") and ``docs/lm_softmax_study.md`` (``examples/margin_study.py``,
+    ``examples/lm_softmax_minima.py``).
 
     Args:
         scale: s > 0 (default 5.0, the authors' script default for visual classification;
