@@ -13,13 +13,17 @@ claim: its class margin is the regular-simplex bound arccos(−1/(C−1)) = 96.4
 C ≤ D + 1 (here D ≥ 9).
 
 What the 2-D panel shows (measured over 3 seeds in ``docs/lm_softmax_study.md``): 10
-classes on a circle is outside LM-Softmax's theory (C ≤ D + 1). Its weights on the other
-classes always sum to one (the target is not in its denominator), so its push on the
-learned prototypes never relaxes, where softmax-type losses stop pushing once the target
-dominates; on the circle the prototypes then stall unevenly spread (class margin about 16°
-against NormFace's and ArcFace's 34°, a pair of classes nearly sharing a direction) and
-accuracy drops. On fixed, evenly spread centres (``km.layers.PEDCCHead``, the "LM-Softmax,
-fixed centres" panel) it keeps the full 36° and the best 2-D accuracy. PEDCC+POD's low 2-D
+classes on a circle is outside LM-Softmax's theory (C ≤ D + 1). There its objective itself
+prefers uneven prototypes: minimised directly with features and prototypes free
+(``examples/lm_softmax_minima.py``), merged prototypes give a lower loss than evenly spaced
+ones from s ≈ 4.7 on (s = 5: −0.2011 against −0.1791), because its weights on the other
+classes always sum to one, so a class's loss keeps falling as its neighbours move away and
+a few widely spaced classes pay for crowding the rest. Softmax-type losses saturate once a
+class is separated and end evenly spaced in the same computation. So the learned
+prototypes end unevenly spread (class margin about 16° against NormFace's and ArcFace's 34°
+at s = 5, a pair of classes nearly sharing a direction) and accuracy drops on the mean. On
+fixed, evenly spread centres (``km.layers.PEDCCHead``, the "LM-Softmax, fixed centres"
+panel) it keeps the full 36° and 2-D accuracy level with the best. PEDCC+POD's low 2-D
 accuracy is not its fixed centres (LM-Softmax on the same centres does well) but POD's
 attraction term (1 − cos θ)², nearly flat 18° from a centre, where the 2-D class boundaries
 lie. From D = 3 LM-Softmax gives the largest class margin of the losses with learned
@@ -69,13 +73,14 @@ def _pedcc_pod():
 
 
 EXPLANATION_2D = (
-    "LM-Softmax: 10 classes on a circle is outside its theory (C <= D+1); its weights on the "
-    "other classes always sum to one, so its push on the learned prototypes never relaxes and "
-    "they stall unevenly spread (small class margin, lower accuracy); softmax-type losses stop "
-    "pushing once the target dominates. On fixed, evenly spread centres (PEDCCHead) it keeps "
-    "36 deg. PEDCC+POD: POD's pull (1 - cos)^2 is nearly flat 18 deg from a centre, where 2-D "
-    "boundaries lie. From D = 9 LM-Softmax reaches the simplex (96.4 deg): "
-    "docs/lm_softmax_study.md."
+    "LM-Softmax: 10 classes on a circle is outside its theory (C <= D+1); there its objective "
+    "is lower with merged than with evenly spaced prototypes from s ~ 4.7 on (its weights on the "
+    "other classes sum to one, so widely spaced classes keep gaining while crowded ones cost a "
+    "bounded amount: examples/lm_softmax_minima.py), so learned prototypes end uneven (small "
+    "class margin, lower accuracy); softmax-type losses saturate and end evenly spaced. On "
+    "fixed, evenly spread centres (PEDCCHead) it keeps 36 deg. PEDCC+POD: POD's pull "
+    "(1 - cos)^2 is nearly flat 18 deg from a centre, where 2-D boundaries lie. From D = 9 "
+    "LM-Softmax reaches the simplex (96.4 deg): docs/lm_softmax_study.md."
 )
 
 
