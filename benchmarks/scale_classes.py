@@ -198,8 +198,8 @@ def digits_table(seeds=(0, 1, 2)):
         rows.append([seed, f"{full:.4f}", f"{pfc:.4f}"])
     full = [v["full"] for v in payload.values()]
     pfc = [v["pfc0.5"] for v in payload.values()]
-    rows.append(["mean ± std", f"{np.mean(full):.4f} ± {np.std(full):.4f}",
-                 f"{np.mean(pfc):.4f} ± {np.std(pfc):.4f}"])
+    rows.append(["mean ± std (ddof = 1)", f"{np.mean(full):.4f} ± {np.std(full, ddof=1):.4f}",
+                 f"{np.mean(pfc):.4f} ± {np.std(pfc, ddof=1):.4f}"])
     return _timing.markdown_table(["seed", "full head", "Partial FC 0.5"], rows), payload
 
 
