@@ -1,27 +1,12 @@
-"""km.losses.BinomialDevianceLoss against a NumPy loop reference (Yi et al. 2014, per-anchor
-normalisation of the ensemble-of-losses authors' BinomialLoss)."""
+"""km.losses.BinomialDevianceLoss against the NumPy loop reference of tests/references.py
+(Yi et al. 2014, per-anchor normalisation of the ensemble-of-losses authors' BinomialLoss)."""
 
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import config_roundtrip, jit, value_and_grad
-
-
-def _softplus(x):
-    return np.log1p(np.exp(-abs(x))) + max(x, 0.0)
-
-
-def _reference(labels, emb, alpha, beta, cost):
-    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    n = len(labels)
-    total = 0.0
-    for i in range(n):
-        same = [j for j in range(n) if j != i and labels[j] == labels[i]]
-        pos = [_softplus(-alpha * (u[i] @ u[j] - beta)) for j in same]
-        neg = [_softplus(alpha * cost * (u[i] @ u[j] - beta)) for j in range(n) if labels[j] != labels[i]]
-        total += (np.mean(pos) if pos else 0.0) + (np.mean(neg) if neg else 0.0)
-    return total / n
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -31,7 +16,8 @@ def test_matches_reference(seed, alpha, beta, cost):
     labels = rng.integers(0, 3, 10)
     emb = rng.normal(size=(10, 5)).astype("float32")
     got = float(km.losses.BinomialDevianceLoss(alpha, beta, cost)(labels, emb))
-    np.testing.assert_allclose(got, _reference(labels, emb.astype("float64"), alpha, beta, cost), rtol=2e-5)
+    want = np.mean(ref.binomial_deviance(labels, emb.astype("float64"), alpha, beta, cost))
+    np.testing.assert_allclose(got, want, rtol=2e-5)
 
 
 def test_hand_made_pair():

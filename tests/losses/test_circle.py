@@ -1,27 +1,19 @@
 """km.losses.CircleLoss / PairCircleLoss: reductions, keras.losses.Circle agreement, saving."""
 
-import importlib.util
-import pathlib
-
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import value_and_grad
-
-_spec = importlib.util.spec_from_file_location(
-    "circle_refs", pathlib.Path(__file__).parents[1] / "ops" / "test_circle.py"
-)
-refs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(refs)
 
 
 def test_circle_loss_is_batch_mean_of_reference():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, size=9)
     cos = np.clip(rng.normal(scale=0.5, size=(9, 5)), -1, 1).astype("float32")
-    want = refs.ref_circle_class_level(labels, cos.astype("float64"), 0.25, 256.0)
+    want = ref.circle_class_level(labels, cos.astype("float64"), 0.25, 256.0)
     loss = km.losses.CircleLoss()
     np.testing.assert_allclose(float(loss(labels, cos)), want.mean(), rtol=1e-5)
     weights = rng.random(9).astype("float32")
@@ -36,7 +28,7 @@ def test_pair_circle_mean_over_valid_anchors():
     rng = np.random.default_rng(1)
     labels = np.array([0, 0, 1, 1, 2, 3, 3, 4])  # anchors 4 and 7 have no positive
     emb = rng.normal(size=(8, 5)).astype("float32")
-    per_anchor, valid = refs.ref_circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0)
+    per_anchor, valid = ref.circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0)
     loss = km.losses.PairCircleLoss()
     np.testing.assert_allclose(float(loss(labels, emb)), per_anchor[valid].mean(), rtol=1e-5)
     weights = rng.random(8).astype("float32")
@@ -61,7 +53,7 @@ def test_agrees_with_keras_circle_where_definitions_coincide(seed):
     positive and a negative; gradients differ only by the stop-gradient on the weights."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(4), 4)
-    emb = refs.ref_unit(rng.normal(size=(16, 8))).astype("float32")
+    emb = ref.unit_rows(rng.normal(size=(16, 8))).astype("float32")
     ours = km.losses.PairCircleLoss(margin=0.4, gamma=80.0)(labels, emb)
     theirs = keras.losses.Circle(margin=0.4, gamma=80.0)(labels, emb)
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-5)
@@ -82,7 +74,7 @@ def test_keras_circle_differs_on_unnormalised_embeddings():
     labels = np.repeat(np.arange(3), 3)
     emb = 3.0 * rng.normal(size=(9, 4)).astype("float32")
     ours = float(km.losses.PairCircleLoss()(labels, emb))
-    unit = float(keras.losses.Circle()(labels, refs.ref_unit(emb).astype("float32")))
+    unit = float(keras.losses.Circle()(labels, ref.unit_rows(emb).astype("float32")))
     np.testing.assert_allclose(ours, unit, rtol=1e-5)  # ours normalises, Keras expects unit input
 
 
@@ -92,7 +84,7 @@ def test_pair_circle_with_miner_uses_mined_masks():
     emb = rng.normal(size=(12, 6)).astype("float32")
     miner = km.miners.BatchHardMiner()
     pos, neg = miner(labels, emb)
-    per_anchor, valid = refs.ref_circle_pairwise(
+    per_anchor, valid = ref.circle_pairwise(
         labels, emb.astype("float64"), 0.4, 80.0, np.asarray(pos), np.asarray(neg)
     )
     got = km.losses.PairCircleLoss(miner=miner)(labels, emb)
@@ -177,7 +169,7 @@ def test_class_level_circle_rejects_embeddings_and_points_to_pair_circle():
     with pytest.raises(ValueError, match=r"`y_pred`.*PairCircleLoss"):
         km.losses.CircleLoss()(labels, embeddings)
     # the same embeddings as PairCircleLoss: the reference value
-    per_anchor, valid = refs.ref_circle_pairwise(labels, embeddings.astype("float64"), 0.4, 80.0)
+    per_anchor, valid = ref.circle_pairwise(labels, embeddings.astype("float64"), 0.4, 80.0)
     got = float(km.losses.PairCircleLoss()(labels, embeddings))
     np.testing.assert_allclose(got, per_anchor[valid].mean(), rtol=1e-5)
     # cosines, exactly ±1 included, and float32 round-off just above 1 are accepted

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 
@@ -26,13 +27,14 @@ def test_evaluate_equals_op_and_state_variables():
     assert sorted(w.name for w in model.non_trainable_weights if w.name.startswith("pod")) == [
         "pod_delta", "pod_feature_norm_sum", "pod_logit_norm_sum", "pod_norm_count"]
     value = model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)["loss"]
-    features = model.backbone(x)
-    expected = float(km.ops.pod_loss(y, features, model.head.kernel, delta=0.2, decorrelation_weight=0.5))
+    features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
+    kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
+    expected = ref.pod(y, features, kernel, delta=0.2, weight=0.5)  # loops (tests/references.py)
     assert value == pytest.approx(expected, rel=1e-5)
     # sample weights weight each sample's share (NaC_i + w·L_sc) of the batch mean
     weights = np.linspace(0.0, 2.0, len(x)).astype("float32")
-    nac, decorrelation = km.ops.pod_terms(y, features, model.head.kernel, 0.2)
-    weighted = float(np.mean((np.asarray(nac) + 0.5 * float(decorrelation)) * weights))
+    nac, decorrelation = ref.pod_terms(y, features, kernel, 0.2)
+    weighted = float(np.mean((nac + 0.5 * decorrelation) * weights))
     logs = model.evaluate(x, y, sample_weight=weights, batch_size=len(x), verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(weighted, rel=1e-5)
     assert float(loss.state["count"]) == 0.0  # evaluation does not touch the epoch norms

@@ -3,32 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 
 N, D, C = 24, 8, 5
-
-
-def _np_sample_margins(features, kernel, labels):
-    """γ_i = cos θ_{y_i} − max_{j≠y_i} cos θ_j, with explicit loops (Zhou et al. 2022)."""
-    out = []
-    for i in range(len(features)):
-        x = features[i] / np.linalg.norm(features[i])
-        cos = []
-        for j in range(kernel.shape[1]):
-            w = kernel[:, j] / np.linalg.norm(kernel[:, j])
-            cos.append(float(np.dot(x, w)))
-        others = max(cos[j] for j in range(len(cos)) if j != labels[i])
-        out.append(cos[labels[i]] - others)
-    return np.array(out)
-
-
-def _np_softmax_ce(logits, labels):
-    out = []
-    for i in range(len(logits)):
-        row = logits[i] - logits[i].max()
-        out.append(-(row[labels[i]] - np.log(np.exp(row).sum())))
-    return np.array(out)
 
 
 def _data(n=N, seed=0):
@@ -52,8 +31,9 @@ def test_hand_made_sample_margin():
     kernel = np.array([[1.0, 0.0, 1.0], [0.0, 3.0, 1.0]], dtype="float32")
     features = np.array([[2.0, 0.0]], dtype="float32")
     # cosines: 1, 0, 1/√2 -> γ = 1 − 1/√2 for label 0; for label 1: 0 − 1 = −1
-    np.testing.assert_allclose(_np_sample_margins(features, kernel, [0]), [1 - 2 ** -0.5], rtol=1e-6)
-    np.testing.assert_allclose(_np_sample_margins(features, kernel, [1]), [-1.0], rtol=1e-6)
+    cos = ref.cosine(features, kernel)
+    np.testing.assert_allclose(ref.sample_margin([0], cos), [1 - 2 ** -0.5], rtol=1e-6)
+    np.testing.assert_allclose(ref.sample_margin([1], cos), [-1.0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.7, 3.0])
@@ -65,8 +45,8 @@ def test_dense_head_value_equals_numpy_reference(weight):
     value = model.evaluate(x, y, batch_size=N, verbose=0, return_dict=True)["loss"]
     features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
     kernel = keras.ops.convert_to_numpy(head.kernel).astype("float64")
-    expected = np.mean(_np_softmax_ce(features @ kernel, y)) - weight * np.mean(
-        _np_sample_margins(features, kernel, y))
+    expected = np.mean(ref.log_softmax_nll(y, features @ kernel)) - weight * np.mean(
+        ref.sample_margin(y, ref.cosine(features, kernel)))
     assert value == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
@@ -79,7 +59,8 @@ def test_sample_weights_weight_the_margin_like_the_base_loss():
     value = model.evaluate(x, y, sample_weight=weights, batch_size=N, verbose=0, return_dict=True)["loss"]
     features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
     kernel = keras.ops.convert_to_numpy(head.kernel).astype("float64")
-    per_sample = _np_softmax_ce(features @ kernel, y) - 2.0 * _np_sample_margins(features, kernel, y)
+    margins = ref.sample_margin(y, ref.cosine(features, kernel))
+    per_sample = ref.log_softmax_nll(y, features @ kernel) - 2.0 * margins
     assert value == pytest.approx(np.sum(per_sample * weights) / N, rel=1e-5)
 
 
@@ -102,12 +83,13 @@ def test_every_head_uses_its_kernel_columns(make_head, make_loss):
     features = keras.ops.convert_to_numpy(model.backbone(x))
     kernel = keras.ops.convert_to_numpy(head.kernel)
     if isinstance(base, km.losses.POD):
-        base_value = float(km.ops.pod_loss(y, features, kernel))
+        base_value = ref.pod(y, features, kernel)
     elif isinstance(base, km.losses.VirtualSoftmax):  # evaluate: the head emits log_softmax(x·W)
-        base_value = float(np.mean(_np_softmax_ce(features.astype("float64") @ kernel, y)))
-    else:
-        base_value = float(base(y, km.ops.cosine_similarity(features, kernel)))
-    expected = base_value - 1.5 * np.mean(_np_sample_margins(features.astype("float64"), kernel, y))
+        base_value = float(np.mean(ref.log_softmax_nll(y, features.astype("float64") @ kernel)))
+    else:  # ArcFace(16.0, 0.2) on the cosine head
+        base_value = float(np.mean(ref.margin_softmax(y, ref.cosine(features, kernel), 16.0, m2=0.2)))
+    margins = ref.sample_margin(y, ref.cosine(features.astype("float64"), kernel))
+    expected = base_value - 1.5 * np.mean(margins)
     assert value == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
@@ -124,7 +106,8 @@ def test_training_gradient_equals_reference():
 
     def reference(w_flat):
         w = w_flat.reshape(kernel.shape)
-        return np.mean(_np_softmax_ce(features @ w, y)) - np.mean(_np_sample_margins(features, w, y))
+        margins = ref.sample_margin(y, ref.cosine(features, w))
+        return np.mean(ref.log_softmax_nll(y, features @ w)) - np.mean(margins)
 
     grad = np.zeros(kernel.size)
     for k in range(kernel.size):
@@ -227,10 +210,6 @@ def test_training_value_with_virtual_softmax_is_the_virtual_loss_plus_margin_ter
     value = model.fit(x, y, batch_size=N, epochs=1, verbose=0, shuffle=False).history["loss"][0]
     features = keras.ops.convert_to_numpy(model.backbone(x)).astype("float64")
     kernel = keras.ops.convert_to_numpy(head.kernel).astype("float64")
-    virtual = []
-    for i in range(N):  # −log e^{z_y} / (Σ_j e^{z_j} + e^{||W_y||·||x||})
-        z = features[i] @ kernel
-        v = np.linalg.norm(kernel[:, y[i]]) * np.linalg.norm(features[i])
-        virtual.append(np.log(np.sum(np.exp(z)) + np.exp(v)) - z[y[i]])
-    expected = np.mean(virtual) - 0.5 * np.mean(_np_sample_margins(features, kernel, y))
+    virtual = ref.virtual_softmax(y, features, kernel)  # −log e^{z_y} / (Σ_j e^{z_j} + e^{||W_y||·||x||})
+    expected = np.mean(virtual) - 0.5 * np.mean(ref.sample_margin(y, ref.cosine(features, kernel)))
     assert value == pytest.approx(expected, rel=1e-5)

@@ -1,59 +1,14 @@
-"""km.losses.TripletMarginLoss against NumPy loop references of pytorch-metric-learning's
-TripletMarginLoss (all triplets, AvgNonZeroReducer) and TF Addons' TripletSemiHardLoss."""
+"""km.losses.TripletMarginLoss against the NumPy loop references of tests/references.py:
+pytorch-metric-learning's TripletMarginLoss (all triplets, AvgNonZeroReducer) and TF Addons'
+TripletSemiHardLoss (distance_metric="squared-L2")."""
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import config_roundtrip, jit, value_and_grad
-
-
-def _unit(x):
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _pml_reference(labels, emb, margin, squared=False, pos_mask=None, neg_mask=None):
-    """PML TripletMarginLoss(margin): every triplet, LpDistance on normalised rows, mean > 0."""
-    u = _unit(np.asarray(emb, "float64"))
-    n = len(labels)
-    losses = []
-    for a in range(n):
-        for p in range(n):
-            if p == a or labels[p] != labels[a] or (pos_mask is not None and not pos_mask[a, p]):
-                continue
-            for q in range(n):
-                if labels[q] == labels[a] or (neg_mask is not None and not neg_mask[a, q]):
-                    continue
-                d_ap = np.sum((u[a] - u[p]) ** 2)
-                d_an = np.sum((u[a] - u[q]) ** 2)
-                if not squared:
-                    d_ap, d_an = np.sqrt(d_ap), np.sqrt(d_an)
-                losses.append(max(d_ap - d_an + margin, 0.0))
-    positive = [v for v in losses if v > 0]
-    return float(np.mean(positive)) if positive else 0.0
-
-
-def _tfa_reference(labels, emb, margin):
-    """TF Addons triplet_semihard_loss (distance_metric "L_2": squared Euclidean of the raw
-    rows): per positive pair the smallest d_an > d_ap, else the largest d_an (0 without
-    negatives); sum of hinge losses / number of positive pairs."""
-    x = np.asarray(emb, "float64")
-    n = len(labels)
-    sq = np.sum(x**2, 1)
-    d = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0)
-    np.fill_diagonal(d, 0.0)
-    total, count = 0.0, 0
-    for a in range(n):
-        negatives = [d[a, q] for q in range(n) if labels[q] != labels[a]]
-        for p in range(n):
-            if p == a or labels[p] != labels[a]:
-                continue
-            count += 1
-            farther = [v for v in negatives if v > d[a, p]]
-            d_neg = min(farther) if farther else max(negatives + [0.0])
-            total += max(margin + d[a, p] - d_neg, 0.0)
-    return total / count
 
 
 def _batch(seed, n=12, dim=6, classes=3):
@@ -67,16 +22,16 @@ def _batch(seed, n=12, dim=6, classes=3):
 def test_all_triplets_match_pml_reference(seed, margin, squared):
     labels, emb = _batch(seed)
     got = float(km.losses.TripletMarginLoss(margin, squared=squared)(labels, emb))
-    np.testing.assert_allclose(got, _pml_reference(labels, emb, margin, squared), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(got, ref.triplet_all(labels, emb, margin, squared), rtol=2e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("margin", [1.0, 0.2])
 def test_semi_hard_matches_tf_addons_reference(seed, margin):
     labels, emb = _batch(seed, n=16, dim=5, classes=4)
-    emb = _unit(emb).astype("float32")  # TF Addons expects L2-normalised embeddings
+    emb = ref.unit_rows(emb).astype("float32")  # TF Addons expects L2-normalised embeddings
     loss = km.losses.TripletMarginLoss(margin, miner=km.miners.SemiHardMiner())
-    want = _tfa_reference(labels, emb, margin)
+    want = ref.tfa_semi_hard(labels, emb, margin)
     np.testing.assert_allclose(float(loss(labels, emb)), want, rtol=2e-5, atol=1e-6)
 
 
@@ -91,7 +46,7 @@ def test_semi_hard_hand_made_case():
     want = (max(1.0 + d[0, 1] - d[0, 2], 0) + max(1.0 + d[1, 0] - max(d[1, 2], d[1, 3]), 0)) / 2
     got = float(km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner())(labels, emb))
     np.testing.assert_allclose(got, want, rtol=1e-5)
-    np.testing.assert_allclose(got, _tfa_reference(labels, emb, 1.0), rtol=1e-5)
+    np.testing.assert_allclose(got, ref.tfa_semi_hard(labels, emb, 1.0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("miner", [km.miners.BatchHardMiner(), km.miners.MultiSimilarityMiner()])
@@ -99,9 +54,9 @@ def test_pair_miner_restricts_triplets(miner):
     labels, emb = _batch(3, n=12)
     pos, neg = (np.asarray(keras.ops.convert_to_numpy(m)) for m in miner(labels, emb))
     got = float(km.losses.TripletMarginLoss(0.3, miner=miner)(labels, emb))
-    want = _pml_reference(labels, emb, 0.3, pos_mask=pos, neg_mask=neg)
+    want = ref.triplet_all(labels, emb, 0.3, pos_mask=pos, neg_mask=neg)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
-    assert want != _pml_reference(labels, emb, 0.3)  # the miner changed something
+    assert want != ref.triplet_all(labels, emb, 0.3)  # the miner changed something
 
 
 def test_degenerate_batches_give_zero_and_any_integer_label_is_valid():

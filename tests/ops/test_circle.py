@@ -1,64 +1,18 @@
-"""km.ops.circle_class_level / circle_pairwise against NumPy references written here."""
+"""km.ops.circle_class_level / circle_pairwise against the NumPy loop references of
+tests/references.py (Sun et al. 2020, Eq. 6)."""
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import jit, value_and_grad
 
 
-def _lse(values):
-    values = np.asarray(values, dtype="float64")
-    top = values.max()
-    return top + np.log(np.sum(np.exp(values - top)))
-
-
-def _softplus(v):
-    return max(v, 0.0) + np.log1p(np.exp(-abs(v)))
-
-
-def ref_circle_anchor(s_pos, s_neg, m, gamma):
-    """Sun et al. 2020 Eq. 6 for one anchor, explicit loops, float64."""
-    if len(s_pos) == 0 or len(s_neg) == 0:
-        return 0.0
-    terms_p = [-gamma * max(1 + m - s, 0.0) * (s - (1 - m)) for s in s_pos]
-    terms_n = [gamma * max(s + m, 0.0) * (s - m) for s in s_neg]
-    return _softplus(_lse(terms_p) + _lse(terms_n))
-
-
-def ref_circle_class_level(labels, cos, m, gamma):
-    out = []
-    for i, y in enumerate(labels):
-        negs = [cos[i, j] for j in range(cos.shape[1]) if j != y]
-        out.append(ref_circle_anchor([cos[i, y]], negs, m, gamma))
-    return np.array(out)
-
-
-def ref_unit(x):
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def ref_circle_pairwise(labels, emb, m, gamma, pos_mask=None, neg_mask=None):
-    unit = ref_unit(np.asarray(emb, "float64"))
-    n = len(labels)
-    out, valid = [], []
-    for i in range(n):
-        pos, neg = [], []
-        for j in range(n):
-            s = float(unit[i] @ unit[j])
-            if j != i and labels[j] == labels[i] and (pos_mask is None or pos_mask[i, j]):
-                pos.append(s)
-            if labels[j] != labels[i] and (neg_mask is None or neg_mask[i, j]):
-                neg.append(s)
-        out.append(ref_circle_anchor(pos, neg, m, gamma))
-        valid.append(bool(pos) and bool(neg))
-    return np.array(out), np.array(valid)
-
-
 def _cosines(rng, n, c):
-    x = ref_unit(rng.normal(size=(n, 8)))
-    w = ref_unit(rng.normal(size=(c, 8)))
+    x = ref.unit_rows(rng.normal(size=(n, 8)))
+    w = ref.unit_rows(rng.normal(size=(c, 8)))
     return x, w, x @ w.T
 
 
@@ -69,7 +23,7 @@ def test_class_level_matches_reference(gamma, margin):
     labels = rng.integers(0, 6, size=12)
     _, _, cos = _cosines(rng, 12, 6)
     got = km.ops.circle_class_level(labels, cos.astype("float32"), margin, gamma)
-    want = ref_circle_class_level(labels, cos.astype("float32").astype("float64"), margin, gamma)
+    want = ref.circle_class_level(labels, cos.astype("float32").astype("float64"), margin, gamma)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
     assert np.all(np.isfinite(got))
 
@@ -79,7 +33,7 @@ def test_class_level_hand_made():
     cos = np.array([[1.0, -1.0], [-0.25, 1.0]], "float32")
     got = np.asarray(km.ops.circle_class_level([0, 0], cos, margin=0.25, gamma=256.0))
     # row 0: alpha_p = 0.25, alpha_n = [-1 + 0.25]_+ = 0 -> softplus(-256*0.25*0.25 + 0)
-    np.testing.assert_allclose(got[0], _softplus(-16.0), rtol=1e-5)
+    np.testing.assert_allclose(got[0], ref.softplus(-16.0), rtol=1e-5)
     # row 1: s_p = -0.25: alpha_p = 1.5, term_p = -256*1.5*(-1) = 384; s_n = 1: alpha_n = 1.25,
     # term_n = 256*1.25*0.75 = 240 -> softplus(624) = 624 (no overflow at gamma=256)
     np.testing.assert_allclose(got[1], 624.0, rtol=1e-6)
@@ -98,9 +52,9 @@ def test_class_level_equals_pairwise_against_class_weights():
     np.testing.assert_allclose(np.asarray(class_level), np.asarray(pairwise), rtol=1e-6)
     assert np.all(np.asarray(valid))
     # and both equal the per-anchor NumPy reference on (features, proxies)
-    unit_x, unit_w = ref_unit(x.astype("float64")), ref_unit(w.T.astype("float64"))
+    unit_x, unit_w = ref.unit_rows(x.astype("float64")), ref.unit_rows(w.T.astype("float64"))
     want = [
-        ref_circle_anchor(
+        ref.circle_anchor(
             [unit_x[i] @ unit_w[labels[i]]],
             [unit_x[i] @ unit_w[j] for j in range(5) if j != labels[i]],
             0.25,
@@ -118,7 +72,7 @@ def test_pairwise_matches_reference(gamma):
     labels[0] = 9  # an anchor without positives -> 0
     emb = rng.normal(size=(16, 8)).astype("float32")
     got = np.asarray(km.ops.circle_pairwise(labels, emb, 0.4, gamma))
-    want, valid = ref_circle_pairwise(labels, emb.astype("float64"), 0.4, gamma)
+    want, valid = ref.circle_pairwise(labels, emb.astype("float64"), 0.4, gamma)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
     assert got[0] == 0.0 and not valid[0]
     _, got_valid = km.ops.circle_pairwise(labels, emb, 0.4, gamma, return_valid=True)
@@ -132,7 +86,7 @@ def test_pairwise_with_masks_matches_reference():
     pos_mask = rng.random((12, 12)) < 0.6
     neg_mask = rng.random((12, 12)) < 0.6
     got = km.ops.circle_pairwise(labels, emb, pos_mask=pos_mask, neg_mask=neg_mask)
-    want, _ = ref_circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0, pos_mask, neg_mask)
+    want, _ = ref.circle_pairwise(labels, emb.astype("float64"), 0.4, 80.0, pos_mask, neg_mask)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
 
 
@@ -160,10 +114,10 @@ def test_gradients_are_finite_and_alphas_stop_gradient():
         t_p = -gamma * a_p * (c[i, y] - (1 - m))
         negs = [j for j in range(4) if j != y]
         t_n = np.array([gamma * max(c[i, j] + m, 0) * (c[i, j] - m) for j in negs])
-        total = t_p + _lse(t_n)
+        total = t_p + ref.logsumexp(t_n)
         sig = 1 / (1 + np.exp(-total))
         want[i, y] = sig * (-gamma * a_p)
-        soft = np.exp(t_n - _lse(t_n))
+        soft = np.exp(t_n - ref.logsumexp(t_n))
         for w, j in zip(soft, negs):
             want[i, j] = sig * w * gamma * max(c[i, j] + m, 0)
     np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-6)

@@ -1,46 +1,14 @@
-"""km.ops margin-softmax family vs plain NumPy references written here (loops)."""
+"""km.ops margin-softmax family vs the plain NumPy loop references of tests/references.py."""
 
 import math
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import value_and_grad
-
-
-def ref_psi(c, m1, m2, m3):
-    """ψ(θ) = cos(m1 θ + m2) − m3 with the ArcFace fallback (m1 = 1) or the SphereFace
-    monotone extension (m1 > 1), for one scalar cosine."""
-    theta = math.acos(max(-1.0, min(1.0, c)))
-    if m1 == 1.0:
-        if theta + m2 > math.pi:
-            return c - m2 * math.sin(m2) - m3
-        return math.cos(theta + m2) - m3
-    t = m1 * theta + m2
-    k = math.floor(t / math.pi)
-    return (-1) ** k * math.cos(t) - 2 * k - m3
-
-
-def ref_margin_softmax(labels, cos, s, m1=1.0, m2=0.0, m3=0.0):
-    out = []
-    for i, y in enumerate(labels):
-        target = s * ref_psi(float(cos[i, y]), m1, m2, m3)
-        denom = math.exp(target)
-        for j in range(cos.shape[1]):
-            if j != y:
-                denom += math.exp(s * cos[i, j])
-        out.append(-(target - math.log(denom)))
-    return np.array(out)
-
-
-def ref_lm_softmax(labels, cos, s):
-    out = []
-    for i, y in enumerate(labels):
-        denom = sum(math.exp(s * cos[i, j]) for j in range(cos.shape[1]) if j != y)
-        out.append(-(s * cos[i, y] - math.log(denom)))
-    return np.array(out)
 
 
 def random_case(seed, n=16, c=7):
@@ -68,7 +36,7 @@ MARGINS = [
 def test_margin_softmax_matches_reference(m1, m2, m3, seed, scale):
     labels, cos = random_case(seed)
     got = km.ops.margin_softmax(labels, cos.astype("float32"), scale, m1, m2, m3)
-    want = ref_margin_softmax(labels, cos.astype("float32").astype("float64"), scale, m1, m2, m3)
+    want = ref.margin_softmax(labels, cos.astype("float32").astype("float64"), scale, m1, m2, m3)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * scale)
 
 
@@ -76,7 +44,7 @@ def test_margin_softmax_float64_tight():
     labels, cos = random_case(3)
     got = km.ops.margin_softmax(labels, cos, 30.0, 1.0, 0.5, 0.1)
     np.testing.assert_allclose(
-        np.asarray(got), ref_margin_softmax(labels, cos, 30.0, 1, 0.5, 0.1), rtol=1e-10
+        np.asarray(got), ref.margin_softmax(labels, cos, 30.0, 1, 0.5, 0.1), rtol=1e-10
     )
 
 
@@ -101,7 +69,7 @@ def test_arcface_fallback_past_pi():
     psi = km.ops.margin_target(np.array([0.5]), 1.0, 0.5, 0.0)
     assert np.asarray(psi)[0] == pytest.approx(math.cos(math.pi / 3 + 0.5), abs=1e-12)
     got = km.ops.margin_softmax([0], cos, 64.0, m2=0.5)
-    np.testing.assert_allclose(np.asarray(got), ref_margin_softmax([0], cos, 64.0, 1, 0.5, 0), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(got), ref.margin_softmax([0], cos, 64.0, 1, 0.5, 0), rtol=1e-10)
 
 
 def test_sphereface_target_is_monotone_decreasing():
@@ -124,7 +92,7 @@ def test_largest_margin_softmax_matches_reference(seed):
     got = km.ops.largest_margin_softmax(labels, cos.astype("float32"), 5.0)
     np.testing.assert_allclose(
         np.asarray(got),
-        ref_lm_softmax(labels, cos.astype("float32").astype("float64"), 5.0),
+        ref.lm_softmax(labels, cos.astype("float32").astype("float64"), 5.0),
         rtol=1e-5,
         atol=1e-6,
     )

@@ -1,45 +1,15 @@
-"""cosine_similarity, sample_margin, class_margin, zero_centroid vs NumPy references."""
+"""cosine_similarity, sample_margin, class_margin, zero_centroid vs the NumPy loop references
+of tests/references.py."""
 
 import math
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import value_and_grad
-
-
-def ref_cosine(x, w):
-    out = np.zeros((x.shape[0], w.shape[1]))
-    for i in range(x.shape[0]):
-        for j in range(w.shape[1]):
-            nx, nw = np.linalg.norm(x[i]), np.linalg.norm(w[:, j])
-            out[i, j] = 0.0 if nx == 0 or nw == 0 else x[i] @ w[:, j] / (nx * nw)
-    return out
-
-
-def ref_sample_margin(labels, cos):
-    return np.array(
-        [cos[i, y] - max(cos[i, j] for j in range(cos.shape[1]) if j != y) for i, y in enumerate(labels)]
-    )
-
-
-def ref_class_margin(w):
-    best = math.pi
-    for a in range(w.shape[1]):
-        for b in range(w.shape[1]):
-            if a != b:
-                c = w[:, a] @ w[:, b] / (np.linalg.norm(w[:, a]) * np.linalg.norm(w[:, b]))
-                best = min(best, math.acos(max(-1, min(1, c))))
-    return best
-
-
-def ref_zero_centroid(w):
-    total = np.zeros(w.shape[0])
-    for k in range(w.shape[1]):
-        total += w[:, k] / np.linalg.norm(w[:, k])
-    return float(total @ total)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -48,10 +18,10 @@ def test_cosine_similarity_random(seed):
     x, w = rng.normal(size=(9, 6)), rng.normal(size=(6, 4))
     np.testing.assert_allclose(
         np.asarray(km.ops.cosine_similarity(x.astype("float32"), w.astype("float32"))),
-        ref_cosine(x, w),
+        ref.cosine(x, w),
         atol=1e-6,
     )
-    np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x, w)), ref_cosine(x, w), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(km.ops.cosine_similarity(x, w)), ref.cosine(x, w), atol=1e-12)
 
 
 def test_cosine_zero_rows_are_zero_with_finite_gradient():
@@ -84,7 +54,7 @@ def test_sample_margin_random(seed):
     labels = rng.integers(0, 5, size=12)
     labels[:2] = [0, 4]
     np.testing.assert_allclose(
-        np.asarray(km.ops.sample_margin(labels, cos)), ref_sample_margin(labels, cos), atol=1e-12
+        np.asarray(km.ops.sample_margin(labels, cos)), ref.sample_margin(labels, cos), atol=1e-12
     )
 
 
@@ -98,14 +68,14 @@ def test_sample_margin_hand_case():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_class_margin_and_zero_centroid_random(seed):
     w = np.random.default_rng(seed).normal(size=(5, 7))
-    assert float(km.ops.zero_centroid(w)) == pytest.approx(ref_zero_centroid(w), rel=1e-10)
+    assert float(km.ops.zero_centroid(w)) == pytest.approx(ref.zero_centroid(w), rel=1e-10)
     got = km.ops.class_margin(w)
     if keras.backend.standardize_dtype(got.dtype) != "float64":
         # Keras' dtype promotion maps float64 to float32 off TensorFlow (BIT64_TO_BIT32_DTYPE in
         # keras/src/backend/common/dtypes.py), so keras.ops.arccos is float32 on JAX even with x64.
-        assert float(got) == pytest.approx(ref_class_margin(w), abs=1e-6)
+        assert float(got) == pytest.approx(ref.class_margin(w), abs=1e-6)
         pytest.xfail("keras.ops.arccos computes float64 input in float32 on this backend")
-    assert float(got) == pytest.approx(ref_class_margin(w), abs=1e-9)
+    assert float(got) == pytest.approx(ref.class_margin(w), abs=1e-9)
 
 
 def test_simplex_has_maximal_class_margin_and_zero_centroid():
@@ -133,7 +103,7 @@ def test_cosine_similarity_gradient_matches_finite_differences():
     weights = rng.normal(size=(5, 3))
 
     def numpy_loss(xv, wv):
-        return float(np.sum(weights * np.sin(3 * ref_cosine(xv, wv))))
+        return float(np.sum(weights * np.sin(3 * ref.cosine(xv, wv))))
 
     _, (gx, gw) = km.testing.value_and_grad(
         lambda a, b: keras.ops.sum(weights * keras.ops.sin(3 * km.ops.cosine_similarity(a, b))), x, w
@@ -148,5 +118,5 @@ def test_cosine_similarity_gradient_matches_finite_differences():
     _, (gp,) = km.testing.value_and_grad(
         lambda a: keras.ops.sum(keras.ops.sin(3 * km.ops.pairwise_cosine(a))), x
     )
-    fd = km.testing.finite_difference_grad(lambda v: float(np.sum(np.sin(3 * ref_cosine(v, v.T)))), x)
+    fd = km.testing.finite_difference_grad(lambda v: float(np.sum(np.sin(3 * ref.cosine(v, v.T)))), x)
     np.testing.assert_allclose(gp, fd, atol=1e-6)

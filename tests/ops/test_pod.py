@@ -1,31 +1,13 @@
-"""km.ops.pod_loss / pod_terms against a NumPy reference (Zhu & Zu, POD loss)."""
+"""km.ops.pod_loss / pod_terms against the NumPy loop reference of tests/references.py
+(Zhu & Zu, POD loss)."""
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import finite_difference_grad, jit, value_and_grad
-
-
-def reference(labels, x, centroids, delta=0.05, weight=1.0):
-    """Explicit loops: mean_i (1 − x_i·c_y/sqrt(|x_i|²+δ²))² + weight·Σ_{a≠b} Σ_ab² / (D−1)."""
-    n, d = x.shape
-    c = centroids / np.linalg.norm(centroids, axis=0, keepdims=True)
-    nac = 0.0
-    residual = np.zeros((n, d))
-    for i, y in enumerate(labels):
-        norm = np.sqrt(np.sum(x[i] ** 2))
-        nac += (1.0 - np.dot(x[i], c[:, y]) / np.sqrt(norm**2 + delta**2)) ** 2
-        unit = x[i] / norm if norm > 0 else np.zeros(d)
-        residual[i] = unit - c[:, y]
-    decorrelation = 0.0
-    for a in range(d):
-        for b in range(d):
-            if a != b:
-                cov_ab = sum(residual[i, a] * residual[i, b] for i in range(n)) / (n - 1)
-                decorrelation += cov_ab**2
-    return nac / n + weight * decorrelation / (d - 1)
 
 
 def _case(seed, n=10, d=6, c=4):
@@ -41,13 +23,13 @@ def _case(seed, n=10, d=6, c=4):
 def test_matches_reference_random(seed, delta, weight):
     labels, x, c = _case(seed)
     got = km.ops.pod_loss(labels, x, c, delta=delta, decorrelation_weight=weight)
-    np.testing.assert_allclose(got, reference(labels, x, c, delta, weight), atol=1e-5)
+    np.testing.assert_allclose(got, ref.pod(labels, x, c, delta, weight), atol=1e-5)
 
 
 def test_non_unit_centroids_are_normalised():
     labels, x, _ = _case(3)
     c = np.random.default_rng(3).normal(size=(6, 4)) * 5
-    np.testing.assert_allclose(km.ops.pod_loss(labels, x, c), reference(labels, x, c), atol=1e-5)
+    np.testing.assert_allclose(km.ops.pod_loss(labels, x, c), ref.pod(labels, x, c), atol=1e-5)
 
 
 def test_hand_made_cases():
@@ -59,7 +41,7 @@ def test_hand_made_cases():
     zero = np.zeros((3, 2))
     nac, decorrelation = km.ops.pod_terms(labels, zero, c)
     np.testing.assert_allclose(nac, [1.0, 1.0, 1.0], atol=1e-6)
-    np.testing.assert_allclose(float(km.ops.pod_loss(labels, zero, c)), reference(labels, zero, c), atol=1e-5)
+    np.testing.assert_allclose(float(km.ops.pod_loss(labels, zero, c)), ref.pod(labels, zero, c), atol=1e-5)
     assert np.isfinite(float(decorrelation))
 
 
@@ -67,7 +49,7 @@ def test_gradients_match_finite_differences_and_are_finite_at_zero():
     labels, x, c = _case(4, n=4, d=3, c=3)
     _, (grad,) = value_and_grad(lambda a: km.ops.pod_loss(labels, a, c, delta=0.1), x)
     np.testing.assert_allclose(
-        grad, finite_difference_grad(lambda a: reference(labels, a, c, 0.1), x), atol=1e-5
+        grad, finite_difference_grad(lambda a: ref.pod(labels, a, c, 0.1), x), atol=1e-5
     )
     loss, (grad,) = value_and_grad(lambda a: km.ops.pod_loss(labels, a, c, delta=0.1), np.zeros((4, 3)))
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
@@ -77,7 +59,7 @@ def test_delta_as_variable_and_xla():
     labels, x, c = _case(5)
     delta = keras.Variable(0.3, dtype="float64")
     fn = jit(lambda a, b: km.ops.pod_loss(a, b, c, delta=delta))
-    np.testing.assert_allclose(fn(labels, x), reference(labels, x, c, 0.3), atol=1e-5)
+    np.testing.assert_allclose(fn(labels, x), ref.pod(labels, x, c, 0.3), atol=1e-5)
 
 
 def test_bad_input():
