@@ -245,7 +245,7 @@ class GalleryIndex(keras.layers.Layer):
                 raise ValueError(f"`names` must hold {len(ids)} names (one per id); got {len(names)}.")
         self.insert(rows, ids)
         if names is not None:
-            self.names.update(zip(ids.tolist(), names))
+            self.names.update(dict(zip(ids.tolist(), names)))
         return self.size
 
     def remove(self, ids):

@@ -91,8 +91,9 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
 
     def body(step, carry):
         best_scores, best_rows = carry
-        start = step * chunk
-        block = ops.slice(gallery, (0, start, 0), (shards, chunk, dim))       # (S, C, D)
+        start = ops.cast(step * chunk, "int32")
+        zero = start * 0  # start indices of one integer type (JAX with x64 enabled)
+        block = ops.slice(gallery, (zero, start, zero), (shards, chunk, dim))  # (S, C, D)
         scores = keep(ops.einsum("qd,scd->sqc", queries, block))               # (S, Q, C)
         rows = start + offsets                                                 # (C,)
         valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)             # (S, 1, C)
@@ -169,9 +170,10 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
 
     def body(step, carry):
         out_scores, out_ids = carry
-        start = step * query_chunk
-        q = ops.slice(padded_queries, (start, 0), (query_chunk, dim))
-        number = ops.slice(numbers, (start, 0), (query_chunk, budget))
+        start = ops.cast(step * query_chunk, "int32")
+        zero = start * 0
+        q = ops.slice(padded_queries, (start, zero), (query_chunk, dim))
+        number = ops.slice(numbers, (start, zero), (query_chunk, budget))
         rows = ops.take(blocks3, number, axis=0)                          # (q, budget, R, D)
         scores = ops.einsum("qd,qbrd->qbr", q, rows)
         found = ops.take(ids2, number, axis=0)                            # (q, budget, R)
@@ -184,8 +186,8 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
             top = ops.concatenate([top, ops.full((query_chunk, fill), NEG_INF, "float32")], 1)
             got = ops.concatenate([got, ops.full((query_chunk, fill), -1, "int32")], 1)
         got = ops.where(top > NEG_INF, got, -1)
-        out_scores = ops.slice_update(out_scores, (start, 0), top)
-        out_ids = ops.slice_update(out_ids, (start, 0), got)
+        out_scores = ops.slice_update(out_scores, (start, zero), top)
+        out_ids = ops.slice_update(out_ids, (start, zero), got)
         return out_scores, out_ids
 
     init = (ops.zeros((padded, k), "float32"), ops.zeros((padded, k), "int32"))
@@ -207,7 +209,8 @@ def assign_sums(sample, centroids, chunk, bias=0.0):
 
     def body(step, carry):
         sums, counts, total = carry
-        rows = ops.slice(sample, (step * chunk, 0), (chunk, dim))
+        start = ops.cast(step * chunk, "int32")
+        rows = ops.slice(sample, (start, start * 0), (chunk, dim))
         scores = ops.matmul(rows, ops.transpose(centroids)) + bias
         nearest = ops.argmax(scores, axis=1)
         used = ops.cast(ops.any(rows != 0, axis=1), "float32")
