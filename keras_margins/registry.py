@@ -1,12 +1,19 @@
-"""The loss families on offer: one table read by ``keras-margins`` and ``km.tuning``.
+"""The library's tables of named choices, read by ``keras-margins`` and ``km.tuning``.
 
-Each entry of ``FAMILIES`` names a loss class, the head it trains, the constructor arguments a
-search may vary (with their ranges) and which of them the command line's ``--scale`` and
-``--margin`` set. The names are the ``keras-margins train --loss`` choices and the
-``km.tuning.MarginHyperModel(losses=...)`` names.
+* ``FAMILIES``: the training recipes behind ``keras-margins train --loss`` and
+  ``km.tuning.MarginHyperModel(losses=...)``: a loss class, the head it trains, the
+  constructor arguments a search may vary (with their ranges) and which of them ``--scale``
+  and ``--margin`` set; the pair-wise recipes (``circle_pair``, ``ensemble``) are entries too.
+* ``HEADS``: the ``--head`` choices.
+* ``IMAGE_ARCHITECTURES`` / ``IMAGE_BACKBONES``: the image backbones of
+  ``km.models.image_backbone`` (and ``--backbone``).
+* ``TFDS_DATASETS``: the TFDS datasets of ``km.data.load_tfds`` (and ``--dataset``).
+* ``TUNERS``: the KerasTuner search algorithms of ``km.tuning.make_tuner`` (and ``--tuner``).
 
-The classes are referenced directly, so renaming or removing a loss breaks ``import
-keras_margins.registry`` with an error instead of silently dropping a choice.
+Nothing here imports Keras: the tables name the library's classes by import path
+(``"keras_margins.losses:ArcFace"``) and resolve them on first use, so the command line builds
+its parser and answers a usage error without loading Keras or TensorFlow. The tests resolve
+every entry, so a renamed class fails them instead of silently dropping a choice.
 
 Example:
     >>> from keras_margins.registry import FAMILIES
@@ -17,14 +24,30 @@ Example:
 """
 
 import dataclasses
-
-import keras
-
-from keras_margins import callbacks, layers, losses
+import importlib
+import inspect
 
 #: The command-line options that map onto a loss argument (``--scale``, ``--margin``).
 OPTIONS = ("scale", "margin")
 _SAMPLINGS = ("linear", "log")
+
+
+def resolve(reference):
+    """The object a table entry names: ``"package.module:attribute"`` is imported; anything
+    else (a class, a function, None) is returned as it is."""
+    if not isinstance(reference, str):
+        return reference
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _check_reference(value, argument, what):
+    if isinstance(value, str):
+        module, colon, attribute = value.partition(":")
+        if not (colon and module and attribute.isidentifier()):
+            raise ValueError(
+                f"`{argument}` must be {what} or an import path 'package.module:Name'; got {value!r}."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +58,8 @@ class Param:
         name: the loss constructor's argument (``"scale"``, ``"gamma"``, ``"delta"``, ...).
         min_value: lower end of the search range.
         max_value: upper end of the search range.
-        default: value of a search's first trial (inside the range).
+        default: value of a search's first trial (inside the range). Default ``None``: the
+            loss constructor's own default (``LossFamily.param_default``).
         sampling: ``"linear"`` (default) or ``"log"`` (log-uniform; needs ``min_value > 0``).
         column: the option/column this argument answers to when its name differs: Circle's
             ``gamma`` is its ``"scale"`` (``--scale``), POD's ``delta`` its ``"margin"``.
@@ -52,14 +76,19 @@ class Param:
     name: str
     min_value: float
     max_value: float
-    default: float
+    default: float = None
     sampling: str = "linear"
     column: str = None
 
     def __post_init__(self):
         if self.sampling not in _SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {_SAMPLINGS}; got {self.sampling!r}.")
-        if not self.min_value <= self.default <= self.max_value:
+        if not self.min_value < self.max_value:
+            raise ValueError(
+                f"Param {self.name!r}: need min_value < max_value; got {self.min_value}, "
+                f"{self.max_value}."
+            )
+        if self.default is not None and not self.min_value <= self.default <= self.max_value:
             raise ValueError(
                 f"Param {self.name!r}: need min_value <= default <= max_value; got "
                 f"{self.min_value}, {self.default}, {self.max_value}."
@@ -73,27 +102,35 @@ class Param:
         return self.column or self.name
 
 
-def _is_subclass(value, base):
-    return isinstance(value, type) and issubclass(value, base)
-
-
-@dataclasses.dataclass(frozen=True)
 class LossFamily:
-    """One loss family: the loss class, its head class and its searchable arguments.
+    """One training recipe: a loss, the head it trains (if any) and its searchable arguments.
 
     Args:
-        loss: a ``keras.losses.Loss`` subclass built with keyword arguments, or ``None`` for
-            plain softmax cross-entropy on logits.
-        head: a head layer class called as ``head(num_classes, name=...)``, or ``None`` for a
-            bias-free ``keras.layers.Dense``.
+        loss: a ``keras.losses.Loss`` subclass built with keyword arguments, its import path
+            (``"keras_margins.losses:ArcFace"``, resolved on first use), or ``None`` for plain
+            softmax cross-entropy on logits (or for a recipe whose ``model`` computes its own
+            loss).
+        head: a head layer class called as ``head(num_classes, name=...)``, its import path,
+            or ``None`` for a bias-free ``keras.layers.Dense``. Unused when the loss trains
+            no head.
         params: tuple of ``Param``, the loss arguments a search varies. Those whose ``option``
             is ``"scale"`` or ``"margin"`` are what ``keras-margins train --scale/--margin``
             sets. Default ``()``.
         trainable_head: whether the head has weights to train (False for PEDCC's fixed
             centroids, so no head learning-rate multiplier is searched). Default True.
         tuned: part of ``MarginHyperModel``'s default search space. Default True.
-        train_callbacks: callback classes that ``keras-margins train`` attaches (POD's δ
-            schedule). Default ``()``.
+        train_callbacks: callback classes (or import paths) that ``keras-margins train``
+            attaches (POD's δ schedule). Default ``()``.
+        model: ``None`` (default), or a function (or its import path)
+            ``model(backbone, num_classes, **model_options) -> keras.Model`` for a recipe that
+            is a model computing its own loss (the paper ensemble). Its keyword arguments are
+            the recipe's ``model_options``.
+
+    What the recipe trains is read from the loss's own declaration
+    (``km.protocols.wants_head``): a loss on class scores (or a model-aware loss that wants a
+    head) trains ``MarginModel(backbone, head)``; a loss on the embedding (pair losses)
+    trains the backbone itself on P×K batches; a ``model`` recipe has its own heads and trains
+    on P×K batches.
 
     Example:
         >>> import keras_margins as km
@@ -105,38 +142,101 @@ class LossFamily:
         >>> # km.tuning.MarginHyperModel(build, 10, families={"cosface": family}) searches it
     """
 
-    loss: type
-    head: type
-    params: tuple = ()
-    trainable_head: bool = True
-    tuned: bool = True
-    train_callbacks: tuple = ()
+    def __init__(self, loss, head=None, params=(), trainable_head=True, tuned=True,
+                 train_callbacks=(), model=None):
+        _check_reference(loss, "loss", "a keras.losses.Loss subclass, None")
+        _check_reference(head, "head", "a Keras layer class, None")
+        _check_reference(model, "model", "a function, None")
+        if loss is not None and not isinstance(loss, str):
+            _require_subclass(loss, "loss", "keras.losses.Loss subclass or None", "losses", "Loss")
+        if head is not None and not isinstance(head, str):
+            _require_subclass(head, "head", "Keras layer class or None", "layers", "Layer")
+        if model is not None and not isinstance(model, str) and not callable(model):
+            raise ValueError(f"`model` must be a function or None; got {model!r}.")
+        params = tuple(params)
+        if not all(isinstance(p, Param) for p in params):
+            raise ValueError(f"`params` must be a tuple of Param; got {params!r}.")
+        self._loss, self._head, self._model = loss, head, model
+        self._callbacks = tuple(train_callbacks)
+        self.params = params
+        self.trainable_head = bool(trainable_head)
+        self.tuned = bool(tuned)
 
-    def __post_init__(self):
-        if self.loss is not None and not _is_subclass(self.loss, keras.losses.Loss):
-            raise ValueError(
-                f"`loss` must be a keras.losses.Loss subclass or None; got {self.loss!r}."
-            )
-        if self.head is not None and not _is_subclass(self.head, keras.layers.Layer):
-            raise ValueError(f"`head` must be a Keras layer class or None; got {self.head!r}.")
-        if not all(isinstance(p, Param) for p in self.params):
-            raise ValueError(f"`params` must be a tuple of Param; got {self.params!r}.")
+    def __repr__(self):
+        return (f"LossFamily(loss={self._loss!r}, head={self._head!r}, params={self.params!r}, "
+                f"tuned={self.tuned}, model={self._model!r})")
+
+    # ----------------------------------------------------------------------------- what it is
+    @property
+    def loss(self):
+        """The loss class (None: softmax cross-entropy, or a ``model`` recipe)."""
+        value = resolve(self._loss)
+        if value is not None and self._loss is not value:
+            _require_subclass(value, "loss", "keras.losses.Loss subclass", "losses", "Loss")
+        return value
+
+    @property
+    def head(self):
+        """The head class (None: a bias-free ``keras.layers.Dense``)."""
+        return resolve(self._head)
+
+    @property
+    def model(self):
+        """The model function of a recipe that is a model (the ensemble), else None."""
+        return resolve(self._model)
+
+    @property
+    def train_callbacks(self):
+        """The callback classes ``keras-margins train`` attaches."""
+        return tuple(resolve(c) for c in self._callbacks)
 
     @property
     def loss_name(self):
         """The loss class's name (``"SparseCategoricalCrossentropy"`` for ``loss=None``)."""
-        return "SparseCategoricalCrossentropy" if self.loss is None else self.loss.__name__
+        if self._model is not None and self._loss is None:
+            return getattr(self.model, "__name__", "model")
+        return "SparseCategoricalCrossentropy" if self._loss is None else self.loss.__name__
 
     @property
-    def needs(self):
-        """What the loss consumes (``km.losses.MarginLoss.needs``): ``"scores"`` for a plain
-        ``keras.Sequential([backbone, head])``, else a ``km.models.MarginModel`` is needed."""
-        return "scores" if self.loss is None else getattr(self.loss, "needs", "scores")
+    def wants_head(self):
+        """Whether the recipe trains a class head of ``HEADS`` (``km.protocols.wants_head`` of
+        its loss; False for a ``model`` recipe, which has its own heads)."""
+        if self._model is not None:
+            return False
+        if self._loss is None:
+            return True  # softmax cross-entropy on the head's logits
+        from keras_margins.protocols import wants_head
+
+        return wants_head(self.loss)
+
+    @property
+    def pair_batches(self):
+        """Whether the recipe trains on P×K batches (every recipe that trains no class head:
+        its losses compare the embeddings of a batch with each other)."""
+        return not self.wants_head
+
+    @property
+    def model_options(self):
+        """The keyword arguments of the ``model`` function (``()`` without one)."""
+        if self._model is None:
+            return ()
+        parameters = list(inspect.signature(self.model).parameters.values())[2:]
+        return tuple(p.name for p in parameters if p.default is not inspect.Parameter.empty)
 
     def option_map(self):
         """``{option: loss argument}`` for ``--scale``/``--margin`` (e.g. Circle: scale→gamma)."""
         return {p.option: p.name for p in self.params if p.option in OPTIONS}
 
+    def param_default(self, param):
+        """``param.default``, or the loss constructor's own default when it is None."""
+        if param.default is not None:
+            return param.default
+        value = inspect.signature(self.loss).parameters[param.name].default
+        if value is inspect.Parameter.empty:
+            raise ValueError(f"Param {param.name!r}: {self.loss_name} has no default for it.")
+        return float(value)
+
+    # ----------------------------------------------------------------------------- building
     def loss_arguments(self, **options):
         """The loss's keyword arguments for option values (``None`` values are left out, so
         the loss keeps its paper default). An option the family has no argument for raises
@@ -152,21 +252,73 @@ class LossFamily:
         return kwargs
 
     def make_loss(self, **kwargs):
-        """A new loss object (``kwargs`` go to the loss class)."""
-        if self.loss is None:
+        """A new loss object (``kwargs`` go to the loss class); None for a ``model`` recipe
+        (the model computes its own loss)."""
+        if self._model is not None and self._loss is None:
+            if kwargs:
+                raise ValueError(f"{self.loss_name} takes no loss arguments; got {sorted(kwargs)}.")
+            return None
+        if self._loss is None:
+            import keras
+
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True, **kwargs)
         return self.loss(**kwargs)
 
     def make_head(self, num_classes, name="head"):
-        """A new head layer for ``num_classes`` classes."""
-        return make_head(self.head, num_classes, name)
+        """A new head layer for ``num_classes`` classes (``ValueError`` for a recipe that
+        trains no class head)."""
+        if not self.wants_head:
+            raise ValueError(f"{self.loss_name} trains no class head.")
+        return make_head(self._head, num_classes, name)
+
+    def build_model(self, backbone, num_classes, head=None, name=None, **model_options):
+        """The model this recipe trains on ``backbone``: ``MarginModel(backbone, head)`` (the
+        family's head unless ``head`` is given) when the loss trains a head, the backbone
+        itself for a loss on the embedding, ``model(backbone, num_classes, **model_options)``
+        for a ``model`` recipe."""
+        unknown = set(model_options) - set(self.model_options)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} do not apply to {self.loss_name}.")
+        if self._model is not None:
+            return self.model(backbone, num_classes, **model_options)
+        if not self.wants_head:
+            if head is not None:
+                raise ValueError(f"{self.loss_name} trains the embedding; it takes no head.")
+            return backbone
+        from keras_margins.models import MarginModel
+
+        head = self.make_head(num_classes) if head is None else head
+        return MarginModel(backbone, head, name=name)
+
+
+def _require_subclass(value, argument, what, package, base):
+    import keras
+
+    parent = getattr(getattr(keras, package), base)
+    if not (isinstance(value, type) and issubclass(value, parent)):
+        raise ValueError(f"`{argument}` must be a {what}; got {value!r}.")
 
 
 def make_head(head, num_classes, name="head"):
-    """``head(num_classes, name=name)``, or a bias-free ``Dense`` when ``head`` is None."""
+    """``head(num_classes, name=name)`` (``head`` a class or its import path), or a bias-free
+    ``Dense`` when ``head`` is None."""
+    head = resolve(head)
     if head is None:
+        import keras
+
         return keras.layers.Dense(num_classes, use_bias=False, name=name)
     return head(num_classes, name=name)
+
+
+def paper_ensemble(backbone, num_classes, head_dim=64):
+    """Zabihzadeh et al.'s four-loss ensemble on ``backbone`` (``km.models.EnsembleModel``
+    with ``paper_members`` and ``PAPER_PRIOR``): one ``head_dim`` embedding head per member,
+    the test embedding their weighted concatenation (4 × ``head_dim``)."""
+    from keras_margins.models import EnsembleModel
+    from keras_margins.models.ensemble_model import PAPER_PRIOR, paper_members
+
+    return EnsembleModel(backbone, paper_members(num_classes), embedding_dim=head_dim,
+                         prior=PAPER_PRIOR, name="ensemble_model")
 
 
 def _scale(low, high, default):
@@ -177,11 +329,12 @@ _SAMPLE_MARGIN = Param("sample_margin_weight", 0.0, 2.0, 0.0)
 
 #: Head choices of ``keras-margins train --head`` (None: a bias-free Dense).
 HEADS = {
-    "cosine": layers.LargestMarginHead,
-    "virtual_softmax": layers.VirtualSoftmaxHead,
-    "pedcc": layers.PEDCCHead,
+    "cosine": "keras_margins.layers:LargestMarginHead",
+    "virtual_softmax": "keras_margins.layers:VirtualSoftmaxHead",
+    "pedcc": "keras_margins.layers:PEDCCHead",
     "dense": None,
 }
+_COSINE = HEADS["cosine"]
 
 # Scale ranges reach the optima reported by Musgrave et al. 2020 ("A Metric Learning Reality
 # Check": s ≈ 50–220) and down to the small s that suit few classes; margins span the papers'
@@ -191,42 +344,51 @@ HEADS = {
 # that seeded searches repeat).
 FAMILIES = {
     "arcface": LossFamily(
-        losses.ArcFace, layers.LargestMarginHead,
+        "keras_margins.losses:ArcFace", _COSINE,
         (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.5), _SAMPLE_MARGIN),
     ),
     "cosface": LossFamily(
-        losses.CosFace, layers.LargestMarginHead,
+        "keras_margins.losses:CosFace", _COSINE,
         (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.35), _SAMPLE_MARGIN),
     ),
     "sphereface": LossFamily(
-        losses.SphereFace, layers.LargestMarginHead,
+        "keras_margins.losses:SphereFace", _COSINE,
         (_scale(4.0, 64.0, 30.0), Param("margin", 1.1, 2.5, 1.5), _SAMPLE_MARGIN),
     ),
     "lmsoftmax": LossFamily(
-        losses.LMSoftmax, layers.LargestMarginHead, (_scale(1.0, 64.0, 5.0), _SAMPLE_MARGIN)
+        "keras_margins.losses:LMSoftmax", _COSINE, (_scale(1.0, 64.0, 5.0), _SAMPLE_MARGIN)
     ),
-    "virtual_softmax": LossFamily(losses.VirtualSoftmax, layers.VirtualSoftmaxHead),
+    "virtual_softmax": LossFamily("keras_margins.losses:VirtualSoftmax", HEADS["virtual_softmax"]),
     # PEDCC centroids are fixed (no head learning rate). A search varies δ as a constant; the
     # train command runs the paper's δ schedule (PODDelta) from the --margin start value.
     "pod": LossFamily(
-        losses.POD, layers.PEDCCHead,
+        "keras_margins.losses:POD", HEADS["pedcc"],
         (Param("delta", 0.01, 1.0, 0.05, "log", column="margin"),
          Param("decorrelation_weight", 0.1, 10.0, 1.0, "log")),
         trainable_head=False,
-        train_callbacks=(callbacks.PODDelta,),
+        train_callbacks=("keras_margins.callbacks:PODDelta",),
     ),
     "circle": LossFamily(
-        losses.CircleLoss, layers.LargestMarginHead,
+        "keras_margins.losses:CircleLoss", _COSINE,
         (Param("gamma", 8.0, 256.0, 64.0, "log", column="scale"),
          Param("margin", 0.1, 0.45, 0.25)),
     ),
     # NormFace has no margin; searched only when asked for (losses=("normface",)).
     "normface": LossFamily(
-        losses.NormFace, layers.LargestMarginHead, (_scale(4.0, 64.0, 16.0), _SAMPLE_MARGIN),
+        "keras_margins.losses:NormFace", _COSINE, (_scale(4.0, 64.0, 16.0), _SAMPLE_MARGIN),
         tuned=False,
     ),
     # The baseline: softmax cross-entropy on a bias-free Dense head.
     "softmax": LossFamily(None, None, tuned=False),
+    # Pair-wise recipes (P×K batches, no class head): Circle loss on the embedding with the
+    # loss's own defaults (the paper's fine-grained retrieval setting), and the four-loss
+    # ensemble of Zabihzadeh et al.
+    "circle_pair": LossFamily(
+        "keras_margins.losses:PairCircleLoss", None,
+        (Param("gamma", 8.0, 256.0, None, "log", column="scale"), Param("margin", 0.1, 0.45)),
+        tuned=False,
+    ),
+    "ensemble": LossFamily(None, None, tuned=False, model=paper_ensemble),
 }
 
 
@@ -234,3 +396,34 @@ def tuned_families(families=None):
     """Names of the families in the default search space (``tuned=True``)."""
     families = FAMILIES if families is None else families
     return tuple(name for name, family in families.items() if family.tuned)
+
+
+#: Image backbones of ``km.models.image_backbone``: name -> (``keras.applications``
+#: constructor, the pixel scaling it expects (``km.models.PIXEL_SCALINGS``), minimum image
+#: side). The scaling is the one ``keras.applications.<family>.preprocess_input`` applies;
+#: ``"raw"`` where the architecture rescales inside (EfficientNet).
+IMAGE_ARCHITECTURES = {
+    "resnet50": ("ResNet50", "caffe", 32),
+    "resnet101": ("ResNet101", "caffe", 32),
+    "resnet50_v2": ("ResNet50V2", "symmetric", 32),
+    "inception_v3": ("InceptionV3", "symmetric", 75),
+    "densenet121": ("DenseNet121", "imagenet", 32),
+    "mobilenet_v2": ("MobileNetV2", "symmetric", 32),
+    "efficientnet_b0": ("EfficientNetB0", "raw", 32),
+}
+#: ``km.models.image_backbone`` choices: the small CNN and the ``keras.applications`` ones.
+IMAGE_BACKBONES = ("small_cnn", *IMAGE_ARCHITECTURES)
+
+#: TFDS datasets of ``km.data.load_tfds``: name -> (label feature, number of classes, first
+#: test class of the class-disjoint retrieval split, or None to keep TFDS's train/test splits).
+TFDS_DATASETS = {
+    "cars196": ("label", 196, 98),
+    "caltech_birds2011": ("label", 200, 100),
+    "stanford_online_products": ("class_id", 22634, 11318),
+    "mnist": ("label", 10, None),
+    "cifar10": ("label", 10, None),
+    "cifar100": ("label", 100, None),
+}
+
+#: Search algorithms of ``km.tuning.make_tuner`` (``kind``): name -> KerasTuner class.
+TUNERS = {"random": "keras_tuner:RandomSearch", "bayesian": "keras_tuner:BayesianOptimization"}

@@ -19,8 +19,6 @@ import keras_margins as km
 from keras_margins import cli
 from keras_margins.cli import datasets as cli_datasets
 
-pytestmark = pytest.mark.tf_only  # TFDS pipelines
-
 PER_CLASS = 6
 SHAPES = {"mnist": (28, 28, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}
 
@@ -77,7 +75,7 @@ def test_retrieval_set_trains_on_its_first_classes_and_retrieves_the_others(tmp_
                               "--backbone", "small_cnn", "--image-size", "32",
                               "--batch-size", "8", "--data-dir", str(tmp_path / "tfds"))
         model = keras.models.load_model(out / "model.keras")
-        assert model.output_shape == (None, 98)  # a head over cars196's training classes 0-97
+        assert model.head.num_classes == 98  # a head over cars196's training classes 0-97
         # evaluate the saved model: the same retrieval figures on the unseen classes
         capsys.readouterr()
         assert cli.main(["evaluate", str(out / "model.keras"), "--dataset", "cars196"]) == 0
@@ -93,7 +91,8 @@ def test_pair_methods_train_on_pk_batches_and_export(tmp_path, loss, capsys):
         results, out = _train(tmp_path, "--dataset", "caltech_birds2011", "--loss", loss,
                               "--image-size", "32", "--backbone", "small_cnn",
                               "--batch-size", "8", "--samples-per-class", "4",
-                              "--embedding-dim", "16", "--head-dim", "8",
+                              "--embedding-dim", "16",
+                              *(["--head-dim", "8"] if loss == "ensemble" else []),
                               "--export", str(tmp_path / "serving"))
     printed = capsys.readouterr().out
     assert set(results) >= {"map_at_r", "precision_at_1", "recall_at_5"}
@@ -111,8 +110,7 @@ def test_classification_set_reports_accuracy_with_native_images(tmp_path):
                               "--batch-size", "8", "--embedding-dim", "8")
     assert {"accuracy", "mean_sample_margin", "map_at_r", "class_margin"} <= set(results)
     model = keras.models.load_model(out / "model.keras")
-    backbone = model.layers[0]   # Sequential([backbone, head])
-    assert backbone.input_shape == (None, 28, 28, 1)   # small_cnn at MNIST's size
+    assert model.backbone.input_shape == (None, 28, 28, 1)   # small_cnn at MNIST's size
 
 
 def test_keras_applications_backbone_with_steps_per_epoch(tmp_path):
@@ -122,8 +120,7 @@ def test_keras_applications_backbone_with_steps_per_epoch(tmp_path):
                               "--steps-per-epoch", "2", "--embedding-dim", "8")
     assert 0.0 <= results["accuracy"] <= 1.0
     model = keras.models.load_model(out / "model.keras")
-    backbone = model.layers[0]   # Sequential([backbone, head])
-    assert any("mobilenet" in layer.name for layer in backbone.layers)
+    assert any("mobilenet" in layer.name for layer in model.backbone.layers)
 
 
 @pytest.mark.parametrize("name, image_size, shape", [("cars196", 24, (24, 24, 3)),
@@ -139,7 +136,7 @@ def test_tfds_pk_batches_hold_p_classes_times_k(name, image_size, shape):
     assert len(batches) == (4 * PER_CLASS) // 6   # the training classes 0-3 only
     for (x, y), (x2, y2) in zip(batches, again):
         assert x.shape == (6, *shape) and x.dtype == np.float32
-        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert 0.0 <= x.min() and x.max() <= 255.0   # raw pixels by default
         assert len(set(y.tolist())) == 3 and all((y == c).sum() == 2 for c in set(y.tolist()))
         assert y.max() < 4
         np.testing.assert_array_equal(x, x2)   # a pure function of the seed

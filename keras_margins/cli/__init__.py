@@ -7,11 +7,15 @@
     keras-margins tune --losses arcface,cosface --max-trials 4
 
 One module per subcommand (``keras_margins.cli.train``, ...), each with ``HELP``,
-``add_parser(subparsers)`` and ``run(args)``. The library never imports this package.
+``add_parser(subparsers)`` and ``run(args)``; a subcommand may also set ``check`` (a function
+of the parsed arguments raising ``ValueError``) with ``set_defaults``. The library never
+imports this package.
 
-``main`` builds the full options of the chosen subcommand only, so ``keras-margins --help``
-answers without importing Keras (the ``keras-margins`` script also loads the library's core
-lazily, see ``keras_margins/__init__.py``).
+Usage errors answer without importing Keras or TensorFlow: the parsers take their choices
+from ``keras_margins.registry`` (tables that name classes by import path) and ``check`` runs
+before the library's core is loaded (the ``keras-margins`` script loads it lazily, see
+``keras_margins/__init__.py``). What needs the library (a loss's declarations, the dataset,
+the export target) is checked in ``run``, still before anything is written.
 """
 
 import argparse
@@ -32,9 +36,8 @@ def build_parser(commands=None):
     """The argparse parser of ``keras-margins``.
 
     Args:
-        commands: names of the subcommands whose options are built (their parsers import
-            Keras for the registry's choices). The others only get their help line. Default
-            None: all of them.
+        commands: names of the subcommands whose options are built; the others only get
+            their help line. Default None: all of them.
 
     Returns:
         An ``argparse.ArgumentParser``; ``parse_args`` gives ``func`` (run it with the
@@ -60,11 +63,14 @@ def main(argv=None):
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     parser = build_parser(commands=(chosen,) if chosen in COMMANDS else ())
     args = parser.parse_args(argv)
-    # Under the console script the core is not imported yet (see keras_margins/__init__.py);
-    # load all of it, so every class is registered before a model is built or loaded.
-    from keras_margins import layers  # noqa: F401
-
     try:
+        check = getattr(args, "check", None)
+        if check is not None:
+            check(args)  # no Keras yet: a usage error answers at once
+        # Under the console script the core is not imported yet (see keras_margins/__init__.py);
+        # load all of it, so every class is registered before a model is built or loaded.
+        from keras_margins import layers  # noqa: F401
+
         return int(args.func(args) or 0)
     except ValueError as err:
         print(f"keras-margins {args.command}: error: {err}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""What the subcommands share: datasets, the results table, argument types.
+"""What the subcommands share: the results table, argument types, path checks.
 
 Nothing here imports Keras at module level: ``keras-margins --help`` builds its parser without
 it.
@@ -42,16 +42,16 @@ def positive_float(text):
 
 def check_export_target(base_dir, option="--export"):
     """Raise ``ValueError`` (naming ``option``) unless a SavedModel can be exported to
-    ``base_dir``: it must not be a file, the backend must be TensorFlow, and the folder (or its
-    nearest existing ancestor) and its parent (where ``models.config`` goes) must be writable.
-    Called before training, so a bad path never costs a training run."""
-    import keras
+    ``base_dir``: the backend must be able to write one (TensorFlow, or JAX with TensorFlow
+    installed: ``km.export``), ``base_dir`` must not be a file, and the folder (or its nearest
+    existing ancestor) and its parent (where ``models.config`` goes) must be writable. Called
+    before training, so a bad path never costs a training run."""
+    from keras_margins.export.saved_model import check_backend
 
-    if keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"`{option}` writes a TensorFlow SavedModel and needs the TensorFlow backend "
-            f"(KERAS_BACKEND={keras.backend.backend()})."
-        )
+    try:
+        check_backend()
+    except ValueError as err:
+        raise ValueError(f"`{option}`: {err}") from None
     path = os.path.abspath(os.fspath(base_dir))
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"`{option}` {base_dir!r} exists and is not a directory.")

@@ -8,18 +8,46 @@ Cars196, Stanford Online Products) are class-disjoint: the head trains on the fi
 the classes and the second half is only retrieved (MAP@R, P@1, Recall@K), the protocol of the
 deep-metric-learning papers.
 
-Nothing here imports Keras or TensorFlow at module level (``keras-margins --help`` stays fast).
+Nothing here imports Keras or TensorFlow at module level (``keras-margins --help`` and usage
+errors stay fast); the dataset names come from ``keras_margins.registry``.
 """
 
 import dataclasses
 
+from keras_margins.registry import IMAGE_BACKBONES, TFDS_DATASETS
+
 DIGITS = ("digits", "digits-zero-shot")
-TFDS = ("mnist", "cifar10", "cifar100", "caltech_birds2011", "cars196", "stanford_online_products")
+#: The TFDS datasets (``keras_margins.registry.TFDS_DATASETS``, read by ``km.data.load_tfds``).
+TFDS = tuple(TFDS_DATASETS)
 #: ``--dataset`` choices.
 DATASETS = DIGITS + TFDS
-#: ``--backbone`` choices: "auto" picks the dataset's default (below).
-BACKBONE_CHOICES = ("auto", "mlp", "small_cnn", "resnet50", "resnet101", "resnet50_v2",
-                    "inception_v3", "densenet121", "mobilenet_v2", "efficientnet_b0")
+#: ``--backbone`` choices: "auto" picks the dataset's default (below), "mlp" is for the digits'
+#: feature vectors, the others are ``km.models.image_backbone``'s (``registry.IMAGE_BACKBONES``).
+BACKBONE_CHOICES = ("auto", "mlp", *IMAGE_BACKBONES)
+#: Classes of the digits' training splits (``digits``: 0-9; ``digits-zero-shot``: 0-4).
+DIGITS_TRAIN_CLASSES = {"digits": 10, "digits-zero-shot": 5}
+
+
+def train_classes(name):
+    """How many classes the training split of ``--dataset name`` has, without loading it."""
+    if name in DIGITS:
+        return DIGITS_TRAIN_CLASSES[name]
+    _, num_classes, first_test = TFDS_DATASETS[name]
+    return num_classes if first_test is None else first_test
+
+
+def check_backbone(name, backbone, weights=None):
+    """``ValueError`` naming ``--backbone`` / ``--weights`` when the choice cannot take the
+    dataset's inputs (``mlp`` takes the digits' feature vectors, the others images)."""
+    if backbone not in BACKBONE_CHOICES:
+        raise ValueError(f"`--backbone` must be one of {BACKBONE_CHOICES}; got {backbone!r}.")
+    chosen = ("mlp" if name in DIGITS else None) if backbone == "auto" else backbone
+    if chosen == "mlp" and name not in DIGITS:
+        raise ValueError(f"`--backbone mlp` takes feature vectors; {name} has images.")
+    if chosen not in (None, "mlp") and name in DIGITS:
+        raise ValueError(f"`--backbone {chosen}` takes images; {name} has feature vectors.")
+    if chosen == "mlp" and weights is not None:
+        raise ValueError("`--weights` applies to the keras.applications backbones.")
 
 
 @dataclasses.dataclass
@@ -51,27 +79,24 @@ class Dataset:
         return self.arrays is None
 
     def _tfds_kwargs(self):
-        return dict(image_size=self.image_size, normalize=None, data_dir=self.data_dir)
+        # Raw pixels: the backbones scale them inside the model (and its export).
+        return dict(image_size=self.image_size, normalize="raw", data_dir=self.data_dir)
 
-    def train_stream(self, batch_size, seed, samples_per_class=None, steps_per_epoch=None):
-        """``(fit_args, fit_kwargs)`` for ``model.fit``: shuffled (augmented) batches, or
-        P×K batches (P = batch_size // samples_per_class) when ``samples_per_class`` is set."""
+    def train_stream(self, batch_size, seed, pk=None, steps_per_epoch=None):
+        """``(fit_args, fit_kwargs)`` for ``model.fit``: shuffled (augmented) batches of
+        ``batch_size``, or P×K batches when ``pk = (P, K)`` is given (checked by the caller:
+        ``train.pk_shape``)."""
         from keras_margins import data
 
-        if samples_per_class is not None:
-            p = batch_size // samples_per_class
-            if p < 2:
-                raise ValueError(
-                    f"`--batch-size` {batch_size} must hold at least 2 classes × "
-                    f"{samples_per_class} samples (`--samples-per-class`) for a pair loss."
-                )
+        if pk is not None:
+            p, k = pk
             if self.is_tfds:
                 stream = data.tfds_pk_batches(
-                    self.name, p, samples_per_class, seed=seed, augment=True,
+                    self.name, p, k, seed=seed, augment=True,
                     steps_per_epoch=steps_per_epoch, **self._tfds_kwargs(),
                 )
             else:
-                stream = data.pk_batches(self.arrays[0], p, samples_per_class, seed=seed,
+                stream = data.pk_batches(self.arrays[0], p, k, seed=seed,
                                          steps_per_epoch=steps_per_epoch)
             return (stream,), {"shuffle": False}
         if not self.is_tfds:
@@ -135,7 +160,7 @@ def open_dataset(name, data_dir=None, image_size=None):
         (x, y), _ = arrays
         return Dataset(name, zero_shot, int(y.max()) + 1, tuple(x.shape[1:]), "mlp", 64,
                        arrays=arrays)
-    from keras_margins.data import TFDS_DATASETS, split_classes
+    from keras_margins.data import split_classes
 
     _, _, first_test = TFDS_DATASETS[name]
     retrieval = first_test is not None
@@ -169,11 +194,8 @@ def _check_prepared(name, data_dir):
 
 def default_backbone(dataset, backbone):
     """The backbone choice for a dataset (``auto`` = the dataset's default)."""
-    if backbone not in BACKBONE_CHOICES:
-        raise ValueError(f"`--backbone` must be one of {BACKBONE_CHOICES}; got {backbone!r}.")
+    check_backbone(dataset.name, backbone)
     chosen = dataset.backbone if backbone == "auto" else backbone
-    if chosen == "mlp" and len(dataset.input_shape) != 1:
-        raise ValueError(f"`--backbone mlp` takes feature vectors; {dataset.name} has images.")
     if chosen != "mlp" and len(dataset.input_shape) != 3:
         raise ValueError(f"`--backbone {chosen}` takes images; {dataset.name} has feature vectors.")
     return chosen
@@ -184,8 +206,7 @@ def build_backbone(dataset, backbone, embedding_dim, weights=None):
     from keras_margins import models
 
     chosen = default_backbone(dataset, backbone)
+    check_backbone(dataset.name, chosen, weights)
     if chosen == "mlp":
-        if weights is not None:
-            raise ValueError("`--weights` applies to the keras.applications backbones.")
         return models.mlp_backbone(dataset.input_shape[0], embedding_dim)
     return models.image_backbone(chosen, dataset.input_shape, embedding_dim, weights=weights)

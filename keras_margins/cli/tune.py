@@ -4,6 +4,7 @@
 import os
 
 from keras_margins.cli.common import check_export_target, positive_int
+from keras_margins.registry import FAMILIES, TUNERS, tuned_families
 
 HELP = "search loss, scale and margin with KerasTuner on digits"
 
@@ -12,10 +13,7 @@ TASKS = {"digits-zero-shot": "retrieval", "digits": "classification"}
 
 
 def add_parser(subparsers):
-    """Add the ``tune`` sub-parser (``--losses`` names come from the registry)."""
-    from keras_margins.registry import FAMILIES, tuned_families
-    from keras_margins.tuning import TUNERS
-
+    """Add the ``tune`` sub-parser (``--losses`` and ``--tuner`` names come from the registry)."""
     parser = subparsers.add_parser(
         "tune",
         help=HELP,
@@ -31,7 +29,8 @@ def add_parser(subparsers):
                              "digits: 10 classes, objective val_accuracy")
     parser.add_argument("--losses", default=None,
                         help=f"comma-separated families (default: "
-                             f"{','.join(tuned_families())}; known: {', '.join(FAMILIES)})")
+                             f"{','.join(tuned_families())}; known: {', '.join(FAMILIES)}; "
+                             "not the pair-wise circle_pair / ensemble)")
     parser.add_argument("--tuner", choices=sorted(TUNERS), default="random")
     parser.add_argument("--max-trials", type=positive_int, default=10)
     parser.add_argument("--epochs", type=positive_int, default=10)
@@ -47,17 +46,16 @@ def add_parser(subparsers):
                              "(without --resume or --overwrite an existing search is an error)")
     parser.add_argument("--export-dir", default="saved_models/tuned_digits",
                         help="TF Serving model folder of the best embedding model ('' skips)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=check_args)
     return parser
 
 
-def run(args):
-    """Run ``keras-margins tune`` from parsed arguments; returns the exit code."""
-    import keras
-
-    from keras_margins import export, tuning
-    from keras_margins.models import mlp_backbone
-
+def check_args(args):
+    """What can be checked without Keras: the family names, the search folder."""
+    losses = args.losses.split(",") if args.losses else []
+    unknown = [name for name in losses if name not in FAMILIES]
+    if unknown:
+        raise ValueError(f"`--losses` has unknown families {unknown}; known: {', '.join(FAMILIES)}.")
     project = args.project_name or args.dataset
     if args.resume and args.overwrite:
         raise ValueError("`--resume` and `--overwrite` exclude each other.")
@@ -69,12 +67,29 @@ def run(args):
             "--resume to continue it, --overwrite to start over, or another --directory / "
             "--project-name."
         )
+
+
+def run(args):
+    """Run ``keras-margins tune`` from parsed arguments; returns the exit code."""
+    import keras
+
+    from keras_margins import export, tuning
+    from keras_margins.models import mlp_backbone
+
+    check_args(args)
+    project = args.project_name or args.dataset
+    losses = args.losses.split(",") if args.losses else None
+    for name in losses or ():
+        if not FAMILIES[name].wants_head:
+            raise ValueError(
+                f"`--losses`: {name} trains no class head (a pair-wise recipe); the search "
+                "covers losses that train one."
+            )
     if args.export_dir:
         check_export_target(args.export_dir, "--export-dir")
     keras.utils.set_random_seed(args.seed)
     task = TASKS[args.dataset]
     train, validation, test, num_classes = tuning.digits_search_data(task, args.seed)
-    losses = args.losses.split(",") if args.losses else None
     hypermodel = tuning.MarginHyperModel(
         lambda: mlp_backbone(train[0].shape[1], args.embedding_dim, hidden=128),
         num_classes, losses=losses,

@@ -17,25 +17,21 @@ dataset                     train classes      test classes         default imag
 ``cifar100``                ``train``)
 =========================== ================== ==================== ==================
 
+Pixels are raw, float32 in [0, 255], by default (``normalize="raw"``): the backbones of
+``km.models`` hold their own scaling as a layer, so the model and its export take raw pixels.
+``normalize`` takes the other names of the same vocabulary (``km.models.backbones.PIXEL_SCALINGS``)
+for a model that does not scale its inputs itself.
+
 Nothing is downloaded unless ``download=True``: point ``data_dir`` at prepared TFDS data.
 """
 
 import numpy as np
 
-#: name -> (label feature, number of classes, first test class or None for the TFDS splits)
-TFDS_DATASETS = {
-    "cars196": ("label", 196, 98),
-    "caltech_birds2011": ("label", 200, 100),
-    "stanford_online_products": ("class_id", 22634, 11318),
-    "mnist": ("label", 10, None),
-    "cifar10": ("label", 10, None),
-    "cifar100": ("label", 100, None),
-}
+from keras_margins.models.backbones import PIXEL_SCALINGS, RGB_SCALINGS, scale_pixels
+from keras_margins.registry import TFDS_DATASETS
+
 _RETRIEVAL_IMAGE_SIZE = 224
 _RETRIEVAL_IMAGE_SIZE_PAIR = (_RETRIEVAL_IMAGE_SIZE, _RETRIEVAL_IMAGE_SIZE)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
-_NORMALIZATIONS = ("unit", "symmetric", "imagenet", None)
 
 
 def split_classes(name, split="train"):
@@ -66,13 +62,10 @@ def _check_name(name):
 
 
 def _normalise(image, normalize):
-    if normalize == "unit":
-        return image / 255.0
-    if normalize == "symmetric":
-        return image / 127.5 - 1.0
-    if normalize == "imagenet":
-        return (image / 255.0 - _IMAGENET_MEAN) / _IMAGENET_STD
-    return image
+    """``image`` (float32, [0, 255]) scaled as ``normalize`` (a ``PIXEL_SCALINGS`` name)."""
+    import tensorflow as tf
+
+    return scale_pixels(image, normalize, constant=lambda v: tf.constant(v, tf.float32))
 
 
 def _stored_size(name, image_size, augment):
@@ -150,10 +143,14 @@ def _image_size(name, image_size):
 
 
 def _check_normalize(name, normalize):
-    if normalize not in _NORMALIZATIONS:
-        raise ValueError(f"`normalize` must be one of {_NORMALIZATIONS}; got {normalize!r}.")
-    if normalize == "imagenet" and name == "mnist":
-        raise ValueError("`normalize='imagenet'` needs RGB images; mnist is grey-scale.")
+    """The scaling name of ``normalize`` (None is ``"raw"``); ``ValueError`` when unknown or
+    when it needs RGB and the dataset is grey-scale."""
+    normalize = "raw" if normalize is None else normalize
+    if normalize not in PIXEL_SCALINGS:
+        raise ValueError(f"`normalize` must be one of {PIXEL_SCALINGS} or None; got {normalize!r}.")
+    if normalize in RGB_SCALINGS and name == "mnist":
+        raise ValueError(f"`normalize={normalize!r}` needs RGB images; mnist is grey-scale.")
+    return normalize
 
 
 def _examples(name, split, data_dir, shuffle, seed, download):
@@ -181,7 +178,7 @@ def load_tfds(
     name,
     split="train",
     image_size="default",
-    normalize="unit",
+    normalize="raw",
     data_dir=None,
     batch_size=None,
     shuffle=False,
@@ -199,8 +196,12 @@ def load_tfds(
         image_size: ``int`` or ``(height, width)`` for a bilinear resize; ``None`` keeps the
             stored size; ``"default"`` (the default) is 224 for the retrieval sets, native
             otherwise.
-        normalize: ``"unit"`` ([0, 1], default), ``"symmetric"`` ([-1, 1]), ``"imagenet"``
-            (ImageNet mean/std of RGB, 3-channel data only) or ``None`` (0–255 floats).
+        normalize: the pixel scaling, one of ``km.models.backbones.PIXEL_SCALINGS``:
+            ``"raw"`` (default, or ``None``: floats in [0, 255], what ``km.models``'
+            backbones take, their scaling being a layer of the model), ``"unit"`` ([0, 1]),
+            ``"symmetric"`` ([-1, 1]), ``"imagenet"`` (ImageNet mean/std) or ``"caffe"``
+            (BGR, ImageNet mean subtracted); the last two need RGB data. Scale here only
+            for a model that does not scale its inputs itself.
         data_dir: TFDS data directory holding the prepared dataset (default None: TFDS's).
         batch_size: batch the dataset, images must then share a size (default None).
         shuffle: shuffle the examples (file and example order) with ``seed`` (default False).
@@ -221,7 +222,7 @@ def load_tfds(
     import tensorflow as tf
 
     split_classes(name, split)  # checks name and split
-    _check_normalize(name, normalize)
+    normalize = _check_normalize(name, normalize)
     image_size = _image_size(name, image_size)
     if batch_size is not None and image_size is None and TFDS_DATASETS[name][2] is not None:
         raise ValueError(f"`batch_size` needs an `image_size`: {name} images differ in size.")
@@ -245,7 +246,7 @@ def tfds_pk_batches(
     k,
     split="train",
     image_size="default",
-    normalize="unit",
+    normalize="raw",
     data_dir=None,
     seed=0,
     augment=True,
@@ -257,8 +258,7 @@ def tfds_pk_batches(
 
     The split is read once and kept in memory compactly: MNIST/CIFAR as uint8 arrays, the
     retrieval sets resized (to 8/7 of ``image_size`` with ``augment``) and JPEG-encoded
-    (quality 95; about 1.5 GB for SOP's 60 k training images at 256 px). Each batch is then
-    decoded, augmented and normalised inside tf.data.
+    (quality 95). Each batch is then decoded, augmented and scaled inside tf.data.
 
     Args:
         name: one of ``TFDS_DATASETS``.
@@ -266,7 +266,7 @@ def tfds_pk_batches(
         k: samples per class.
         split: ``"train"`` or ``"test"`` (default ``"train"``).
         image_size: as in ``load_tfds`` (default ``"default"``); the retrieval sets need one.
-        normalize: as in ``load_tfds`` (default ``"unit"``).
+        normalize: the pixel scaling, as in ``load_tfds`` (default ``"raw"``: [0, 255]).
         data_dir: TFDS data directory (default None).
         seed: sampling and augmentation seed (default 0).
         augment: the training augmentation of ``load_tfds`` (default True).
@@ -290,7 +290,7 @@ def tfds_pk_batches(
     from keras_margins.data.pk_sampler import pk_batches
 
     split_classes(name, split)
-    _check_normalize(name, normalize)
+    normalize = _check_normalize(name, normalize)
     image_size = _image_size(name, image_size)
     retrieval = TFDS_DATASETS[name][2] is not None
     if retrieval and image_size is None:
@@ -346,25 +346,66 @@ def tfds_pk_batches(
     ).prefetch(tf.data.AUTOTUNE)
 
 
-def _named(name):
-    def loader(split="train", **kwargs):
-        return load_tfds(name, split, **kwargs)
+# ----------------------------------------------------------------------------- named loaders
+def cars196(split="train", **kwargs):
+    """Cars196 (Krause et al., 2013): 16 185 images of 196 car models. ``"train"`` is the
+    first 98 classes, ``"test"`` the other 98 (images of TFDS's train and test pooled), at
+    224 px by default. ``kwargs`` are those of ``km.data.load_tfds``.
 
-    loader.__name__ = loader.__qualname__ = name
-    loader.__doc__ = (
-        f"``load_tfds({name!r}, split, **kwargs)``: the {name} {{train, test}} split as "
-        f"(image, label) pairs; see ``km.data.load_tfds`` for the arguments.\n\n"
-        f"    Example:\n"
-        f"        >>> ds = km.data.{name}('train', data_dir='~/tensorflow_datasets')\n"
-        f"        >>> test = km.data.{name}('test', batch_size=64)\n"
-        f"        >>> model.fit(ds.batch(32))\n"
-    )
-    return loader
+    Example:
+        >>> train = km.data.cars196("train", data_dir="~/tensorflow_datasets", batch_size=32)
+        >>> model.fit(train, epochs=10)   # raw pixels: the backbone scales them
+    """
+    return load_tfds("cars196", split, **kwargs)
 
 
-cars196 = _named("cars196")
-caltech_birds2011 = _named("caltech_birds2011")
-stanford_online_products = _named("stanford_online_products")
-mnist = _named("mnist")
-cifar10 = _named("cifar10")
-cifar100 = _named("cifar100")
+def caltech_birds2011(split="train", **kwargs):
+    """CUB-200-2011 (Wah et al., 2011): 11 788 images of 200 bird species. ``"train"`` is
+    classes 0–99, ``"test"`` classes 100–199 (TFDS's splits pooled), at 224 px by default.
+    ``kwargs`` are those of ``km.data.load_tfds``.
+
+    Example:
+        >>> test = km.data.caltech_birds2011("test", batch_size=64)   # retrieval among 100 unseen species
+    """
+    return load_tfds("caltech_birds2011", split, **kwargs)
+
+
+def stanford_online_products(split="train", **kwargs):
+    """Stanford Online Products (Oh Song et al., 2016): 120 053 images of 22 634 products.
+    ``"train"`` is classes 0–11317 (TFDS's ``train``), ``"test"`` classes 11318–22633
+    (TFDS's ``test``), at 224 px by default. ``kwargs`` are those of ``km.data.load_tfds``.
+
+    Example:
+        >>> ds = km.data.stanford_online_products("train", shuffle=True, batch_size=32)
+    """
+    return load_tfds("stanford_online_products", split, **kwargs)
+
+
+def mnist(split="train", **kwargs):
+    """MNIST: 28×28 grey-scale digits, TFDS's own ``"train"`` (60 000) and ``"test"``
+    (10 000) splits over the 10 classes. ``kwargs`` are those of ``km.data.load_tfds``.
+
+    Example:
+        >>> train = km.data.mnist("train", batch_size=128, shuffle=True, augment=True)
+    """
+    return load_tfds("mnist", split, **kwargs)
+
+
+def cifar10(split="train", **kwargs):
+    """CIFAR-10: 32×32 colour images of 10 classes, TFDS's own ``"train"`` (50 000) and
+    ``"test"`` (10 000) splits. ``kwargs`` are those of ``km.data.load_tfds``.
+
+    Example:
+        >>> test = km.data.cifar10("test", batch_size=256)
+    """
+    return load_tfds("cifar10", split, **kwargs)
+
+
+def cifar100(split="train", **kwargs):
+    """CIFAR-100: 32×32 colour images of 100 classes, TFDS's own ``"train"`` (50 000) and
+    ``"test"`` (10 000) splits. ``kwargs`` are those of ``km.data.load_tfds``.
+
+    Example:
+        >>> train = km.data.cifar100("train", batch_size=128, shuffle=True, augment=True)
+    """
+    return load_tfds("cifar100", split, **kwargs)

@@ -1,33 +1,75 @@
 """Image backbones for the papers' datasets: a small CNN for 28–32 px images and the
-``keras.applications`` architectures (no weights downloaded) for the 224 px retrieval sets.
+``keras.applications`` architectures (no weights downloaded) for the 224 px retrieval sets,
+and the one pixel vocabulary of the library.
 
-Every backbone here takes images with values in [0, 255] (``km.data.load_tfds(...,
-normalize=None)``) and carries its own input scaling as a layer, so the saved ``.keras``
-model and its TF Serving export take raw pixels, and a local ImageNet weights file (``weights=``)
-sees exactly the preprocessing it was trained with.
+Every backbone here takes raw pixels in [0, 255] (what ``km.data.load_tfds`` and
+``km.data.tfds_pk_batches`` give by default) and carries its own input scaling as a layer, so
+the saved ``.keras`` model and its TF Serving export take raw pixels, and a local ImageNet
+weights file (``weights=``) sees exactly the preprocessing it was trained with.
+
+Pixel scalings (``PIXEL_SCALINGS``), shared by ``ImagePreprocessing`` and the loaders'
+``normalize=`` argument, all from [0, 255]:
+
+=============== ============================================ ==============================
+name            result                                       ``keras.applications`` mode
+=============== ============================================ ==============================
+``"raw"``       unchanged, [0, 255]                          (EfficientNet rescales inside)
+``"unit"``      x / 255, [0, 1]
+``"symmetric"`` x / 127.5 − 1, [−1, 1]                       ``"tf"``
+``"imagenet"``  (x / 255 − ImageNet mean) / ImageNet std     ``"torch"``
+``"caffe"``     RGB → BGR, ImageNet mean (BGR) subtracted    ``"caffe"``
+=============== ============================================ ==============================
 """
 
 import os
 
 import keras
-from keras.applications import imagenet_utils
+import numpy as np
 
-#: name -> (keras.applications constructor name, preprocess_input mode, minimum image side).
-#: The mode is the one ``keras.applications.<family>.preprocess_input`` applies (``"caffe"``:
-#: BGR, ImageNet mean subtracted; ``"tf"``: [-1, 1]; ``"torch"``: ImageNet mean/std on [0, 1];
-#: ``"none"``: the architecture rescales inside, as EfficientNet does).
-ARCHITECTURES = {
-    "resnet50": ("ResNet50", "caffe", 32),
-    "resnet101": ("ResNet101", "caffe", 32),
-    "resnet50_v2": ("ResNet50V2", "tf", 32),
-    "inception_v3": ("InceptionV3", "tf", 75),
-    "densenet121": ("DenseNet121", "torch", 32),
-    "mobilenet_v2": ("MobileNetV2", "tf", 32),
-    "efficientnet_b0": ("EfficientNetB0", "none", 32),
-}
-#: ``image_backbone`` choices: the small CNN and the ``keras.applications`` architectures.
-BACKBONES = ("small_cnn", *ARCHITECTURES)
-_MODES = ("caffe", "tf", "torch", "none", "unit")
+from keras_margins.registry import IMAGE_ARCHITECTURES as ARCHITECTURES
+from keras_margins.registry import IMAGE_BACKBONES as BACKBONES
+
+__all__ = ["ARCHITECTURES", "BACKBONES", "PIXEL_SCALINGS", "ImagePreprocessing", "image_backbone",
+           "scale_pixels", "small_cnn_backbone"]
+
+#: The pixel scalings (see the module docstring), each a function of pixels in [0, 255].
+PIXEL_SCALINGS = ("raw", "unit", "symmetric", "imagenet", "caffe")
+#: Scalings that need RGB images.
+RGB_SCALINGS = ("imagenet", "caffe")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# Names ImagePreprocessing took before the vocabulary was shared (kept for saved files).
+_FORMER_NAMES = {"none": "raw", "tf": "symmetric", "torch": "imagenet"}
+
+
+def _float32(values):
+    return np.asarray(values, dtype="float32")
+
+
+def scale_pixels(images, scaling, constant=_float32):
+    """Pixels in [0, 255] (..., channels) scaled as ``scaling`` (one of ``PIXEL_SCALINGS``).
+
+    Arithmetic only, so it runs on NumPy arrays, TensorFlow tensors (inside ``tf.data``) and
+    backend tensors alike; ``constant`` turns the per-channel constants into arrays of the
+    images' kind and dtype (default: float32 NumPy arrays).
+
+    Example:
+        >>> import numpy as np, keras_margins as km
+        >>> km.models.scale_pixels(np.array([[0.0, 127.5, 255.0]], "float32"), "symmetric")
+        array([[-1.,  0.,  1.]], dtype=float32)
+    """
+    if scaling == "raw":
+        return images
+    if scaling == "unit":
+        return images / 255.0
+    if scaling == "symmetric":
+        return images / 127.5 - 1.0
+    if scaling == "imagenet":
+        return (images / 255.0 - constant(IMAGENET_MEAN)) / constant(IMAGENET_STD)
+    if scaling == "caffe":
+        return images[..., ::-1] - constant(CAFFE_MEAN_BGR)
+    raise ValueError(f"the pixel scaling must be one of {PIXEL_SCALINGS}; got {scaling!r}.")
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -35,37 +77,43 @@ class ImagePreprocessing(keras.layers.Layer):
     """Pixel values in [0, 255] to what a backbone expects, as a saveable layer.
 
     Args:
-        mode: ``"unit"`` (divide by 255), ``"none"`` (pass through) or a
-            ``keras.applications.imagenet_utils.preprocess_input`` mode: ``"caffe"``, ``"tf"``,
-            ``"torch"``.
+        mode: one of ``PIXEL_SCALINGS``: ``"raw"`` (pass through), ``"unit"`` ([0, 1]),
+            ``"symmetric"`` ([−1, 1]), ``"imagenet"`` (ImageNet mean/std), ``"caffe"`` (BGR,
+            ImageNet mean subtracted). Default ``"unit"``.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Example:
         >>> import keras, numpy as np, keras_margins as km
-        >>> layer = km.models.ImagePreprocessing("tf")    # [0, 255] -> [-1, 1]
+        >>> layer = km.models.ImagePreprocessing("symmetric")    # [0, 255] -> [-1, 1]
         >>> float(keras.ops.max(layer(np.full((1, 2, 2, 3), 255.0, "float32"))))
         1.0
     """
 
     def __init__(self, mode="unit", **kwargs):
         super().__init__(**kwargs)
-        if mode not in _MODES:
-            raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
+        if mode not in PIXEL_SCALINGS:
+            raise ValueError(f"`mode` must be one of {PIXEL_SCALINGS}; got {mode!r}.")
         self.mode = mode
 
     def call(self, images):
         images = keras.ops.cast(images, self.compute_dtype)
-        if self.mode == "unit":
-            return images / 255.0
-        if self.mode == "none":
-            return images
-        return imagenet_utils.preprocess_input(images, data_format="channels_last", mode=self.mode)
+        return scale_pixels(
+            images, self.mode,
+            constant=lambda v: keras.ops.convert_to_tensor(v, dtype=self.compute_dtype),
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        mode = config.get("mode")
+        config["mode"] = _FORMER_NAMES.get(mode, mode)
+        return cls(**config)
 
 
 def _check_dims(input_shape, embedding_dim):

@@ -1,13 +1,12 @@
 """TFDS loaders, offline: tfds.testing.mock_data generates random examples from the dataset's
-feature spec (no download, no prepared files)."""
+feature spec (no download, no prepared files). tf.data pipelines, whatever the Keras backend."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 import keras_margins as km
-
-pytestmark = pytest.mark.tf_only  # TFDS / tf.data pipelines, independent of the Keras backend
 
 RETRIEVAL = ("cars196", "caltech_birds2011", "stanford_online_products")
 N_MOCK = 30  # examples per TFDS split under mock_data
@@ -31,7 +30,7 @@ def test_retrieval_sets_are_class_disjoint_and_cover_both_tfds_splits(name):
     # TFDS train + test pooled, then cut by class: every example lands on exactly one side.
     assert sorted(np.r_[y_train, y_test].tolist()) == all_labels and len(y_test) > 0
     assert image.shape == (24, 24, 3) and image.dtype == "float32" and label.dtype == "int32"
-    assert 0.0 <= float(np.min(image)) and float(np.max(image)) <= 1.0
+    assert 0.0 <= float(np.min(image)) and 1.0 < float(np.max(image)) <= 255.0  # raw pixels
     assert km.data.split_classes(name, "test") == range(first_test[name], km.data.TFDS_DATASETS[name][1])
 
 
@@ -54,20 +53,47 @@ def test_named_loaders_default_to_224_and_batch():
     assert images.shape == (2, 224, 224, 3) and labels.shape == (2,)
 
 
-@pytest.mark.parametrize("normalize, lo, hi", [("symmetric", -1.0, 1.0), (None, 0.0, 255.0),
-                                               ("imagenet", -2.2, 2.7)])
-def test_normalisations(normalize, lo, hi):
-    with tfds.testing.mock_data(num_examples=4):
-        raw = np.stack([x for x, _ in km.data.cifar10("train", normalize=None).as_numpy_iterator()])
+def _numpy_scaling(raw, scaling):
+    """The pixel scalings, written out per pixel."""
+    out = np.empty_like(raw, dtype="float64")
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for index in np.ndindex(raw.shape[:-1]):
+        rgb = raw[index].astype("float64")
+        out[index] = {
+            "raw": rgb, "unit": rgb / 255.0, "symmetric": rgb / 127.5 - 1.0,
+            "imagenet": (rgb / 255.0 - mean) / std,
+            "caffe": rgb[::-1] - np.array([103.939, 116.779, 123.68]),
+        }[scaling]
+    return out
+
+
+@pytest.mark.parametrize("normalize", [None, *km.models.backbones.PIXEL_SCALINGS])
+def test_pixel_scalings_are_the_backbones_vocabulary(normalize):
+    """``normalize=`` takes the names of ``ImagePreprocessing``'s modes and gives the same
+    values: one vocabulary, one implementation (NumPy reference per pixel)."""
+    with tfds.testing.mock_data(num_examples=3):
+        raw = np.stack([x for x, _ in km.data.cifar10("train", normalize="raw").as_numpy_iterator()])
         got = np.stack(
             [x for x, _ in km.data.cifar10("train", normalize=normalize).as_numpy_iterator()]
         )
-    assert lo <= got.min() and got.max() <= hi
-    if normalize == "symmetric":
-        np.testing.assert_allclose(got, raw / 127.5 - 1.0, atol=1e-6)
-    if normalize == "imagenet":
-        want = (raw / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    scaling = "raw" if normalize is None else normalize
+    np.testing.assert_allclose(got, _numpy_scaling(raw, scaling), rtol=1e-5, atol=1e-4)
+    layer = km.models.ImagePreprocessing(scaling)
+    np.testing.assert_allclose(got, keras.ops.convert_to_numpy(layer(raw)), rtol=1e-5, atol=1e-4)
+
+
+def test_loaders_default_to_raw_pixels_the_backbones_scale():
+    """The default pipeline gives [0, 255] floats, what km.models' backbones take (their
+    scaling is a layer of the model): no pixel is divided by 255 twice."""
+    with tfds.testing.mock_data(num_examples=4):
+        default = np.stack([x for x, _ in km.data.cifar10("train").as_numpy_iterator()])
+        pk_batch, _ = next(iter(km.data.tfds_pk_batches("cifar10", 2, 2, augment=False)))
+        raw = np.stack([x for x, _ in km.data.cifar10("train", normalize="raw").as_numpy_iterator()])
+    np.testing.assert_array_equal(default, raw)
+    assert default.max() > 1.0 and default.min() >= 0.0
+    assert float(np.max(pk_batch)) > 1.0
+    backbone = km.models.small_cnn_backbone((32, 32, 3), 4, widths=(4,))
+    assert backbone.layers[0].mode == "unit"   # the model scales the raw pixels itself
 
 
 def test_data_dir_and_shuffle_are_passed_to_tfds(monkeypatch, tmp_path):
@@ -95,6 +121,8 @@ def test_data_dir_and_shuffle_are_passed_to_tfds(monkeypatch, tmp_path):
         (dict(split="validation"), "`split`"),
         (dict(normalize="zscore"), "`normalize`"),
         (dict(name="mnist", normalize="imagenet"), "grey"),
+        (dict(name="mnist", normalize="caffe"), "grey"),
+        (dict(normalize="tf"), "`normalize`"),
         (dict(image_size=0), "image_size"),
         (dict(image_size=(3, 4, 5)), "image_size"),
         (dict(image_size=None, batch_size=4), "batch_size"),

@@ -19,18 +19,18 @@ def _reference(images, mode):
         rgb = images[n, h, w].astype("float64")
         if mode == "unit":
             out[n, h, w] = rgb / 255.0
-        elif mode == "none":
+        elif mode == "raw":
             out[n, h, w] = rgb
-        elif mode == "tf":
+        elif mode == "symmetric":
             out[n, h, w] = rgb / 127.5 - 1.0
-        elif mode == "torch":
+        elif mode == "imagenet":
             out[n, h, w] = (rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
         else:  # caffe: RGB -> BGR, ImageNet mean (BGR) subtracted, no scaling
             out[n, h, w] = rgb[::-1] - CAFFE_MEAN_BGR
     return out
 
 
-@pytest.mark.parametrize("mode", ["unit", "none", "tf", "torch", "caffe"])
+@pytest.mark.parametrize("mode", ["unit", "raw", "symmetric", "imagenet", "caffe"])
 def test_image_preprocessing_matches_numpy(mode):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 3, 4, 3)).astype("float32")
@@ -39,6 +39,31 @@ def test_image_preprocessing_matches_numpy(mode):
     np.testing.assert_allclose(got, _reference(images, mode), rtol=1e-5, atol=1e-4)
     if mode == "caffe":  # red lands in the last (R of BGR) channel
         np.testing.assert_allclose(got[0, 0, 0], [-103.939, -116.779, 255.0 - 123.68], atol=1e-3)
+    # the same function on plain NumPy arrays (what the tf.data loaders run)
+    np.testing.assert_allclose(km.models.backbones.scale_pixels(images, mode),
+                               _reference(images, mode), rtol=1e-5, atol=1e-4)
+
+
+def test_the_vocabulary_is_keras_applications_preprocessing():
+    """Each scaling is what ``keras.applications``' own ``preprocess_input`` does (modes
+    ``"tf"``, ``"torch"``, ``"caffe"``), so a local ImageNet weights file sees its inputs."""
+    from keras.applications import imagenet_utils
+
+    images = np.random.default_rng(3).integers(0, 256, (2, 3, 3, 3)).astype("float32")
+    for ours, theirs in (("symmetric", "tf"), ("imagenet", "torch"), ("caffe", "caffe")):
+        want = imagenet_utils.preprocess_input(images.copy(), data_format="channels_last",
+                                               mode=theirs)
+        got = keras.ops.convert_to_numpy(km.models.ImagePreprocessing(ours)(images))
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("former, now", [("tf", "symmetric"), ("torch", "imagenet"),
+                                         ("none", "raw"), ("caffe", "caffe")])
+def test_files_saved_with_the_former_mode_names_load(former, now):
+    layer = km.models.ImagePreprocessing.from_config({"name": "preprocess", "mode": former})
+    assert layer.mode == now
+    with pytest.raises(ValueError, match="mode"):
+        km.models.ImagePreprocessing(former if former != "caffe" else "bgr")
 
 
 def test_small_cnn_shapes_and_round_trip(tmp_path):
@@ -77,7 +102,7 @@ def test_applications_backbone_round_trips_and_reads_a_local_weights_file(tmp_pa
 def test_every_architecture_is_a_keras_application():
     for name, (constructor, mode, side) in km.models.backbones.ARCHITECTURES.items():
         assert callable(getattr(keras.applications, constructor)), name
-        assert mode in ("caffe", "tf", "torch", "none") and side >= 32
+        assert mode in km.models.backbones.PIXEL_SCALINGS and side >= 32
     assert km.models.BACKBONES[0] == "small_cnn"
 
 
@@ -94,7 +119,7 @@ def test_every_architecture_is_a_keras_application():
         (lambda: km.models.image_backbone("small_cnn", (32, 32, 3), weights="x.h5"), "weights"),
         (lambda: km.models.small_cnn_backbone((4, 4, 1), 8), "input_shape"),
         (lambda: km.models.small_cnn_backbone((32, 32, 1), 8, widths=()), "widths"),
-        (lambda: km.models.ImagePreprocessing("imagenet"), "mode"),
+        (lambda: km.models.ImagePreprocessing("torch"), "mode"),
     ],
 )
 def test_bad_arguments_name_the_argument(call, argument):
