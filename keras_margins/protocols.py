@@ -127,6 +127,12 @@ def loss_score_kind(loss):
     return getattr(loss, "score_kind", None)
 
 
+def loss_takes_scores_of(loss, score_kind):
+    """True when ``loss`` takes the head's scores (``needs="scores"``) and declares them to be
+    ``score_kind`` (e.g. ``"cosine"``: what ``km.losses.PartialFC`` can wrap)."""
+    return loss_needs(loss) == "scores" and loss_score_kind(loss) == score_kind
+
+
 def wants_head(loss):
     """True when ``loss`` (an object or a class) trains a class head: it takes the head's
     scores, or is model-aware and declares ``wants_head`` (default True for model losses)."""
