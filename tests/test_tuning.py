@@ -237,12 +237,41 @@ def test_describe_reads_a_trial():
         "head_lr_multiplier=3")
 
 
+def test_modules_along_their_jobs_and_the_old_names():
+    from keras_margins.tuning import digits, hypermodel, search
+
+    assert tuning.MarginHyperModel is hypermodel.MarginHyperModel
+    assert tuning.make_tuner is search.make_tuner and tuning.trial_rows is search.trial_rows
+    assert tuning.digits_search_data is digits.digits_search_data
+    assert tuning.held_out_score is digits.held_out_score
+    assert tuning.LossFamily is registry.LossFamily and tuning.Param is registry.Param
+    assert set(tuning.TUNERS) == set(registry.TUNERS)
+    for name in tuning.__all__:
+        assert hasattr(tuning, name), name
+
+
+def test_models_are_margin_models_and_defaults_can_come_from_the_loss():
+    """Every trial model is a MarginModel; a Param without a default starts at the loss
+    constructor's own default."""
+    family = registry.LossFamily(km.losses.CosFace, km.layers.LargestMarginHead,
+                                 (registry.Param("margin", 0.1, 0.6),))
+    hm = tuning.MarginHyperModel(_backbone, NUM_CLASSES, losses=("cosface",),
+                                 families={"cosface": family})
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    assert isinstance(model, km.models.MarginModel)
+    assert hp.values["cosface_margin"] == pytest.approx(km.losses.CosFace().margin)
+    assert model.loss.margin == pytest.approx(km.losses.CosFace().margin)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"num_classes": 1}, "num_classes"),
         ({"losses": ("softmaxx",)}, "losses"),
         ({"losses": ()}, "losses"),
+        ({"losses": ("circle_pair",)}, "no class head"),
+        ({"losses": ("arcface", "ensemble")}, "no class head"),
         ({"learning_rate": (0.1, 0.01)}, "learning_rate"),
         ({"head_lr_multiplier": 3.0}, "head_lr_multiplier"),
     ],
@@ -269,17 +298,20 @@ def test_bad_helpers_raise():
 
 def test_tune_subcommand_end_to_end(tmp_path, capsys):
     export_dir = tmp_path / "saved" / "digits"
-    export = keras.backend.backend() == "tensorflow"  # SavedModel export is TensorFlow-only
     argv = ["tune", "--losses", "cosface", "--max-trials", "1", "--epochs", "1",
-            "--directory", str(tmp_path / "runs"), "--export-dir", str(export_dir) if export else ""]
+            "--directory", str(tmp_path / "runs"), "--export-dir", str(export_dir)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "| trial | loss | scale | margin | val_map_at_r |" in out
     assert "| cosface |" in out and "best: CosFace(scale=" in out
     assert "map_at_r = " in out
-    assert (export_dir / "1" / "saved_model.pb").is_file() or not export
+    assert (export_dir / "1" / "saved_model.pb").is_file()  # TensorFlow or JAX (jax2tf)
     assert cli.main(["tune", "--losses", "softmaxx", "--directory", str(tmp_path), "--export-dir", ""]) == 2
     assert "softmaxx" in capsys.readouterr().err
+    assert cli.main(["tune", "--losses", "circle_pair", "--directory", str(tmp_path / "p"),
+                     "--export-dir", ""]) == 2
+    assert "no class head" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("loss", ["pod", "virtual_softmax"])
