@@ -16,9 +16,10 @@ def normalized_matmul(x, w):
         dW = xᵀ·(g/(||x_i|| ||w_j||)) − w_j · Σ_i g_ij cos_ij / ||w_j||²
         dx = (g/(||x_i|| ||w_j||))·Wᵀ − x_i · Σ_j g_ij cos_ij / ||x_i||²
     i.e. one matmul per input plus one fused pass, instead of autodiff through two
-    normalisations (measured: a cosine head + ArcFace step went from 1.18x to 1.11x a
-    Dense + softmax step, benchmarks/head_cost.py). Norms are floored at EPS: zero vectors
-    give cosine 0 and finite gradients.
+    normalisations (the cosine head's step time against Dense + softmax:
+    ``benchmarks/step_time.py`` and ``benchmarks/head_cost.py``, figures in
+    ``benchmarks/RESULTS.md``). Norms are floored at EPS: zero vectors give cosine 0 and
+    finite gradients.
     """
     inv_x = ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), EPS * EPS))
     inv_w = ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0, keepdims=True), EPS * EPS))
