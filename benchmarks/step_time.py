@@ -8,7 +8,7 @@ it. The baseline is ``Dense(C)`` + ``SparseCategoricalCrossentropy(from_logits=T
 same inputs. All cases of one C run interleaved (see ``_timing.py``); the reported ratio is
 the median of per-round paired ratios. XLA on and off are both measured for every case.
 
-Goal (issue 9): margin head + loss <= 1.10 x the plain softmax step under XLA.
+Goal: margin head + loss <= 1.10 x the plain softmax step under XLA.
 
 ``--label-check`` times instead each class-level loss with and without the XLA label check
 (``km.ops`` multiply the gathered target by 1 or NaN, so an out-of-range label poisons the

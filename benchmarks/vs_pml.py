@@ -13,7 +13,7 @@ that the loss values agree, then times one training step of each side by side:
   embeddings, ours (``PairCircleLoss``, with and without ``MultiSimilarityMiner``) vs PML's
   ``CircleLoss`` (with its ``MultiSimilarityMiner``).
 
-Goal (issue 9): our time / PML's time < 1.0.
+Goal: our time / PML's time < 1.0.
 
 Usage:
     python benchmarks/vs_pml.py

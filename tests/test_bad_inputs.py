@@ -472,7 +472,7 @@ MODEL_ROWS += [
                  "loss", id="EnsembleModel-compile_with_loss"),
 ]
 
-# Partial FC (issue 13): the sampler, the loss's arguments, the model it needs.
+# Partial FC: the sampler, the loss's arguments, the model it needs.
 MODEL_ROWS += [
     *[pytest.param(lambda r=rate: km.losses.PartialFC(km.losses.ArcFace(), sample_rate=r), "sample_rate",
                    id=f"PartialFC-sample_rate_{rate}") for rate in (0.0, -0.5, 1.5, True, "0.1")],
