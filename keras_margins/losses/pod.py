@@ -98,8 +98,10 @@ class POD(ModelLoss, MarginLoss):
     # ----------------------------------------------------------------------------- the loss
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
         head = model.head
-        features = ops.cast(outputs["embedding"], "float32")
-        centroids = ops.cast(class_vectors(head, "`model.head`", "POD"), "float32")
+        # float32 (also under mixed precision), or float64 when the loss is asked for float64
+        dtype = "float64" if self.dtype == "float64" else "float32"
+        features = ops.cast(outputs["embedding"], dtype)
+        centroids = ops.cast(class_vectors(head, "`model.head`", "POD"), dtype)
         if self.state is None:
             delta = self.delta
         else:
@@ -108,7 +110,8 @@ class POD(ModelLoss, MarginLoss):
                 cosines = outputs.get("scores") if head_score_kind(head) == "cosine" else None
                 if cosines is not None:
                     cosines = ops.cast(cosines, "float32")
-                self._accumulate_norms(ops.stop_gradient(features), centroids, cosines)
+                self._accumulate_norms(ops.stop_gradient(ops.cast(features, "float32")),
+                                       ops.cast(centroids, "float32"), cosines)
         packed = {"features": features, "centroids": centroids, "delta": delta}
         return self(y, packed, sample_weight=sample_weight)
 

@@ -73,8 +73,13 @@ class SampleMarginRegularizer(ModelLoss):
         self.weight = float(weight)
         super().__init__(name=name, **kwargs)
         self._penalty = _NegativeSampleMargin(
-            name="negative_sample_margin", reduction=self.reduction, dtype="float32"
+            name="negative_sample_margin", reduction=self.reduction, dtype=self.compute_dtype
         )
+
+    @property
+    def compute_dtype(self):
+        """float32 (also under mixed precision), or float64 when the loss is asked for it."""
+        return "float64" if self.dtype == "float64" else "float32"
 
     # ------------------------------------------------------------- state of the wrapped loss
     def wrapped_losses(self):
@@ -95,16 +100,18 @@ class SampleMarginRegularizer(ModelLoss):
 
     # ----------------------------------------------------------------------------- the loss
     def cosines(self, embedding, head, scores=None):
-        """cos θ (N, C) between the embeddings and the head's class vectors (float32): the
-        head's own output when it declares ``score_kind = "cosine"``."""
+        """cos θ (N, C) between the embeddings and the head's class vectors (float32, or float64
+        for a float64 loss): the head's own output when it declares ``score_kind = "cosine"``."""
+        dtype = self.compute_dtype
         if scores is not None and head_score_kind(head) == "cosine":
-            return ops.cast(scores, "float32")
-        kernel = ops.cast(class_vectors(head, "`model.head`", "SampleMarginRegularizer"), "float32")
-        return cosine_similarity(ops.cast(embedding, "float32"), kernel)
+            return ops.cast(scores, dtype)
+        kernel = ops.cast(class_vectors(head, "`model.head`", "SampleMarginRegularizer"), dtype)
+        return cosine_similarity(ops.cast(embedding, dtype), kernel)
 
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
         cos = self.cosines(outputs["embedding"], model.head, outputs.get("scores"))
-        base = ops.cast(loss_value(self.loss, y, outputs, model, sample_weight, training), "float32")
+        base = ops.cast(loss_value(self.loss, y, outputs, model, sample_weight, training),
+                        self.compute_dtype)
         if not self.weight:
             return base
         # Reduced like any Keras loss (sample weights, tf.distribute scaling).
