@@ -7,6 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import value_and_grad_of_variables
@@ -96,6 +97,92 @@ def test_gradient_on_a_k():
     np.testing.assert_allclose(grad, want, rtol=1e-5)
 
 
+def _cosine_outputs(seed, confident):
+    """Outputs of a step on 5 classes: cosines (confident: targets at 0.6, others in
+    [−0.5, 0.2], where LM-Softmax is negative and the margin losses are not near 0) and
+    embeddings."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(10) % 5
+    cos = rng.uniform(-0.8, 0.8, (10, 5))
+    if confident:
+        cos = rng.uniform(-0.5, 0.2, (10, 5))
+        cos[np.arange(10), y] = 0.6
+    emb = rng.normal(size=(10, 8))
+    return y, cos, emb
+
+
+def test_negative_member_against_the_running_mean_of_abs_reference():
+    """LM-Softmax can be negative: the ensemble normalises by the running mean of |L_k|
+    (tests/references.py: ensemble_steps), steps with negative and positive member values."""
+    members = [km.losses.LMSoftmax(5.0), km.losses.ArcFace(16.0, 0.3), km.losses.NormFace(8.0)]
+    ens = km.losses.LossEnsemble(members, prior=[1, 2, 3])
+    model = _model(dim=8, classes=5)
+    model.compile("sgd", loss=ens)
+    a = keras.ops.convert_to_numpy(ens.a_variable).astype("float64")
+    steps = [_cosine_outputs(0, True), _cosine_outputs(1, False), _cosine_outputs(2, True),
+             _cosine_outputs(3, True)]
+    member_values, got = [], []
+    for y, cos, emb in steps:
+        member_values.append([np.mean(ref.lm_softmax(y, cos, 5.0)),
+                              np.mean(ref.margin_softmax(y, cos, 16.0, m2=0.3)),
+                              np.mean(ref.margin_softmax(y, cos, 8.0))])
+        outputs = {"scores": cos.astype("float32"), "embedding": emb.astype("float32")}
+        got.append(float(ens.compute_model_loss(y, outputs, model, training=True)))
+    assert member_values[0][0] < 0 and member_values[1][0] > 0  # a sign change of L_1
+    want, running = ref.ensemble_steps(member_values, a)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(ens.running_mean_variable.numpy(), running, rtol=1e-5)
+    assert np.all(ens.running_mean_variable.numpy() > 0)
+    # evaluation uses the training means without updating them
+    y, cos, emb = _cosine_outputs(4, True)
+    values = [np.mean(ref.lm_softmax(y, cos, 5.0)), np.mean(ref.margin_softmax(y, cos, 16.0, m2=0.3)),
+              np.mean(ref.margin_softmax(y, cos, 8.0))]
+    c = a**2 + 1.0 / 12.0
+    want_eval = sum(c[k] * np.mean(running) / running[k] * values[k] for k in range(3)) + PENALTY * (
+        c.sum() - 1.0) ** 2
+    outputs = {"scores": cos.astype("float32"), "embedding": emb.astype("float32")}
+    assert float(ens.compute_model_loss(y, outputs, model, training=False)) == pytest.approx(
+        want_eval, rel=1e-5)
+    np.testing.assert_allclose(ens.running_mean_variable.numpy(), running, rtol=1e-5)
+
+
+def test_sample_weights_with_zeros_and_member_reductions():
+    """Every member gets the step's sample weights (zeros included) and reduces as it says."""
+    y, cos, emb = _cosine_outputs(5, False)
+    weights = np.array([1.0, 0.0, 2.0, 0.5, 0.0, 1.5, 1.0, 0.25, 3.0, 0.0])
+    outputs = {"scores": cos.astype("float32"), "embedding": emb.astype("float32")}
+    members = [km.losses.ArcFace(16.0, 0.3, reduction="sum"), km.losses.PairCircleLoss()]
+    ens = km.losses.LossEnsemble(members, normalize_by_running_mean=False)
+    model = _model(dim=8, classes=5)
+    model.compile("sgd", loss=ens)
+    c = keras.ops.convert_to_numpy(ens.coefficients).astype("float64")
+    pair, valid = ref.circle_pairwise(y, emb, 0.4, 80.0)
+    values = [ref.keras_reduce(ref.margin_softmax(y, cos, 16.0, m2=0.3), weights, "sum"),
+              ref.keras_reduce(pair, weights, valid=valid)]
+    want = c[0] * values[0] + c[1] * values[1] + PENALTY * (c.sum() - 1.0) ** 2
+    got = float(ens.compute_model_loss(y, outputs, model, weights.astype("float32"), training=False))
+    assert got == pytest.approx(want, rel=1e-5)
+    zero = float(ens.compute_model_loss(y, outputs, model, np.zeros(10, "float32"), training=False))
+    assert zero == pytest.approx(PENALTY * (c.sum() - 1.0) ** 2, abs=1e-6)
+
+
+@pytest.mark.float64
+@pytest.mark.xfail(strict=True, reason="LossEnsemble.compute_model_loss casts every member's value "
+                   "to float32 (keras_margins/losses/ensemble.py); remove this mark once it keeps "
+                   "the loss's dtype")
+def test_float64_is_honoured():
+    y, cos, emb = _cosine_outputs(6, True)
+    members = [km.losses.LMSoftmax(5.0, dtype="float64"), km.losses.ArcFace(16.0, 0.3, dtype="float64")]
+    ens = km.losses.LossEnsemble(members, dtype="float64")
+    model = _model(dim=8, classes=5)
+    model.compile("sgd", loss=ens)
+    a = keras.ops.convert_to_numpy(ens.a_variable).astype("float64")
+    values = [np.mean(ref.lm_softmax(y, cos, 5.0)), np.mean(ref.margin_softmax(y, cos, 16.0, m2=0.3))]
+    got = ens.compute_model_loss(y, {"scores": cos, "embedding": emb}, model, training=True)
+    assert keras.backend.standardize_dtype(got.dtype) == "float64"
+    np.testing.assert_allclose(float(got), ref.ensemble_steps([values], a)[0][0], rtol=1e-12)
+
+
 class _CoefficientsBeforeEachStep(keras.callbacks.Callback):
     """Records c_k = a_k² + 1/(4m) in NumPy from the model's a_k variable before every step
     (``self.model`` syncs the JAX trainer's state into the variables)."""
@@ -159,7 +246,8 @@ def test_ensemble_model_round_trips_through_keras_file(trained, tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded.coefficients), keras.ops.convert_to_numpy(ens.coefficients), rtol=0
     )
-    np.testing.assert_allclose(loaded.running_mean_variable.numpy(), ens.running_mean_variable.numpy(), rtol=0)
+    np.testing.assert_allclose(loaded.running_mean_variable.numpy(), ens.running_mean_variable.numpy(),
+                               rtol=0)
     assert float(loaded.steps_variable.numpy()) == 80.0
     assert isinstance(loaded.members[1], km.losses.PairCircleLoss)
 
