@@ -58,7 +58,8 @@ def verification_scores(
     * ``accuracy`` (and ``accuracy_std``): the LFW protocol (Huang et al. 2007). The pairs are
       cut, in the given order, into ``n_folds`` contiguous folds (LFW's pairs file lists its 10
       folds one after another); for each fold the threshold with the best accuracy on the other
-      folds is applied to it; the mean (and std) of the held-out accuracies is returned.
+      folds is applied to it; the mean (and sample std, ddof = 1) of the held-out accuracies
+      is returned.
     * ``threshold``: the mean of the fold thresholds (a similarity: "same if score >= t").
     * ``tar_at_far_{far}``: the best true-accept rate among thresholds whose false-accept rate
       is at most ``far`` (0 when none), on all pairs.
@@ -87,7 +88,7 @@ def verification_scores(
     >>> b = np.where(same[:, None], a + 0.5 * rng.normal(size=(40, 8)), rng.normal(size=(40, 8)))
     >>> s = km.metrics.verification_scores(a, b, same, n_folds=4, fars=(0.1,))
     >>> {name: round(value, 4) for name, value in s.items()}
-    {'accuracy': 0.95, 'accuracy_std': 0.05, 'threshold': 0.6454, 'tar_at_far_0.1': 1.0, 'roc_auc': 0.9925}
+    {'accuracy': 0.95, 'accuracy_std': 0.0577, 'threshold': 0.6454, 'tar_at_far_0.1': 1.0, 'roc_auc': 0.9925}
 
     Reference:
         - Huang et al., 2007. Labeled Faces in the Wild: A Database for Studying Face Recognition in
@@ -118,7 +119,7 @@ def verification_scores(
     fpr, tpr, _ = roc_points(scores, is_same)
     out = {
         "accuracy": float(np.mean(accuracies)),
-        "accuracy_std": float(np.std(accuracies)),
+        "accuracy_std": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
         "threshold": float(np.mean(thresholds)),
     }
     for far in fars:

@@ -37,7 +37,7 @@ def reference_lfw_accuracy(scores, is_same, n_folds=10):
             if c > best_c:
                 best_t, best_c = t, c
         accs.append(np.mean([(scores[i] >= best_t) == is_same[i] for i in fold]))
-    return float(np.mean(accs))
+    return float(np.mean(accs)), float(np.std(accs, ddof=1))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -75,8 +75,10 @@ def test_roc_points_equal_sklearn_with_ties():
 def test_ten_fold_accuracy_matches_brute_force(seed):
     a, b, is_same = _pairs(seed, n=200, noise=2.0)
     got = km.metrics.verification_scores(a, b, is_same)
-    want = reference_lfw_accuracy(_cosines(a, b), is_same)
+    want, want_std = reference_lfw_accuracy(_cosines(a, b), is_same)
     assert got["accuracy"] == pytest.approx(want, abs=1e-12)
+    # The spread over folds is the sample standard deviation (ddof = 1).
+    assert got["accuracy_std"] == pytest.approx(want_std, abs=1e-12) and want_std > 0
     assert 0.6 < got["accuracy"] < 1.0
 
 
