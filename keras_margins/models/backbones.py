@@ -56,7 +56,7 @@ def scale_pixels(images, scaling, constant=_float32):
 
     Example:
         >>> import numpy as np, keras_margins as km
-        >>> km.models.scale_pixels(np.array([[0.0, 127.5, 255.0]], "float32"), "symmetric")
+        >>> km.models.backbones.scale_pixels(np.array([[0.0, 127.5, 255.0]], "float32"), "symmetric")
         array([[-1.,  0.,  1.]], dtype=float32)
     """
     if scaling == "raw":
