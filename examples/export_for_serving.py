@@ -6,9 +6,10 @@ saved_models/quickstart/<next version>/ (its own serving name: saved_models/digi
 main job's) plus saved_models/models.config, then loads the export in
 a fresh Python process that cannot import keras_margins and checks it gives the same
 embeddings and class scores. Finally prints the docker command, the REST body and the curl
-request to query it.
+request to query it. Runs on the TensorFlow backend and on JAX (Keras exports JAX models
+through jax2tf; TensorFlow must be installed either way).
 
-    python examples/export_for_serving.py            # about 10-40 s on 2 CPU cores
+    python examples/export_for_serving.py
 """
 
 import argparse

@@ -7,7 +7,6 @@ other half, and export its embedding model for TF Serving. The search space cove
 CosFace, SphereFace, LM-Softmax, Virtual Softmax, PEDCC+POD and class-level Circle loss, each
 with its own scale/margin ranges (conditional hyperparameters), a sample-margin weight, the
 learning rate and a learning-rate multiplier for the head. Every trial trains under XLA.
-About two minutes on 2 CPU cores.
 
     python examples/tune_margins.py
     python examples/tune_margins.py --task classification --tuner bayesian --max-trials 12
@@ -39,7 +38,7 @@ def build_backbone():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("retrieval", "classification"), default="retrieval")
-    parser.add_argument("--tuner", choices=("random", "bayesian"), default="random")
+    parser.add_argument("--tuner", choices=sorted(km.registry.TUNERS), default="random")
     parser.add_argument("--max-trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
