@@ -41,6 +41,23 @@ def compile_function(fn):
     return fn
 
 
+class FunctionCache:
+    """Compiled functions by key, kept out of Keras' and TensorFlow's attribute tracking (a
+    dict attribute of a layer would be tracked and saved with the SavedModel)."""
+
+    def __init__(self):
+        self.functions = {}
+
+    def get(self, key, make):
+        """The function under ``key``, compiled from ``make()`` on first use."""
+        if key not in self.functions:
+            self.functions[key] = compile_function(make())
+        return self.functions[key]
+
+    def clear(self):
+        self.functions = {}
+
+
 def check_positive_int(value, name, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
@@ -99,7 +116,7 @@ class GalleryIndex(keras.layers.Layer):
             if not isinstance(names, dict):
                 raise ValueError(f"`names` must be a dict id -> name; got {type(names).__name__}.")
             self.names = {int(key): str(value) for key, value in names.items()}
-        self.compiled = {}
+        self.compiled = FunctionCache()
         self.index_size = None
         self.match_threshold = None
 
@@ -138,7 +155,7 @@ class GalleryIndex(keras.layers.Layer):
         if size is not None:
             self.index_size.assign(size)
             self.match_threshold.assign(threshold)
-        self.compiled = {}
+        self.compiled.clear()
 
     def build(self, input_shape=None):
         # The state is created in __init__ at the gallery's capacity (and replaced when the
@@ -292,9 +309,7 @@ class GalleryIndex(keras.layers.Layer):
     def search_batch(self, queries, k):
         """One compiled search of a padded batch (a NumPy array)."""
         key, fn, args = self.search_function(k)
-        if key not in self.compiled:
-            self.compiled[key] = compile_function(fn)
-        return self.compiled[key](ops.convert_to_tensor(queries), *args)
+        return self.compiled.get(key, lambda: fn)(ops.convert_to_tensor(queries), *args)
 
     def call(self, queries):
         """``(ids, scores)`` of the ``k`` (constructor argument) best items per query.

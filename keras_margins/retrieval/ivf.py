@@ -170,7 +170,7 @@ class IVFIndex(GalleryIndex):
                 centroids = (centroids / np.maximum(norms, 1e-12)).astype("float32")
         self.ivf_centroids.assign(centroids)
         self.ivf_trained.assign(1)
-        self.compiled = {}
+        self.compiled.clear()
         return centroids
 
     def set_centroids(self, centroids):
@@ -185,13 +185,11 @@ class IVFIndex(GalleryIndex):
             )
         self.ivf_centroids.assign(c)
         self.ivf_trained.assign(1)
-        self.compiled = {}
+        self.compiled.clear()
 
     def assign_lists(self, rows):
         """The list of each row (nearest centroid by inner product), in compiled batches."""
-        key = ("assign", self.num_lists)
-        if key not in self.compiled:
-            self.compiled[key] = compile_function(kernels.nearest_centroid)
+        assign = self.compiled.get(("assign", self.num_lists), lambda: kernels.nearest_centroid)
         out = []
         centroids = self.ivf_centroids.value
         for start in range(0, len(rows), ASSIGN_BATCH):
@@ -200,7 +198,7 @@ class IVFIndex(GalleryIndex):
             padded = np.zeros((ASSIGN_BATCH if len(rows) > ASSIGN_BATCH else
                                1 << max(0, (n - 1).bit_length()), self.dim), "float32")
             padded[:n] = batch
-            got = self.compiled[key](ops.convert_to_tensor(padded), centroids)
+            got = assign(ops.convert_to_tensor(padded), centroids)
             out.append(np.asarray(ops.convert_to_numpy(got))[:n])
         return np.concatenate(out).astype("int64")
 

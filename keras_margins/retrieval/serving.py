@@ -18,7 +18,7 @@ The serving contract (stable, documented):
   threshold is fixed in the export (``index.calibrate`` or ``threshold=``).
 
 Bad requests fail with TensorFlow's ``InvalidArgumentError`` (HTTP 400 in TF Serving): ``k``
-out of range, NaN/inf embeddings.
+out of range, NaN/inf in the inputs or the embeddings.
 
 Example:
     >>> index.calibrate(probe_embeddings, probe_labels, target_far=1e-3)
@@ -76,6 +76,7 @@ def _archive(embed, index, threshold):
     cosine = index.metric == "cosine"
 
     def embedding(inputs):
+        inputs = tf.debugging.check_numerics(inputs, "`inputs` holds NaN or inf")
         out = ops.cast(embed(ops.cast(inputs, in_dtype), training=False), "float32")
         return tf.debugging.check_numerics(out, "the embedding of `inputs` holds NaN or inf")
 
