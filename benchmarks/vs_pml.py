@@ -70,7 +70,7 @@ def classification_pair(name, num_classes, dim, torch, pml):
     kernel = theirs.W.detach().numpy().copy()  # PML's W is (D, C), like our kernel
 
     def builder():
-        head = km.layers.LargestMarginHead(num_classes)
+        head = km.layers.LargestMarginHead(num_classes, kernel_layout="feature_major")
         model = keras.Sequential([keras.Input((dim,)), head])
         head.kernel.assign(kernel)
         return model, ours_loss()

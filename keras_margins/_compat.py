@@ -22,12 +22,6 @@ except ImportError:  # pragma: no cover - depends on the Keras version
         tensor._keras_mask = mask
 
 
-try:  # Keras 3: the stack of name scopes (the layer creating a variable), km.distribution
-    from keras.src.backend.common import global_state
-except ImportError:  # pragma: no cover - depends on the Keras version
-    global_state = None  # callers then turn the feature off
-
-
 try:  # Keras >= 3.6: attributes on tensors (an id-keyed table where a type refuses them)
     from keras.src.backend.common.tensor_attributes import get_tensor_attr, set_tensor_attr
 except ImportError:  # pragma: no cover - depends on the Keras version
@@ -42,8 +36,8 @@ except ImportError:  # pragma: no cover - depends on the Keras version
 
 
 __all__ = [
-    "StateAfterBuild", "get_tensor_attr", "global_state", "scale_loss_for_distribution",
-    "set_keras_mask", "set_tensor_attr",
+    "StateAfterBuild", "get_tensor_attr", "scale_loss_for_distribution", "set_keras_mask",
+    "set_tensor_attr",
 ]
 
 

@@ -47,7 +47,7 @@ class PEDCCHead(ClassHead):
         centroids = kmops.pedcc_centroids(self.num_classes, dim, self.seed)
         # Generated once here; a reloaded model overwrites them with the saved values.
         self.kernel = self.add_weight(
-            name="kernel",
+            name="class_kernel",
             shape=(dim, self.num_classes),
             initializer=lambda shape, dtype=None: ops.cast(centroids, dtype),
             trainable=False,

@@ -1,4 +1,9 @@
-"""Partial FC: train a cosine head on a sample of its classes (An et al., ICCVW 2021)."""
+"""Partial FC: train a cosine head on a sample of its classes (An et al., ICCVW 2021).
+
+The two rules of the sample live here once, for a head on one device and for a head whose
+classes are split over devices (``partial_fc_sharded``): how many classes a step keeps
+(``num_sampled_classes``) and which seed draws them (``sampling_seed``).
+"""
 
 import math
 import random
@@ -6,45 +11,48 @@ import random
 import keras
 from keras import ops
 
+from keras_margins import protocols
 from keras_margins.losses._base import ModelLoss
-from keras_margins.losses.circle import CircleLoss
-from keras_margins.losses.largest_margin_softmax import LargestMarginSoftmax
-from keras_margins.losses.margin_softmax import MarginSoftmax
+from keras_margins.losses.partial_fc_sharded import class_sharding, sharded_partial_cosines
 from keras_margins.ops._common import as_labels, static_shape
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.sampling import sample_classes
 
-#: Losses on the (N, C) cosines of a cosine head that Partial FC can wrap.
-COSINE_LOSSES = (MarginSoftmax, LargestMarginSoftmax, CircleLoss)
+#: Spreads the user's seed over the int32 range (2³²/φ).
+SEED_MULTIPLIER = 0x9E3779B1
+#: Added to the seed once per shard index, so that every shard draws its own sample.
+SHARD_SEED_STRIDE = 0x3C6EF372
+
+
+#: A batch whose size is known only when the step runs (TensorFlow's ``fit`` on a sample
+#: count that is not a multiple of the batch size, or on a ``tf.data`` pipeline batched
+#: without ``drop_remainder``) is assumed to have at most this many rows.
+UNKNOWN_BATCH_BOUND = 2048
 
 
 def num_sampled_classes(num_classes, batch_size, sample_rate):
-    """K = max(ceil(sample_rate·C), N), at most C: the columns a Partial FC step keeps."""
+    """K = max(⌈sample_rate·C⌉, N), at most C: the classes a Partial FC step keeps, for a
+    head (or one shard's block) of C classes and a batch of N.
+
+    ``batch_size`` None (N known only when the step runs) stands for N =
+    min(C, ``UNKNOWN_BATCH_BOUND``): K stays static.
+    """
+    if batch_size is None:
+        batch_size = min(num_classes, UNKNOWN_BATCH_BOUND)
     return min(num_classes, max(int(math.ceil(sample_rate * num_classes - 1e-9)), batch_size))
 
 
-def _cosine_head(model):
-    """The model's cosine head, or a ValueError naming ``model.head``."""
-    # Local imports: the layers package imports the losses' ops, not the other way round.
-    from keras_margins.layers.largest_margin_head import LargestMarginHead
-    from keras_margins.layers.pedcc_head import PEDCCHead
-    from keras_margins.layers.virtual_softmax_head import VirtualSoftmaxHead
-
-    head = getattr(model, "head", None)
-    if not isinstance(head, (LargestMarginHead, PEDCCHead)) or isinstance(head, VirtualSoftmaxHead):
-        got = "no head" if head is None else type(head).__name__
-        raise ValueError(
-            "`model.head`: PartialFC needs a km.models.MarginModel(backbone, head) whose head is "
-            f"a cosine head (km.layers.LargestMarginHead or PEDCCHead); got {got}."
-        )
-    return head
+def sampling_seed(seed, step, shard=0):
+    """The int32 seed of the sample of training step ``step`` on shard ``shard``:
+    step + seed·0x9E3779B1 + shard·0x3C6EF372, in wrapping int32 arithmetic (shard 0 on a
+    head that is not split)."""
+    return (ops.cast(step, "int32") + _wrap_int32(seed * SEED_MULTIPLIER)
+            + ops.cast(shard, "int32") * SHARD_SEED_STRIDE)
 
 
-def _centers_of(head, class_ids):
-    """(K, D) prototypes of ``class_ids``: rows of a class-major head, else columns."""
-    if hasattr(head, "gather_centers"):
-        return head.gather_centers(class_ids)
-    return ops.transpose(ops.take(head.kernel, class_ids, axis=1))
+def _wrap_int32(value):
+    """A Python int folded into the int32 range (two's complement)."""
+    return ((int(value) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -53,39 +61,57 @@ class PartialFC(ModelLoss):
 
     With millions of classes the head's (N, C) cosines and the gradient of its (D, C)
     prototypes dominate a training step. Partial FC (An et al. 2021) keeps, per training step,
-    every class present in the batch plus uniformly sampled other classes, K =
-    max(⌈sample_rate·C⌉, N) columns in all (a static shape: it compiles under XLA), remaps the
-    labels to the sampled columns, computes the cosines of those K columns only (the head's
-    fused cosine op, ``km.ops.cosine_similarity``) and applies the wrapped ``loss`` to them.
-    The other classes' prototypes get no gradient in that step: with plain SGD they do not
-    change; optimizers with momentum or moments still move them by their slots. Classes are
-    drawn with ``km.ops.sample_classes`` (a new sample every step from ``seed`` and a step
-    counter that the model saves).
+    every class present in the batch plus uniformly sampled other classes, remaps the labels
+    to the sampled columns, computes the cosines of those columns only (the head's fused
+    cosine op, ``km.ops.cosine_similarity``) and applies the wrapped ``loss`` to them. The
+    other classes' prototypes get no gradient in that step: with plain SGD they do not change;
+    optimizers with momentum or moments still move them by their slots (the paper's
+    implementation kept their momentum frozen, ``docs/papers.md`` §7).
+
+    The sample of a step has K = max(⌈sample_rate·C⌉, N) classes (at most C), N the batch
+    size: a shape fixed by the batch, so it compiles under XLA (the paper keeps
+    ⌊sample_rate·C⌋, or only the batch's classes when they are more). Any number of samples
+    trains. JAX compiles a step per batch size. TensorFlow compiles one step for an unknown
+    batch size when the sample count is not a multiple of the batch size (or a ``tf.data``
+    pipeline is batched without ``drop_remainder``); its K takes N = min(C,
+    ``UNKNOWN_BATCH_BOUND``) (2048), so batches up to that size train as above, and a larger
+    batch with more classes than K makes the loss NaN. Classes are drawn
+    with ``km.ops.sample_classes`` seeded by ``sampling_seed(seed, step)`` = step +
+    seed·0x9E3779B1 (int32), ``step`` the counter at ``step_variable`` that the model saves:
+    a new sample every step, the same sample after a reload.
+
+    On a head whose classes are split over devices (``km.distribution.class_parallel``, JAX)
+    every device samples its own block of B = C / n classes: max(⌈sample_rate·B⌉, N) of
+    them, every class of the batch it holds among them, with the seed
+    ``sampling_seed(seed, step, shard)`` (+ shard·0x3C6EF372: a different sample on every
+    device); the head's prototypes never leave their devices.
 
     ``evaluate`` and ``predict`` use the full head (all C classes). ``sample_rate=1.0`` gives
     exactly the wrapped loss. Training steps skip the full (N, C) head output unless compiled
     metrics need it: for speed at large C compile no training metrics and evaluate on
     validation data instead.
 
-    Use it in a ``km.models.MarginModel(backbone, head)`` whose head is a
-    ``km.layers.LargestMarginHead`` (or ``PEDCCHead``). Store the head's prototypes class-major
-    (``LargestMarginHead(C, kernel_layout="class_major")``): a sampled step then updates
-    contiguous rows; with the default (D, C) storage the sparse update becomes a dense column
-    scatter and the step saves little. Measured (``benchmarks/scale_classes.py``, class-major,
-    SGD with momentum 0.9, XLA, N = 256, D = 128, rate 0.1): 0.15× the full head's step at
-    C = 100k and 0.12× at C = 1M, 1.01× the floor of the sampled matmuls plus one dense
-    momentum pass over the centres.
+    Use it in a ``km.models.MarginModel(backbone, head)`` whose head is a cosine head
+    (``score_kind = "cosine"`` with class vectors: ``km.layers.LargestMarginHead``,
+    ``PEDCCHead`` or a user's head declaring itself, ``docs/extend.md``). A head that gathers
+    class rows itself (``gather_class_vectors``, e.g. ``LargestMarginHead``'s default
+    class-major storage) makes a sampled step update only those rows; with a (D, C) storage
+    (``kernel_layout="feature_major"``) the sparse update becomes a dense column scatter and
+    the step saves little (``benchmarks/scale_classes.py``, figures in
+    ``benchmarks/RESULTS.md``).
 
     Under XLA, a label outside [0, C) makes the loss NaN (it is never mapped to a sampled
     column); in eager mode it raises a ``ValueError``.
 
     Args:
-        loss: the cosine-head loss to apply on the sampled columns: ``km.losses.MarginSoftmax``
-            or a preset (``NormFace``, ``SphereFace``, ``CosFace``, ``ArcFace``),
-            ``LMSoftmax`` or ``CircleLoss``.
+        loss: the loss applied to the sampled cosines: any loss that declares
+            ``needs = "scores"`` and ``score_kind = "cosine"`` (``km.losses.MarginSoftmax``
+            and its presets ``NormFace``, ``SphereFace``, ``CosFace``, ``ArcFace``;
+            ``LMSoftmax``, ``CircleLoss``, ``ProxyNCALoss``).
         sample_rate: fraction of the classes kept per step, in (0, 1] (default 0.1; the
             paper's ablation shows 0.1 matching the full head on face recognition).
-        seed: int seed of the class sampler (default None: a random seed drawn once).
+        seed: int seed of the class sampler (default None: a random seed drawn once, at
+            ``effective_seed``).
         name: name of the loss (default ``"partial_fc"``).
 
     Returns:
@@ -93,9 +119,9 @@ class PartialFC(ModelLoss):
         evaluation loss ``loss`` on the full head's cosines.
 
     Example:
-        >>> head = km.layers.LargestMarginHead(100_000, kernel_layout="class_major")
+        >>> head = km.layers.LargestMarginHead(100_000)
         >>> model = km.models.MarginModel(backbone, head)
-        >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+        >>> model.compile(keras.optimizers.Adam(1e-3),
         ...               loss=km.losses.PartialFC(km.losses.ArcFace(), sample_rate=0.1),
         ...               jit_compile=True)
         >>> model.fit(x, y, batch_size=256); model.predict(x).shape    # (N, 100000)
@@ -103,7 +129,7 @@ class PartialFC(ModelLoss):
     Reference:
         An, Zhu, Feng, Yang, Xu, Wang, Zhang, Fu: "Partial FC: Training 10 Million Identities
         on a Single Machine", ICCV Workshops 2021 (positive classes plus uniformly sampled
-        negatives, Sec. 3.2).
+        negatives, Sec. 3.2; each GPU samples from its own class centres, Sec. 3).
     """
 
     needs = "model"
@@ -113,11 +139,11 @@ class PartialFC(ModelLoss):
     def __init__(self, loss, sample_rate=0.1, seed=None, name="partial_fc", **kwargs):
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
-        if not isinstance(loss, COSINE_LOSSES):
+        if not isinstance(loss, keras.losses.Loss) or not protocols.loss_takes_scores_of(loss, "cosine"):
             raise ValueError(
-                "`loss` must be a loss on the cosines of a cosine head (km.losses.MarginSoftmax, "
-                "NormFace, SphereFace, CosFace, ArcFace, LMSoftmax or CircleLoss); "
-                f"got {loss!r}."
+                "`loss` must be a loss on the cosines of a cosine head (needs='scores' and "
+                "score_kind='cosine': km.losses.MarginSoftmax, NormFace, SphereFace, CosFace, "
+                f"ArcFace, LMSoftmax, CircleLoss, ProxyNCALoss...); got {loss!r}."
             )
         if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float))
                 or not 0.0 < sample_rate <= 1.0):
@@ -129,14 +155,21 @@ class PartialFC(ModelLoss):
         self.loss = loss
         self.sample_rate = float(sample_rate)
         self.seed = seed
-        self._seed_value = seed if seed is not None else random.randrange(2**31)
-        self._step = None
+        #: The seed the sampler uses: ``seed``, or the one drawn when ``seed`` is None.
+        self.effective_seed = seed if seed is not None else random.randrange(2**31)
+        #: The step counter (int32, a model weight named ``partial_fc_step``), made by
+        #: ``build_state``; None before.
+        self.step_variable = None
+
+    def wrapped_losses(self):
+        """The loss applied to the sampled cosines."""
+        return [self.loss]
 
     # ---------------------------------------------------------------- state (owned by model)
     def build_state(self, model):
         """Checks the model's head and creates the step counter that seeds the sampler."""
-        _cosine_head(model)
-        self._step = model.add_weight(
+        protocols.require_cosine_head(getattr(model, "head", None), user="PartialFC")
+        self.step_variable = model.add_weight(
             name="partial_fc_step",
             shape=(),
             dtype="int32",
@@ -146,73 +179,79 @@ class PartialFC(ModelLoss):
         )
 
     def num_sampled(self, num_classes, batch_size):
-        """K = max(⌈sample_rate·C⌉, N) (at most C) for a head of C classes and a batch of N."""
+        """K = max(⌈sample_rate·C⌉, N) (at most C) for a head of C classes and a batch of N
+        (``num_sampled_classes``)."""
         return num_sampled_classes(num_classes, batch_size, self.sample_rate)
 
-    def sample(self, labels, num_classes, step=0, class_offset=0):
-        """``(class_ids, sampled_labels)`` of the training step number ``step``: the K =
-        ``num_sampled(C, N)`` classes it trains and each label's column among them
-        (``km.ops.sample_classes`` seeded by ``seed`` and ``step``; −1 for a label outside
-        ``class_offset … class_offset + C − 1``). For a class-sharded head, call it per shard
-        with the shard's C and offset (then K is computed from the shard's C)."""
+    def sample(self, labels, num_classes, step=0, shard=0):
+        """``(class_ids, sampled_labels)`` of training step ``step``: the K =
+        ``num_sampled(C, N)`` classes it trains (ids in ``0 … C − 1``) and each label's
+        column among them (``km.ops.sample_classes`` with ``sampling_seed(seed, step,
+        shard)``; −1 for a label outside ``0 … C − 1``). A shard of a class-split head calls
+        it with its block's labels (shifted to the block), its size B as C and its index."""
         labels = as_labels(labels)
         num_sampled = self.num_sampled(num_classes, static_shape(labels)[0])
-        seed = ops.cast(step, "int32") + _wrap_int32(self._seed_value * 0x9E3779B1)
-        return sample_classes(labels, num_classes, num_sampled, seed, class_offset=class_offset)
+        seed = sampling_seed(self.effective_seed, step, shard)
+        return sample_classes(labels, num_classes, num_sampled, seed)
 
     def block_sampler(self, step=0):
-        """``sample_block(block_labels, block_size, shard)`` for a class-sharded head
-        (``km.distribution.sharded_partial_cosines``): each shard keeps
-        ``num_sampled(B, N)`` of its B classes, with this loss's seed, the step and the shard
-        index (a different sample on every shard and every step)."""
-        from keras_margins.distribution import SHARD_SEED_STRIDE
+        """``sample_block(block_labels, block_size, shard) -> (class_ids, sampled_labels)``
+        for a class-split head: ``sample`` on the block's labels (already shifted to the
+        block), its size and the shard index."""
 
         def sample_block(block_labels, block_size, shard):
-            block_labels = as_labels(block_labels)
-            keep = self.num_sampled(block_size, static_shape(block_labels)[0])
-            seed = (ops.cast(step, "int32") + _wrap_int32(self._seed_value * 0x9E3779B1)
-                    + ops.cast(shard, "int32") * SHARD_SEED_STRIDE)
-            return sample_classes(block_labels, block_size, keep, seed)
+            return self.sample(block_labels, block_size, step, shard)
 
         return sample_block
 
     # ----------------------------------------------------------------------------- the loss
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
-        head = _cosine_head(model)
+        head = protocols.require_cosine_head(getattr(model, "head", None), user="PartialFC")
         embedding = outputs["embedding"]
         num_classes = head.num_classes
         batch = static_shape(embedding)[0]
         labels = as_labels(y, num_classes, batch_size=batch)
         valid = ops.logical_and(labels >= 0, labels < num_classes)
         invalid = ops.logical_not(ops.all(valid))
-        if batch is None:
-            raise ValueError("PartialFC needs a static batch size (the sampled K depends on N).")
-        num_sampled = self.num_sampled(num_classes, batch)
-        if not training or num_sampled >= num_classes:
+
+        def full_head():
             scores = outputs.get("scores")
             if scores is None:
                 scores = head(embedding)
-            value = self.loss(ops.where(valid, labels, 0), scores, sample_weight)
-        else:
-            step = ops.convert_to_tensor(self._step) if self._step is not None else 0
-            # A class-sharded head (km.distribution.class_parallel, JAX) samples per shard.
-            from keras_margins.distribution import sharded_partial_cosines
+            return self._wrapped(ops.where(valid, labels, 0), scores, embedding, model,
+                                 sample_weight, training)
 
-            sharded = sharded_partial_cosines(head, embedding, labels, self.block_sampler(step))
-            if sharded is not None:
-                cos, sampled = sharded
+        if not training:
+            return ops.where(invalid, float("nan"), full_head())
+        if self.num_sampled(num_classes, batch) >= num_classes:
+            value = full_head()
+        else:
+            step = 0 if self.step_variable is None else ops.convert_to_tensor(self.step_variable)
+            sharding = class_sharding(head)
+            if sharding is not None:  # each device samples its own block of classes
+                cos, sampled = sharded_partial_cosines(
+                    sharding, embedding, labels, self.block_sampler(step))
             else:
                 class_ids, sampled = self.sample(labels, num_classes, step)
-                centers = _centers_of(head, class_ids)
+                centers = protocols.gather_class_vectors(head, class_ids)  # (K, D)
                 cos = cosine_similarity(embedding, ops.transpose(centers))
-            value = self.loss(ops.maximum(sampled, 0), cos, sample_weight)
-            if self._step is not None:
-                self._step.assign_add(1)
+            value = self._wrapped(ops.maximum(sampled, 0), cos, embedding, model,
+                                  sample_weight, training)
+            # A class of the batch without a column (an unknown batch size above K) must
+            # not pass silently either.
+            invalid = ops.logical_or(invalid, ops.any(ops.logical_and(valid, sampled < 0)))
+        if self.step_variable is not None:
+            self.step_variable.assign_add(1)
         # A label outside [0, C) must never pass for a valid column: the loss becomes NaN.
         return ops.where(invalid, float("nan"), value)
 
+    def _wrapped(self, labels, cosines, embedding, model, sample_weight, training):
+        outputs = {"scores": cosines, "embedding": embedding}
+        return protocols.loss_value(self.loss, labels, outputs, model, sample_weight,
+                                    training=training)
+
     def get_config(self):
-        config = super().get_config()
+        config = keras.losses.Loss.get_config(self)
         config.update(
             {
                 "loss": keras.saving.serialize_keras_object(self.loss),
@@ -225,8 +264,3 @@ class PartialFC(ModelLoss):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def _wrap_int32(value):
-    """A Python int folded into the int32 range (two's complement)."""
-    return ((int(value) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000

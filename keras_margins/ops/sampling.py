@@ -5,8 +5,9 @@ fills the rest of a fixed budget of K columns with other classes drawn at random
 samplers here first draw K *candidates* in a random order, then make room for the positives:
 
 * ``"exact"``: the K classes with the largest per-step hashed scores (``top_k`` over C): a
-  uniformly random ordered K-subset. Costs a selection over C per step (72 ms at C = 1M on
-  a 2-core CPU, a large part of a Partial FC step; a few ms at C = 100k).
+  uniformly random ordered K-subset. Costs a selection over C per step, a large part of a
+  Partial FC step at C = 1M (``benchmarks/scale_classes.py --parts``, figures in
+  ``benchmarks/RESULTS.md``).
 * ``"affine"``: a window of a random *affine permutation* of the classes, O(K) and nothing of
   size C. With ``a`` coprime with C (from a table of 1 024 such multipliers with their
   inverses mod C, made once per C on the host) and an offset ``b`` uniform in [0, C),
@@ -120,6 +121,12 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
     ``top_k`` over C). Static shapes throughout, so it compiles under XLA; O(K + N²) work,
     nothing of size C. With K = C it returns every class in order (no sampling).
 
+    ``labels`` whose length N is known only when the graph runs (TensorFlow's ``fit`` on a
+    sample count that is not a multiple of the batch size, or on a ``tf.data`` pipeline
+    batched without ``drop_remainder``) are accepted with a static K; K >= N is then checked
+    only through the result: a class of the batch that finds no slot (N > K) gets sampled
+    label −1.
+
     For a class-sharded head call it once per shard with that shard's ``class_offset`` and
     size: labels of other shards are simply not positives there (their sampled label is −1).
 
@@ -128,7 +135,7 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
             outside the block get sampled label −1).
         num_classes: C, the number of classes of the block (Python int, 1 <= C < 2^30).
         num_sampled: K, the number of sampled classes (Python int), with
-            min(N, C) <= K <= C so that every positive fits (N must be static when K < C).
+            min(N, C) <= K <= C so that every positive fits.
         seed: int or int32 scalar tensor (default 0); the same seed gives the same sample.
             Change it every step (e.g. seed + step counter) to draw a new sample.
         class_offset: first class id of the block (default 0).
@@ -181,12 +188,17 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
     if num_sampled == num_classes:
         return ops.arange(num_classes, dtype="int32"), ops.where(in_block, local, -1)
     if batch is None:
-        raise ValueError("`labels` must have a static batch size N when num_sampled < num_classes.")
-    if num_sampled < batch:
+        # N known when the graph runs: positives enter the last min(N, K) slots (valid shapes
+        # for any N; with N > K some positives find no slot and get −1).
+        batch = ops.shape(labels)[0]
+        tail_size = ops.minimum(batch, num_sampled)
+    elif num_sampled < batch:
         raise ValueError(
             f"`num_sampled` must be >= min(N, C) = {batch} so that every class of the batch "
             f"fits; got {num_sampled}."
         )
+    else:
+        tail_size = batch
 
     h = _hash32(seed)
     safe = ops.where(in_block, local, 0)
@@ -219,7 +231,7 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
     outside_rank = ops.cumsum(outside_int) - 1  # rank among the outside classes
 
     # The last N positions of the window: which hold a batch class, which can be replaced.
-    tail_pos = ops.arange(num_sampled - batch, num_sampled, dtype="int32")
+    tail_pos = ops.arange(num_sampled - tail_size, num_sampled, dtype="int32")
     holds = ops.any(ops.logical_and(ops.expand_dims(tail_pos, 1) == ops.expand_dims(position, 0),
                                     ops.expand_dims(in_window, 0)), axis=1)
     free = ops.cast(ops.logical_not(holds), "int32")
@@ -232,10 +244,12 @@ def sample_classes(labels, num_classes, num_sampled, seed=0, class_offset=0, met
     )
     incoming = ops.sum(ops.where(match, ops.expand_dims(safe, 0), 0), axis=1)
 
-    tail = ops.where(replace, incoming, candidates[num_sampled - batch:])
-    class_ids = ops.concatenate([candidates[: num_sampled - batch], tail], axis=0)
+    tail = ops.where(replace, incoming, candidates[num_sampled - tail_size:])
+    class_ids = ops.concatenate([candidates[: num_sampled - tail_size], tail], axis=0)
+    class_ids = ops.reshape(class_ids, (num_sampled,))  # static K even for a dynamic N
 
-    slot_of_first = ops.sum(ops.where(match, ops.expand_dims(tail_pos, 1), 0), axis=0)
+    slot_of_first = ops.where(ops.any(match, axis=0),
+                              ops.sum(ops.where(match, ops.expand_dims(tail_pos, 1), 0), axis=0), -1)
     first_index = ops.cast(ops.argmax(ops.cast(same, "int32"), axis=1), "int32")
     sampled = ops.where(in_window, position, ops.take(slot_of_first, first_index))
     return class_ids, ops.where(in_block, sampled, -1)

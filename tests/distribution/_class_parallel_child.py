@@ -16,8 +16,13 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import partial_fc_reference as ref  # noqa: E402  (this folder: the NumPy sampling rules)
 
 import keras_margins as km  # noqa: E402
+from keras_margins.losses.partial_fc_sharded import (  # noqa: E402
+    class_sharding,
+    sharded_partial_cosines,
+)
 
 N, F, D, C = 16, 12, 8, 32
 
@@ -79,12 +84,15 @@ def one_step(make, distribution, x, y):
         # First step of momentum SGD: m = -lr·g, w += m, so w0 - w1 is the gradient.
         grads = [b - a for b, a in zip(before, after)]
         head = head_of(model)
-        slots = [v for v in model.optimizer.variables if "kernel" in v.path and head.name in v.path]
+        variable = km.distribution.class_variable(head)
+        slots = [v for v in model.optimizer.variables
+                 if v.path.endswith(f"{head.name}_{variable.name}_momentum")]
         placement = {
-            "path": head.kernel.path,
-            "spec": spec_of(head.kernel.value),
-            "shards": sorted({tuple(s.data.shape) for s in head.kernel.value.addressable_shards}),
-            "devices": len(head.kernel.value.sharding.device_set),
+            "path": variable.path,
+            "class_axis": km.distribution.CLASS_VARIABLES[variable.name],
+            "spec": spec_of(variable.value),
+            "shards": sorted({tuple(s.data.shape) for s in variable.value.addressable_shards}),
+            "devices": len(variable.value.sharding.device_set),
             "slot_shards": sorted({tuple(s.data.shape) for v in slots for s in v.value.addressable_shards}),
             "sharded": km.distribution.is_class_sharded(head),
         }
@@ -126,22 +134,39 @@ def argument_checks():
     errors = {name: error_of(call) for name, call in checks.items()}
     # Accepted: a subset of the devices, and C divisible by the model axis only.
     with cp(devices=["cpu:2", "cpu:5"]).scope():
-        head = km.layers.LargestMarginHead(6)
+        head = km.layers.LargestMarginHead(6, kernel_layout="feature_major")
         head.build((None, D))
+    kernel = km.distribution.class_variable(head)
     accepted = {
-        "two_devices_shards": sorted({tuple(s.data.shape) for s in head.kernel.value.addressable_shards}),
-        "two_devices_ids": sorted(d.id for d in head.kernel.value.sharding.device_set),
+        "two_devices_shards": sorted({tuple(s.data.shape) for s in kernel.value.addressable_shards}),
+        "two_devices_ids": sorted(d.id for d in kernel.value.sharding.device_set),
     }
     with cp(model_axis_size=2).scope():
-        head = km.layers.LargestMarginHead(6)
+        head = km.layers.LargestMarginHead(6, kernel_layout="feature_major")
         head.build((None, D))
-    accepted["c6_axis2_shards"] = sorted({tuple(s.data.shape) for s in head.kernel.value.addressable_shards})
+    kernel = km.distribution.class_variable(head)
+    accepted["c6_axis2_shards"] = sorted({tuple(s.data.shape) for s in kernel.value.addressable_shards})
     dist = cp(model_axis_size=4)
-    accepted["data_spec"] = [
-        list(a) if isinstance(a, tuple) else a for a in dist.get_data_layout((N, F)).backend_layout.spec
-    ]
+    data = dist.get_data_layout((N, F)).backend_layout
+    accepted["data_spec"] = [list(a) if isinstance(a, tuple) else a for a in data.spec]
+    accepted["data_mesh_size"] = int(data.mesh.size)
     accepted["is_model_parallel"] = isinstance(dist, keras.distribution.ModelParallel)
     accepted["num_model_replicas"] = dist.num_model_replicas
+    # The public layout map: class variables by name, everything else replicated.
+    layout_map = km.distribution.class_layout_map(dist.device_mesh)
+    accepted["layout_map"] = {
+        path: None if layout_map[path] is None else list(layout_map[path].axes)
+        for path in ("model/my_head/class_kernel", "class_centers", "model/dense/kernel",
+                     "model/my_head/class_kernel_extra")
+    }
+    # Inside a model: the optimizer slot is split like its variable; other weights replicated.
+    with cp().scope():
+        model = keras.Sequential([backbone(), km.layers.LargestMarginHead(C, name="my_head")])
+        model.compile(keras.optimizers.Adam(), loss=km.losses.ArcFace())
+        model.optimizer.build(model.trainable_variables)
+    accepted["variable_specs"] = {v.path: spec_of(v.value) for v in model.weights}
+    accepted["slot_specs"] = {v.path: spec_of(v.value) for v in model.optimizer.variables
+                              if len(v.shape) == 2}
     return errors, accepted
 
 
@@ -176,7 +201,8 @@ COLLECTIVE = re.compile(
 
 
 def partial_fc_checks():
-    """Partial FC sampled per shard (``km.distribution.sharded_partial_cosines``)."""
+    """Partial FC sampled per shard (``partial_fc_sharded.sharded_partial_cosines`` with
+    ``PartialFC.block_sampler``), against each device's sample recomputed in NumPy."""
     import jax
 
     n, d, c, shards = 16, 6, 512, 8
@@ -186,7 +212,7 @@ def partial_fc_checks():
     y[1] = y[0]  # a repeated class
     y[2] = 5  # classes in the first block...
     y[3] = c - 1  # ...and the last
-    loss = km.losses.NormFace()
+    seed, step_value = 11, 7
     out = {}
     for layout in ("feature_major", "class_major"):
         dist = km.distribution.class_parallel()
@@ -200,18 +226,18 @@ def partial_fc_checks():
         kernel = np.asarray(head.kernel)  # (D, C) view, fetched for the NumPy reference
         full = numpy_cosines(x, kernel)
         for rate in (0.25, 1.0):
+            pfc = km.losses.PartialFC(km.losses.NormFace(), rate, seed=seed)
 
-            def step(w, features, labels, seed):
-                sampler = km.distribution.uniform_block_sampler(rate, seed)
+            def step(w, features, labels, step_counter):
                 with keras.StatelessScope(state_mapping=[(variable, w)]):
-                    cos, sampled = km.distribution.sharded_partial_cosines(
-                        head, features, labels, sampler
-                    )
-                return loss(sampled, cos), (cos, sampled)
+                    cos, sampled = sharded_partial_cosines(
+                        class_sharding(head), features, labels, pfc.block_sampler(step_counter))
+                return pfc.loss(sampled, cos), (cos, sampled)
 
-            fn = jax.jit(jax.value_and_grad(step, has_aux=True))
-            (value, (cos, sampled)), grad = fn(variable.value, xs, ys, 7)
-            hlo = fn.lower(variable.value, xs, ys, 7).compile().as_text()
+            with dist.scope():
+                fn = jax.jit(jax.value_and_grad(step, has_aux=True))
+                (value, (cos, sampled)), grad = fn(variable.value, xs, ys, step_value)
+                hlo = fn.lower(variable.value, xs, ys, step_value).compile().as_text()
             gathered = [
                 int(np.prod([int(v) for v in m.group(1).split(",") if v] or [1]))
                 for m in ALL_GATHER.finditer(hlo)
@@ -221,15 +247,17 @@ def partial_fc_checks():
             g = np.asarray(grad)
             g = g.T if layout == "class_major" else g  # (D, C)
             touched = np.flatnonzero(np.abs(g).sum(axis=0) > 0)
-            # The wrapped loss on the sampled columns is order-free: NormFace over the
-            # touched columns (the sampled set), labels remapped to their position.
-            position = {cls: i for i, cls in enumerate(touched)}
-            ref = numpy_normface(full[:, touched], np.array([position.get(t, -1) for t in y]))
+            block = c // shards
+            # Each device's sample recomputed here from the documented rules.
+            expected = ref.sharded_sample(y, c, shards, rate, seed, step_value)
+            columns = sorted(set().union(*expected))
+            position = {cls: i for i, cls in enumerate(columns)}
+            numpy_loss = numpy_normface(full[:, columns], np.array([position[t] for t in y]))
             # Gradient reference for rate 1 (every column): the same loss on one device.
             if rate == 1.0:
 
                 def single(w):
-                    return loss(y, km.ops.cosine_similarity(x, w))
+                    return pfc.loss(y, km.ops.cosine_similarity(x, w))
 
                 ref_grad = np.asarray(jax.grad(single)(jax.device_put(kernel, jax.devices()[0])))
                 grad_diff = float(np.max(np.abs(ref_grad - g)))
@@ -239,13 +267,15 @@ def partial_fc_checks():
                 "cos_shape": list(cos.shape),
                 "cos_spec": cos_spec,
                 "loss": float(value),
-                "numpy_loss": float(ref),
+                "numpy_loss": float(numpy_loss),
                 "target_cos_max_diff": float(
                     np.max(np.abs(cos[np.arange(n), sampled] - full[np.arange(n), y]))
                 ),
                 "sampled_min": int(sampled.min()),
-                "touched": int(touched.size),
-                "touched_per_block": np.bincount(touched // (c // shards), minlength=shards).tolist(),
+                "touched_per_block": np.bincount(touched // block, minlength=shards).tolist(),
+                "touched_by_device": [sorted(int(t) for t in touched if t // block == s)
+                                      for s in range(shards)],
+                "expected_by_device": [sorted(e) for e in expected],
                 "labels_touched": bool(np.all(np.isin(y, touched))),
                 "all_gather_sizes": gathered,
                 "kernel_size": int(np.prod(variable.shape)),
@@ -279,9 +309,11 @@ def collective_sizes_of_train_step(model, x, y):
 
 
 def partial_fc_fit_checks(n, d, c, x, y):
-    """km.losses.PartialFC in MarginModel.fit on a class-sharded head: two SGD steps."""
+    """km.losses.PartialFC in MarginModel.fit on a class-sharded head: two SGD steps; the rows
+    each step changed are compared with each device's sample recomputed in NumPy."""
     out = {}
     features = 10
+    seed, rate, shards = 3, 0.25, 8
     inputs = np.random.default_rng(4).normal(size=(n, features)).astype("float32")
     for layout in ("feature_major", "class_major"):
         with km.distribution.class_parallel().scope():
@@ -293,7 +325,7 @@ def partial_fc_fit_checks(n, d, c, x, y):
             model.build((None, features))
             model.compile(
                 keras.optimizers.SGD(1.0),
-                loss=km.losses.PartialFC(km.losses.NormFace(), sample_rate=0.25, seed=3),
+                loss=km.losses.PartialFC(km.losses.NormFace(), sample_rate=rate, seed=seed),
                 jit_compile=True,
             )
             embedding = np.asarray(model.backbone(inputs))
@@ -303,20 +335,25 @@ def partial_fc_fit_checks(n, d, c, x, y):
                 losses.append(float(model.train_on_batch(inputs, y, return_dict=True)["loss"]))
                 kernels.append(np.asarray(model.head.kernel))
             collectives = collective_sizes_of_train_step(model, inputs, y)
+        block = c // shards
         touched = [np.flatnonzero(np.abs(b - a).sum(axis=0) > 0) for a, b in zip(kernels, kernels[1:])]
-        first = touched[0]
-        position = {cls: i for i, cls in enumerate(first)}
-        ref = numpy_normface(
-            numpy_cosines(embedding, kernels[0])[:, first], np.array([position.get(t, -1) for t in y])
+        expected = [ref.sharded_sample(y, c, shards, rate, seed, step) for step in range(2)]
+        columns = sorted(set().union(*expected[0]))
+        position = {cls: i for i, cls in enumerate(columns)}
+        numpy_loss = numpy_normface(
+            numpy_cosines(embedding, kernels[0])[:, columns], np.array([position[t] for t in y])
         )
         out[f"fit_{layout}"] = {
             "loss": losses[0],
-            "numpy_loss": float(ref),
-            "touched_per_block": [np.bincount(t // (c // 8), minlength=8).tolist() for t in touched],
+            "numpy_loss": float(numpy_loss),
+            "touched_by_device": [[sorted(int(t) for t in step if t // block == s)
+                                   for s in range(shards)] for step in touched],
+            "expected_by_device": [[sorted(e) for e in step] for step in expected],
+            "touched_per_block": [np.bincount(t // block, minlength=shards).tolist() for t in touched],
             "labels_touched": [bool(np.all(np.isin(y, t))) for t in touched],
             "new_sample_each_step": bool(set(touched[0]) != set(touched[1])),
             "train_step_collective_sizes": collectives,
-            "block_size": (c // 8) * d,
+            "block_size": block * d,
         }
     return out
 
@@ -339,13 +376,13 @@ def save_load_check():
         model.save(path)
         loaded = keras.models.load_model(path, safe_mode=True)
         sharded = np.asarray(loaded.predict(x, batch_size=N, verbose=0))
-        spec = spec_of(loaded.head.kernel.value)
+        spec = spec_of(km.distribution.class_variable(loaded.head).value)
     single = keras.models.load_model(path, safe_mode=True)
     return {
         "sharded_max_diff": float(np.max(np.abs(sharded - before))),
         "single_max_diff": float(np.max(np.abs(np.asarray(single.predict(x, verbose=0)) - before))),
         "loaded_spec": spec,
-        "single_devices": len(single.head.kernel.value.sharding.device_set),
+        "single_devices": len(km.distribution.class_variable(single.head).value.sharding.device_set),
     }
 
 

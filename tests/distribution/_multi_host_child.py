@@ -23,6 +23,7 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import partial_fc_reference as ref  # noqa: E402  (this folder: the NumPy sampling rules)
 
 N, F, D, C = 16, 12, 8, 32
 PROCESSES = 2
@@ -80,8 +81,10 @@ def partial_fc_reference(km, make, x, y, kernel_after):
     labels = np.array([position.get(t, -1) for t in y])
     cos = km.ops.cosine_similarity(embedding, kernel[:, touched])
     value = float(km.losses.NormFace()(np.maximum(labels, 0), cos))
-    per_block = np.bincount(touched // (PFC_C // 4), minlength=4).tolist()
-    return value, per_block, bool(np.all(labels >= 0))
+    block = PFC_C // 4
+    per_block = np.bincount(touched // block, minlength=4).tolist()
+    by_device = [sorted(int(t) for t in touched if t // block == s) for s in range(4)]
+    return value, per_block, bool(np.all(labels >= 0)), by_device
 
 
 def reference_loss(km, make, x, y):
@@ -130,9 +133,12 @@ def main(port, process_id, names):
             from jax.experimental import multihost_utils
 
             after = np.asarray(multihost_utils.process_allgather(head.centers.value, tiled=True)).T
-            value, per_block, labels_kept = partial_fc_reference(km, make, x, y, after)
+            value, per_block, labels_kept, by_device = partial_fc_reference(km, make, x, y, after)
+            # Each device's sample of step 0 recomputed in NumPy (its block, its seed).
+            expected = ref.sharded_sample(y, PFC_C, 4, 0.25, seed=3, step=0)
             results[name].update(
-                reference=value, touched_per_block=per_block, labels_kept=labels_kept
+                reference=value, touched_per_block=per_block, labels_kept=labels_kept,
+                touched_by_device=by_device, expected_by_device=[sorted(e) for e in expected],
             )
     print("RESULT " + json.dumps(results), flush=True)
 

@@ -96,3 +96,5 @@ def test_partial_fc_samples_per_device_across_processes(results):
     r = results[0]["partial_fc_class_parallel"]
     assert r["touched_per_block"] == [16, 16, 16, 16], r
     assert r["labels_kept"] is True
+    # Exactly the classes each device's own seed draws from its own block (NumPy reference).
+    assert r["touched_by_device"] == r["expected_by_device"], r

@@ -1,7 +1,9 @@
 """Partial FC (An et al., ICCVW 2021): km.ops.sample_classes, km.losses.PartialFC and the
 class-major storage of LargestMarginHead, against NumPy references written here."""
 
+import importlib.util
 import math
+import os
 
 import keras
 import numpy as np
@@ -9,6 +11,13 @@ import pytest
 
 import keras_margins as km
 from keras_margins.testing import jit, value_and_grad_of_variables
+
+# The sampling rules recomputed in NumPy (shared with the class-parallel tests).
+_SPEC = importlib.util.spec_from_file_location(
+    "partial_fc_reference",
+    os.path.join(os.path.dirname(__file__), os.pardir, "distribution", "partial_fc_reference.py"))
+ref = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(ref)
 
 C, D, N, IN = 40, 6, 12, 5
 RNG = np.random.default_rng(0)
@@ -50,11 +59,13 @@ def check_sample(labels, ids, local, num_classes, num_sampled, offset=0):
             assert local[i] == -1
 
 
-def _model(loss, layout="class_major", num_classes=C, optimizer="sgd", jit_compile=True, seed=0):
+def _model(loss, layout=None, num_classes=C, optimizer="sgd", jit_compile=True, seed=0):
+    """MarginModel(Dense backbone, LargestMarginHead) compiled with ``loss``; ``layout`` None:
+    the head's default storage."""
     keras.utils.set_random_seed(seed)
     backbone = keras.Sequential([keras.Input((IN,)), keras.layers.Dense(D)])
-    model = km.models.MarginModel(
-        backbone, km.layers.LargestMarginHead(num_classes, kernel_layout=layout))
+    kwargs = {} if layout is None else {"kernel_layout": layout}
+    model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(num_classes, **kwargs))
     model.compile(optimizer, loss=loss, jit_compile=jit_compile)
     model.build((None, IN))
     return model
@@ -171,7 +182,8 @@ def _value_and_grads(model, loss_fn):
 
 @pytest.mark.parametrize("layout", ["class_major", "feature_major"])
 @pytest.mark.parametrize("wrapped", [km.losses.ArcFace, km.losses.LMSoftmax, km.losses.CircleLoss,
-                                     lambda: km.losses.MarginSoftmax(30.0, m2=0.2, m3=0.1)])
+                                     lambda: km.losses.MarginSoftmax(30.0, m2=0.2, m3=0.1),
+                                     km.losses.ProxyNCALoss])
 def test_rate_one_is_the_wrapped_loss(layout, wrapped):
     model = _model(km.losses.PartialFC(wrapped(), 1.0, seed=0), layout)
     pfc, plain = model.loss, wrapped()
@@ -207,16 +219,19 @@ def test_sampled_value_is_the_loss_on_the_sampled_columns(layout):
 
 @pytest.mark.parametrize("layout", ["class_major", "feature_major"])
 def test_sgd_step_changes_only_sampled_classes(layout):
+    """The rows a step changes are the sample recomputed in NumPy from the documented rules
+    (K, the step's seed, the exact sampler), step after step."""
     loss = km.losses.PartialFC(km.losses.ArcFace(), 0.25, seed=3)
     model = _model(loss, layout, optimizer=keras.optimizers.SGD(0.5))
+    k = ref.num_sampled(C, N, 0.25)
+    assert k == max(math.ceil(0.25 * C), N)
     for step in range(3):
         before = keras.ops.convert_to_numpy(model.head.centers).copy()
-        ids = set(np.asarray(loss.sample(Y, C, step=step)[0]).tolist())
+        expected = ref.exact_sample(Y, C, k, ref.step_seed(3, step))
         model.train_on_batch(X, Y)
         after = keras.ops.convert_to_numpy(model.head.centers)
         changed = set(np.flatnonzero(np.any(after != before, axis=1)).tolist())
-        assert changed == ids, (sorted(changed), sorted(ids))
-        assert len(ids) == max(math.ceil(0.25 * C), N)
+        assert changed == expected, (sorted(changed), sorted(expected))
 
 
 def test_step_counter_draws_a_new_sample_each_step():
@@ -224,9 +239,166 @@ def test_step_counter_draws_a_new_sample_each_step():
     model = _model(loss)
     model.train_on_batch(X, Y)
     model.train_on_batch(X, Y)
-    assert int(keras.ops.convert_to_numpy(loss._step)) == 2
+    assert loss.step_variable.path.endswith("partial_fc_step")
+    assert int(keras.ops.convert_to_numpy(loss.step_variable)) == 2
     first, second = (set(np.asarray(loss.sample(Y, C, step=s)[0]).tolist()) for s in (0, 1))
     assert first != second
+    # sample() follows the documented seed rule.
+    k = ref.num_sampled(C, N, 0.6)
+    assert first == ref.exact_sample(Y, C, k, ref.step_seed(3, 0))
+
+
+def test_unseeded_loss_draws_its_seed_once():
+    loss = km.losses.PartialFC(km.losses.ArcFace(), 0.5)
+    assert loss.seed is None and 0 <= loss.effective_seed < 2**31
+    k = ref.num_sampled(C, N, 0.5)
+    ids = set(np.asarray(loss.sample(Y, C, step=4)[0]).tolist())
+    assert ids == ref.exact_sample(Y, C, k, ref.step_seed(loss.effective_seed, 4))
+    assert loss.get_config()["seed"] is None
+
+
+# ------------------------------------------------------------ any number of rows (issue: last batch)
+def _rows(count, num_classes, seed=5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(count, IN)).astype("float32")
+    return x, rng.integers(0, num_classes, size=count).astype("int32")
+
+
+def np_normface(labels, cos, scale):
+    """Mean −log softmax(s·cos)[y], loops."""
+    total = 0.0
+    for row, label in zip(np.asarray(cos, "float64"), labels):
+        logits = scale * row
+        top = logits.max()
+        total += top + math.log(np.exp(logits - top).sum()) - logits[label]
+    return total / len(labels)
+
+
+@pytest.mark.parametrize("num_classes", [C, 4096])
+def test_fit_and_evaluate_on_a_row_count_that_is_not_a_multiple_of_the_batch(num_classes):
+    """1 257 rows in batches of 32 (the last one has 9) train, compiled, on every backend;
+    evaluate on 450 rows is the wrapped loss on the full head (NumPy reference). With 4096
+    classes the steps are sampled also when the batch size is known only when the step runs
+    (TensorFlow: K = max(⌈rate·C⌉, min(C, 2048)) = 2048 < C)."""
+    x, y = _rows(1257, num_classes)
+    loss = km.losses.PartialFC(km.losses.NormFace(), 0.1, seed=2)
+    model = _model(loss, num_classes=num_classes, optimizer=keras.optimizers.SGD(0.05))
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert int(keras.ops.convert_to_numpy(loss.step_variable)) == 2 * 40
+    value = model.evaluate(x[:450], y[:450], batch_size=32, verbose=0)
+    features = keras.ops.convert_to_numpy(model.backbone(x[:450])).astype("float64")
+    kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
+    assert value == pytest.approx(np_normface(y[:450], np_cosines(features, kernel), 16.0), rel=1e-4)
+
+
+def test_last_smaller_batch_trains_its_sample():
+    """37 rows in batches of 32: the second step (5 rows) changes exactly the rows of its
+    NumPy sample; K is the static rule max(⌈rate·C⌉, N) (JAX) or, when the batch size is
+    known only when the step runs (TensorFlow's fit on 37 rows), N = min(C, 2048)."""
+    num_classes, rate = 4096, 0.1
+    x, y = _rows(37, num_classes, seed=6)
+    loss = km.losses.PartialFC(km.losses.NormFace(scale=1.0), rate, seed=8)
+    model = _model(loss, num_classes=num_classes, optimizer=keras.optimizers.SGD(1.0))
+    before = keras.ops.convert_to_numpy(model.head.centers).copy()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    assert int(keras.ops.convert_to_numpy(loss.step_variable)) == 2  # 32 rows, then 5
+    after = keras.ops.convert_to_numpy(model.head.centers)
+    changed = set(np.flatnonzero(np.any(after != before, axis=1)).tolist())
+    seeds = [ref.step_seed(8, 0), ref.step_seed(8, 1)]
+    candidates = {}
+    for label, (k_full, k_last) in {
+        "static": (ref.num_sampled(num_classes, 32, rate), ref.num_sampled(num_classes, 5, rate)),
+        "unknown batch size": (2048, 2048),
+    }.items():
+        candidates[label] = (ref.exact_sample(y[:32], num_classes, k_full, seeds[0])
+                             | ref.exact_sample(y[32:], num_classes, k_last, seeds[1]))
+    matches = [label for label, rows in candidates.items() if rows == changed]
+    assert matches, {k: len(v) for k, v in candidates.items()} | {"changed": len(changed)}
+    if keras.backend.backend() == "jax":  # JAX compiles a step per batch size
+        assert matches == ["static"]
+
+
+@pytest.mark.tf_only
+def test_unknown_batch_size_above_the_bound_makes_the_loss_nan():
+    """A batch larger than K (unknown static size, N > min(C, 2048) and > ⌈rate·C⌉) cannot
+    hold every class of the batch: NaN, never a loss on a wrong sample."""
+    import tensorflow as tf
+
+    num_classes = 4096
+    loss = km.losses.PartialFC(km.losses.NormFace(), 0.1, seed=0)
+    model = _model(loss, num_classes=num_classes)
+    labels = np.arange(2100, dtype="int32")  # 2100 distinct classes > K = 2048
+
+    @tf.function(input_signature=[tf.TensorSpec([None, IN]), tf.TensorSpec([None], tf.int32)])
+    def value(x, y):
+        return loss.compute_model_loss(y, {"embedding": model.backbone(x), "scores": None}, model)
+
+    assert np.isnan(float(value(np.ones((2100, IN), "float32"), labels)))
+    assert np.isfinite(float(value(np.ones((2000, IN), "float32"), labels[:2000])))
+
+
+# --------------------------------------------------------------- storage chosen for the user
+def test_default_head_storage_is_class_major():
+    """LargestMarginHead stores its classes as rows by default (what makes a sampled step
+    cheap), named for km.distribution's layout map; feature-major stays available."""
+    head = km.layers.LargestMarginHead(7)
+    head.build((None, D))
+    assert head.kernel_layout == "class_major" and head.get_config()["kernel_layout"] == "class_major"
+    variable = km.distribution.class_variable(head)
+    assert variable is head.trainable_weights[0] and variable.name == "class_centers"
+    assert tuple(variable.shape) == (7, D)
+    dense = km.layers.LargestMarginHead(7, kernel_layout="feature_major")
+    dense.build((None, D))
+    assert km.distribution.class_variable(dense).name == "class_kernel"
+    assert dense.kernel is dense.trainable_weights[0]
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("layout, sparse", [(None, True), ("feature_major", False)])
+def test_default_head_gets_a_row_sparse_gradient(layout, sparse):
+    """With the default storage the sampled step's gradient of the class variable is K rows
+    (tf.IndexedSlices), those of the NumPy sample; with (D, C) storage it is dense."""
+    import tensorflow as tf
+
+    loss = km.losses.PartialFC(km.losses.ArcFace(), 0.25, seed=4)
+    model = _model(loss, layout)
+    variable = km.distribution.class_variable(model.head)
+    with tf.GradientTape() as tape:
+        value = loss.compute_model_loss(Y, {"embedding": model.backbone(X), "scores": None}, model)
+    grad = tape.gradient(value, variable)
+    assert isinstance(grad, tf.IndexedSlices) is sparse
+    expected = ref.exact_sample(Y, C, ref.num_sampled(C, N, 0.25), ref.step_seed(4, 0))
+    if sparse:
+        assert set(np.asarray(grad.indices).tolist()) == expected
+    else:
+        nonzero = np.flatnonzero(np.any(np.asarray(grad) != 0, axis=0))
+        assert set(nonzero.tolist()) == expected
+
+
+@pytest.mark.parametrize("layout", ["feature_major", "class_major"])
+def test_files_saved_with_either_storage_load(layout, tmp_path):
+    loss = km.losses.PartialFC(km.losses.ArcFace(32.0, 0.3), 0.25, seed=11)
+    model = _model(loss, layout, optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.train_on_batch(X, Y)
+    path = tmp_path / f"{layout}.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path, safe_mode=True)
+    assert reloaded.head.kernel_layout == layout
+    np.testing.assert_array_equal(reloaded.predict(X, verbose=0), model.predict(X, verbose=0))
+
+
+def test_proxy_nca_is_wrapped_in_a_fit():
+    """ProxyNCALoss declares score_kind="cosine": Partial FC samples it like the margin losses
+    (its value at rate 1 is checked in test_rate_one_is_the_wrapped_loss)."""
+    loss = km.losses.PartialFC(km.losses.ProxyNCALoss(), 0.25, seed=1)
+    model = _model(loss, optimizer=keras.optimizers.Adam(0.01))
+    x, y = _rows(200, C, seed=9)
+    y = (np.abs(x[:, 0] * 7).astype("int32") % C).astype("int32")
+    before = model.evaluate(x, y, batch_size=50, verbose=0)
+    history = model.fit(x, y, batch_size=50, epochs=5, verbose=0)
+    assert all(np.isfinite(history.history["loss"]))
+    assert model.evaluate(x, y, batch_size=50, verbose=0) < before
 
 
 def test_evaluate_and_predict_use_the_full_head():
@@ -285,7 +457,7 @@ def test_fit_under_xla_lowers_the_loss():
 
 def test_save_and_reload(tmp_path):
     loss = km.losses.PartialFC(km.losses.ArcFace(32.0, 0.3), 0.25, seed=11)
-    model = _model(loss, optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model = _model(loss, "class_major", optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     model.train_on_batch(X, Y)
     path = tmp_path / "pfc.keras"
     model.save(path)
@@ -295,7 +467,7 @@ def test_save_and_reload(tmp_path):
     assert reloaded.loss.loss.get_config() == loss.loss.get_config()
     assert reloaded.head.kernel_layout == "class_major"
     np.testing.assert_array_equal(reloaded.predict(X, verbose=0), model.predict(X, verbose=0))
-    assert int(keras.ops.convert_to_numpy(reloaded.loss._step)) == 1
+    assert int(keras.ops.convert_to_numpy(reloaded.loss.step_variable)) == 1
     # The next step is the same step on both (same sample, same weights, same momentum).
     a, b = model.train_on_batch(X, Y), reloaded.train_on_batch(X, Y)
     assert a == pytest.approx(b, rel=1e-5)
@@ -307,7 +479,8 @@ def test_save_and_reload(tmp_path):
 def test_class_major_head_equals_feature_major():
     x = RNG.normal(size=(7, D)).astype("float32")
     keras.utils.set_random_seed(4)
-    a = km.layers.LargestMarginHead(9, kernel_regularizer=km.regularizers.ZeroCentroid(2.0))
+    a = km.layers.LargestMarginHead(9, kernel_layout="feature_major",
+                                    kernel_regularizer=km.regularizers.ZeroCentroid(2.0))
     keras.utils.set_random_seed(4)
     b = km.layers.LargestMarginHead(9, kernel_layout="class_major",
                                     kernel_regularizer=km.regularizers.ZeroCentroid(2.0))
@@ -335,7 +508,7 @@ def test_head_config_without_layout_loads_feature_major(tmp_path):
     """Files saved before the option (no ``kernel_layout`` key) load with the (D, C) storage."""
     head = km.layers.LargestMarginHead(5)
     config = head.get_config()
-    assert config["kernel_layout"] == "feature_major"
+    assert config["kernel_layout"] == "class_major"  # the default now, always written
     config.pop("kernel_layout")
     old = km.layers.LargestMarginHead.from_config(config)
     old(np.ones((2, D), "float32"))

@@ -19,7 +19,8 @@ def test_adds_to_model_losses_and_moves_centroid_to_zero():
     keras.utils.set_random_seed(0)
     reg = km.regularizers.ZeroCentroid(5.0)
     head = km.layers.LargestMarginHead(
-        4, kernel_regularizer=reg, kernel_initializer=keras.initializers.Constant(0.0)
+        4, kernel_regularizer=reg, kernel_initializer=keras.initializers.Constant(0.0),
+        kernel_layout="feature_major",  # .kernel is the variable: assignable
     )
     model = keras.Sequential([keras.Input((3,)), head])
     head.kernel.assign(np.abs(np.random.default_rng(0).normal(size=(3, 4))) + 0.1)  # all in one orthant
