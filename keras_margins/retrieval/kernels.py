@@ -32,15 +32,22 @@ def _is_static(k):
     return isinstance(k, (int, np.integer))
 
 
-def _merge(best_scores, best_pos, scores, pos, k):
+def sorted_top_k(x, k):
+    """``top_k`` through a sort: XLA's SPMD partitioner splits a sort along its leading
+    (batch) axes, while it gathers a TopK's whole operand on every device first."""
+    where = ops.argsort(-x, axis=-1)[..., :k]
+    return ops.take_along_axis(x, where, axis=-1), where
+
+
+def _merge(best_scores, best_pos, scores, pos, k, top_k=ops.top_k):
     """Best ``k`` along the last axis of the concatenation of two (…, k') candidate sets."""
     scores = ops.concatenate([best_scores, scores], axis=-1)
     pos = ops.concatenate([best_pos, pos], axis=-1)
-    top, where = ops.top_k(scores, k)
+    top, where = top_k(scores, k)
     return top, ops.take_along_axis(pos, where, axis=-1)
 
 
-def chunk_top_k(scores, k, block=BLOCK):
+def chunk_top_k(scores, k, block=BLOCK, top_k=ops.top_k):
     """``(values, positions)`` of the ``k`` largest of ``scores`` (…, C) along the last axis.
 
     With a static ``k`` and ``C`` a multiple of ``block`` with at least ``k`` blocks, through
@@ -49,12 +56,12 @@ def chunk_top_k(scores, k, block=BLOCK):
     width = scores.shape[-1]
     if not (_is_static(k) and width is not None and width % block == 0 and width // block >= k
             and k * block < width):
-        return ops.top_k(scores, k)
+        return top_k(scores, k)
     lead = tuple(-1 if d is None else d for d in scores.shape[:-1])  # at most one unknown
     blocks = ops.reshape(scores, lead + (width // block, block))
-    _, chosen = ops.top_k(ops.max(blocks, axis=-1), k)                      # (…, k)
+    _, chosen = top_k(ops.max(blocks, axis=-1), k)                          # (…, k)
     picked = ops.take_along_axis(blocks, ops.expand_dims(chosen, -1), axis=-2)  # (…, k, block)
-    values, where = ops.top_k(ops.reshape(picked, lead + (k * block,)), k)
+    values, where = top_k(ops.reshape(picked, lead + (k * block,)), k)
     rows = ops.take_along_axis(chosen, where // block, axis=-1) * block + where % block
     return values, rows
 
@@ -71,12 +78,15 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
         chunk: rows of a shard scored at once (static).
         shards: S (static).
         constrain: optional function applied to the (S, Q, ·) intermediates to keep them
-            split over devices along S (``keras.distribution.distribute_tensor``).
+            split over devices along S (``keras.distribution.distribute_tensor``); the
+            per-shard selections then sort instead of calling TopK (see :func:`sorted_top_k`),
+            so each device ranks its own shard and only S·k candidates per query move.
 
     Returns:
         ``(ids (Q, k) int32, scores (Q, k) float32)``, best first.
     """
     keep = constrain or (lambda x: x)
+    select = ops.top_k if constrain is None else sorted_top_k
     dim = embeddings.shape[-1]
     per_shard = embeddings.shape[0] // shards
     gallery = keep(ops.reshape(embeddings, (shards, per_shard, dim)))
@@ -98,8 +108,8 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
         rows = start + offsets                                                 # (C,)
         valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)             # (S, 1, C)
         scores = ops.where(valid, scores, NEG_INF)
-        top, where = chunk_top_k(scores, width)
-        return _merge(best_scores, best_rows, top, where + start, k)
+        top, where = chunk_top_k(scores, width, top_k=select)
+        return _merge(best_scores, best_rows, top, where + start, k, top_k=select)
 
     init = (
         keep(ops.full((shards, n_queries, k), NEG_INF, dtype="float32")),
