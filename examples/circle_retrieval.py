@@ -19,6 +19,9 @@ optimiser and learning rate; only the loss differs:
   compressed single embedding (WEDL_C, 128-D, Euclidean distance) of the same models. With
   ``--head-dim 16`` (a 64-D concatenation, the size of the other embeddings) it scored
   MAP@R 0.509 ± 0.015: the untrained 16-D heads already lose what the 64-D features hold.
+  ``--authors-members`` swaps in the authors' code's forms of two members (cross-entropy with
+  label smoothing 0.15, their semi-hard triplet hinge: ``paper_members(C, authors=True)``);
+  the measured difference is in ``docs/papers.md`` §5.
 
 Early stopping without touching the test digits: the number of training steps of each method
 is chosen on class-disjoint folds carved from the training digits only (fit on three of 0–4,
@@ -42,6 +45,7 @@ validation folds, and none brought the MLP or linear backbone above raw pixels t
 
     python examples/circle_retrieval.py [--backbone cnn|linear|mlp] [--seeds 0 1 2]
     python examples/circle_retrieval.py --miner multi_similarity --steps 20   # no validation
+    python examples/circle_retrieval.py --methods multi_ensemble --authors-members
 """
 
 import argparse
@@ -122,8 +126,9 @@ def build(method, num_classes, args, seed):
             [km.losses.ArcFace(scale=16.0, margin=0.3), km.losses.PairCircleLoss()]
         )
     else:  # multi-embedding ensemble: the model itself embeds (weighted concatenation)
-        model = km.models.EnsembleModel(backbone, paper_members(num_classes),
-                                        embedding_dim=args.head_dim or args.dim, prior=PAPER_PRIOR)
+        members = paper_members(num_classes, authors=args.authors_members)
+        model = km.models.EnsembleModel(backbone, members, embedding_dim=args.head_dim or args.dim,
+                                        prior=PAPER_PRIOR)
         model.compile(keras.optimizers.Adam(args.lr), jit_compile=True)
         return model, model, None
     model.compile(keras.optimizers.Adam(args.lr), loss=loss, jit_compile=True)
@@ -174,7 +179,7 @@ def _subset(x, y, classes):
 def select_steps(x, y, args):
     """{method: steps} maximising mean validation MAP@R over FOLDS (training digits only)."""
     chosen = {}
-    for method in METHODS:
+    for method in args.methods:
         curves = [
             train(method, *_subset(x, y, fit_on), args, args.seeds[0], args.max_steps,
                   chunk=args.eval_every, held_out=_subset(x, y, held))[2].values
@@ -229,6 +234,11 @@ def main(argv=None):
                         help="validation MAP@R every this many steps")
     parser.add_argument("--steps", type=int, default=None,
                         help="train every method this many steps (skips the validation)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="the trained methods to run (default: all)")
+    parser.add_argument("--authors-members", action="store_true",
+                        help="multi_ensemble: the authors' cross-entropy (label smoothing 0.15) "
+                        "and semi-hard triplet hinge instead of the library's forms")
     args = parser.parse_args(argv)
 
     (x, y), (xt, yt) = km.data.digits_zero_shot()
@@ -236,13 +246,14 @@ def main(argv=None):
           f"retrieval among {len(yt)} digits of unseen classes {sorted(set(yt.tolist()))}")
     print(f"{args.backbone} backbone, {args.dim}-D embedding, batches of {args.p}×{args.k}"
           f"{' with ±1-pixel shifts' if args.shift else ''}, Adam lr {args.lr}, "
-          f"seeds {args.seeds}")
+          f"seeds {args.seeds}"
+          + (", multi_ensemble with the authors' member forms" if args.authors_members else ""))
     if args.steps is None:
         print("validation on folds of the training digits "
               + ", ".join(f"{a}->{b}" for a, b in FOLDS) + ":")
         steps = select_steps(x, y, args)
     else:
-        steps = dict.fromkeys(METHODS, args.steps)
+        steps = dict.fromkeys(args.methods, args.steps)
     print()
 
     raw = km.metrics.retrieval_scores(xt, yt)
@@ -251,7 +262,7 @@ def main(argv=None):
                  for seed in args.seeds]
     rows.append(("untrained backbone", {key: [u[key] for u in untrained] for _, key in METRICS},
                  0, 0.0))
-    for method in METHODS:
+    for method in args.methods:
         scores, start = {key: [] for _, key in METRICS}, time.time()
         compressed = {key: [] for _, key in METRICS}
         for seed in args.seeds:

@@ -52,6 +52,14 @@ def test_fixed_steps_cnn_with_miner(example):
     assert set(table["multi_ensemble"]) == _KEYS
 
 
+def test_authors_members_for_the_multi_embedding_ensemble_only(example, capsys):
+    table = example.main(["--seeds", "0", "--steps", "2", "--methods", "multi_ensemble",
+                          "--authors-members", "--backbone", "linear"])
+    assert list(table) == ["raw pixels", "untrained backbone", "multi_ensemble",
+                           "  compressed (Euclidean)"]
+    assert "authors' member forms" in capsys.readouterr().out
+
+
 def test_shift_moves_each_image_by_at_most_one_pixel(example):
     rng = np.random.default_rng(0)
     x = rng.random((32, 64)).astype("float32")
