@@ -13,6 +13,8 @@ from keras_margins.retrieval.gallery import GalleryIndex, check_positive_int, co
 GATHER_BYTES = 32 * 2**20
 #: Rows assigned to lists per compiled call of ``add``.
 ASSIGN_BATCH = 16384
+#: Gallery rows sampled (as stand-in queries) to size the default scan budget.
+BUDGET_SAMPLE = 2048
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -26,9 +28,12 @@ class IVFIndex(GalleryIndex):
     exports with stock TensorFlow ops: each list is a chain of blocks of ``block_size`` rows
     (its last block padded with id -1) in one (blocks × block_size, D) store, and a (lists ×
     blocks per list) table names each list's blocks. A query ranks the centroids, walks its
-    ``nprobe`` lists' blocks in that order and scores the first ``max_scan_blocks`` of them
-    (default: enough for the ``nprobe`` largest lists, i.e. all rows of the probed lists,
-    like ``IndexIVFFlat``; a smaller budget bounds the work as faiss' ``max_codes`` does).
+    ``nprobe`` lists' blocks in that order and scores the first B of them — B a static
+    budget, like faiss' ``max_codes``: ``max_scan_blocks`` if given, else the most blocks any
+    of 2048 sampled gallery rows would need as a query (so a query from the gallery's
+    distribution scans all its probed lists, as ``IndexIVFFlat`` does, while the work is not
+    padded up to the largest lists); never more than the ``nprobe`` largest lists hold. A
+    query whose probed lists hold more blocks scans its last-ranked lists only in part.
 
     The centroids are trained by k-means (Lloyd's iterations; spherical for cosine) on a
     sample, by ``train`` or on the first ``add``; rows are assigned to the centroid with the
@@ -44,8 +49,8 @@ class IVFIndex(GalleryIndex):
         metric: ``"cosine"`` (default) or ``"inner_product"``.
         k: results of ``call`` and default of ``search`` (default 1).
         block_size: rows per block (default 32).
-        max_scan_blocks: blocks scanned per query (default None: every block of the
-            ``nprobe`` largest lists).
+        max_scan_blocks: blocks scanned per query (default None: sized on a sample of the
+            gallery, see above).
         capacity: rows to allocate up front (default None: grows as needed).
         names: optional dict id -> name.
         **kwargs: ``keras.layers.Layer`` arguments; unknown ones raise ``TypeError``.
@@ -68,9 +73,9 @@ class IVFIndex(GalleryIndex):
                  max_scan_blocks=None, capacity=None, names=None, **kwargs):
         super().__init__(dim, metric=metric, k=k, names=names, **kwargs)
         self.num_lists = check_positive_int(num_lists, "num_lists")
-        self.nprobe = check_positive_int(nprobe, "nprobe")
-        if self.nprobe > self.num_lists:
-            raise ValueError(f"`nprobe` ({nprobe}) must be <= `num_lists` ({num_lists}).")
+        self.probes = None
+        self.largest_lists_blocks = self.sampled_scan_blocks = 1
+        self.nprobe = nprobe
         self.block_size = check_positive_int(block_size, "block_size")
         self.max_scan_blocks = (None if max_scan_blocks is None
                                 else check_positive_int(max_scan_blocks, "max_scan_blocks"))
@@ -80,8 +85,21 @@ class IVFIndex(GalleryIndex):
         self.num_blocks = 1 + self.num_lists + math.ceil(rows / self.block_size)
         self.table_width = max(1, math.ceil(rows / self.block_size / self.num_lists))
         self.allocate({})
-        self.largest_lists_blocks = 1
         self.built = True
+
+    @property
+    def nprobe(self):
+        """Lists scanned per query (may be changed between searches)."""
+        return self.probes
+
+    @nprobe.setter
+    def nprobe(self, value):
+        value = check_positive_int(value, "nprobe")
+        if value > self.num_lists:
+            raise ValueError(f"`nprobe` ({value}) must be <= `num_lists` ({self.num_lists}).")
+        self.probes = value
+        if getattr(self, "ivf_list_blocks", None) is not None:
+            self.refresh()
 
     # ------------------------------------------------------------------ storage
     def specs(self):
@@ -319,16 +337,31 @@ class IVFIndex(GalleryIndex):
 
     # ------------------------------------------------------------------ search
     def scan_blocks(self):
-        """Blocks scanned per query: ``max_scan_blocks`` or the ``nprobe`` largest lists'
-        (read from the host copy kept by every edit, so that graphs can use it)."""
+        """Blocks scanned per query (a static shape): ``max_scan_blocks`` when given, else
+        the most blocks any of up to ``BUDGET_SAMPLE`` sampled gallery rows would need as a
+        query; never more than the ``nprobe`` largest lists hold. Kept on the host by every
+        edit, so that graphs can use it."""
         if self.max_scan_blocks is not None:
-            return self.max_scan_blocks
-        return self.largest_lists_blocks
+            return min(self.max_scan_blocks, self.largest_lists_blocks)
+        return self.sampled_scan_blocks
 
     def refresh(self):
-        """Update the host copy of the blocks of the ``nprobe`` largest lists."""
-        blocks = np.sort(self.host("ivf_list_blocks"))[::-1]
-        self.largest_lists_blocks = max(1, int(blocks[: self.nprobe].sum()))
+        """Recompute the scan budgets from the lists (after every edit or nprobe change)."""
+        blocks = self.host("ivf_list_blocks").astype("int64")
+        self.largest_lists_blocks = max(1, int(np.sort(blocks)[::-1][: self.nprobe].sum()))
+        self.sampled_scan_blocks = self.largest_lists_blocks
+        ids = self.host("ivf_block_ids")
+        used = np.flatnonzero(ids >= 0)
+        if not used.size:
+            return
+        rng = np.random.default_rng(0)
+        chosen = np.sort(rng.choice(used, min(BUDGET_SAMPLE, used.size), replace=False))
+        rows = np.asarray(ops.convert_to_numpy(
+            ops.take(self.ivf_blocks.value, ops.convert_to_tensor(chosen.astype("int32")), axis=0)))
+        scores = rows @ self.host("ivf_centroids").T
+        probed = np.argpartition(-scores, self.nprobe - 1, axis=1)[:, : self.nprobe]
+        need = int(blocks[probed].sum(axis=1).max())
+        self.sampled_scan_blocks = max(1, min(need, self.largest_lists_blocks))
 
     def query_chunk(self, budget, queries=None):
         per_query = budget * self.block_size * self.dim * 4
@@ -353,7 +386,7 @@ class IVFIndex(GalleryIndex):
             chunk = self.query_chunk(budget, queries.shape[0])
             return self.kernel(queries, k, budget, chunk, state)
 
-        return ("ivf", k, budget), fn, self.state_values()
+        return ("ivf", k, budget, self.nprobe), fn, self.state_values()
 
     def search(self, queries, k=None):
         if not self.trained:

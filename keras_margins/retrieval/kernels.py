@@ -94,28 +94,39 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
     # Items of shard s: (size - s + S - 1) // S; the loop covers the fullest shard.
     shard_index = ops.arange(shards, dtype="int32")
     filled = ops.floor_divide(size - shard_index + (shards - 1), shards)        # (S,)
-    steps = ops.floor_divide(ops.max(filled) + (chunk - 1), chunk)
+    fullest = ops.max(filled)
     n_queries = ops.shape(queries)[0]
-    width = min(k, chunk) if _is_static(k) else ops.minimum(k, chunk)
-    offsets = ops.arange(chunk, dtype="int32")
 
-    def body(step, carry):
-        best_scores, best_rows = carry
-        start = ops.cast(step * chunk, "int32")
-        zero = start * 0  # start indices of one integer type (JAX with x64 enabled)
-        block = ops.slice(gallery, (zero, start, zero), (shards, chunk, dim))  # (S, C, D)
-        scores = keep(ops.einsum("qd,scd->sqc", queries, block))               # (S, Q, C)
-        rows = start + offsets                                                 # (C,)
-        valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)             # (S, 1, C)
-        scores = ops.where(valid, scores, NEG_INF)
-        top, where = chunk_top_k(scores, width, top_k=select)
-        return _merge(best_scores, best_rows, top, where + start, k, top_k=select)
+    def scan(carry, first, steps, rows_at_once):
+        """Fold ``steps`` slices of ``rows_at_once`` rows from row ``first`` into ``carry``."""
+        width = min(k, rows_at_once) if _is_static(k) else ops.minimum(k, rows_at_once)
+        offsets = ops.arange(rows_at_once, dtype="int32")
+
+        def body(step, carry):
+            best_scores, best_rows = carry
+            start = ops.cast(first + step * rows_at_once, "int32")
+            zero = start * 0  # start indices of one integer type (JAX with x64 enabled)
+            block = ops.slice(gallery, (zero, start, zero), (shards, rows_at_once, dim))
+            scores = keep(ops.einsum("qd,scd->sqc", queries, block))           # (S, Q, C)
+            rows = start + offsets
+            valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)         # (S, 1, C)
+            scores = ops.where(valid, scores, NEG_INF)
+            top, where = chunk_top_k(scores, width, top_k=select)
+            return _merge(best_scores, best_rows, top, where + start, k, top_k=select)
+
+        return ops.fori_loop(0, steps, body, carry)
 
     init = (
         keep(ops.full((shards, n_queries, k), NEG_INF, dtype="float32")),
         keep(ops.zeros((shards, n_queries, k), dtype="int32")),
     )
-    best_scores, best_rows = ops.fori_loop(0, steps, body, init)
+    # Whole chunks, then the rest in slices of chunk / 8 rows, so that at most chunk / 8 - 1
+    # rows past the gallery's end are scored (the storage is a whole number of chunks).
+    full = ops.floor_divide(fullest, chunk)
+    tail = chunk // 8 if chunk % 8 == 0 else chunk
+    carry = scan(init, 0, full, chunk)
+    rest = ops.floor_divide(fullest - full * chunk + (tail - 1), tail)
+    best_scores, best_rows = scan(carry, full * chunk, rest, tail)
     # Rows of shard s start at s·P; merge the S shards' best (S·k candidates per query).
     slots = best_rows + ops.reshape(shard_index * per_shard, (shards, 1, 1))
     if shards == 1:

@@ -49,7 +49,9 @@ def data():
 @pytest.mark.parametrize("nprobe", [1, 3, L])
 def test_search_equals_the_inverted_file_reference(data, nprobe):
     x, ids, queries = data
-    index = km.retrieval.IVFIndex(D, num_lists=L, nprobe=nprobe, block_size=8)
+    # A budget as large as the nprobe largest lists: every probed row is scanned.
+    index = km.retrieval.IVFIndex(D, num_lists=L, nprobe=nprobe, block_size=8,
+                                  max_scan_blocks=10**6)
     index.add(x[:400], ids[:400])   # trains on these 400, then grows its block store
     index.add(x[400:], ids[400:])
     centroids = keras.ops.convert_to_numpy(index.ivf_centroids.value)
@@ -109,6 +111,19 @@ def test_training_reduces_the_quantization_error_and_is_seeded(data):
     np.testing.assert_array_equal(b, again)
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)  # spherical
     assert (x @ b.T).max(axis=1).mean() > (x @ a.T).max(axis=1).mean()
+
+
+def test_default_budget_covers_every_gallery_row_as_a_query(data):
+    x, ids, _ = data  # 900 rows: the budget's sample is the whole gallery
+    index = km.retrieval.IVFIndex(D, num_lists=L, nprobe=3, block_size=8)
+    index.add(x, ids)
+    centroids = keras.ops.convert_to_numpy(index.ivf_centroids.value)
+    blocks = -(-index.list_sizes() // 8)
+    need = [sum(blocks[j] for j in np.argsort(-(centroids @ row))[:3]) for row in unit(x)]
+    assert index.scan_blocks() == max(need) <= np.sort(blocks)[::-1][:3].sum()
+    index.nprobe = 5  # the budget follows nprobe
+    need = [sum(blocks[j] for j in np.argsort(-(centroids @ row))[:5]) for row in unit(x)]
+    assert index.scan_blocks() == max(need)
 
 
 def test_scan_budget_bounds_the_rows_scored(data):
