@@ -18,11 +18,14 @@ def normalized_matmul(x, w):
     i.e. one matmul per input plus one fused pass, instead of autodiff through two
     normalisations (the cosine head's step time against Dense + softmax:
     ``benchmarks/step_time.py`` and ``benchmarks/head_cost.py``, figures in
-    ``benchmarks/RESULTS.md``). Norms are floored at EPS: zero vectors give cosine 0 and
-    finite gradients.
+    ``benchmarks/RESULTS.md``). Norms are floored at EPS: zero vectors give cosine 0 and a
+    zero gradient (the normalisation has no derivative at 0; the floored one, about 1/EPS,
+    would turn inf once cast to a float16 backbone).
     """
-    inv_x = ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=1, keepdims=True), EPS * EPS))
-    inv_w = ops.rsqrt(ops.maximum(ops.sum(ops.square(w), axis=0, keepdims=True), EPS * EPS))
+    sq_x = ops.sum(ops.square(x), axis=1, keepdims=True)
+    sq_w = ops.sum(ops.square(w), axis=0, keepdims=True)
+    inv_x = ops.rsqrt(ops.maximum(sq_x, EPS * EPS))
+    inv_w = ops.rsqrt(ops.maximum(sq_w, EPS * EPS))
     cos = ops.matmul(x, w) * inv_x * inv_w
 
     def grad(*args, upstream=None):
@@ -36,7 +39,7 @@ def normalized_matmul(x, w):
         dw = ops.matmul(ops.transpose(x), scaled) - w * (
             ops.square(inv_w) * ops.sum(weighted, axis=0, keepdims=True)
         )
-        return dx, dw
+        return ops.where(sq_x > EPS * EPS, dx, 0.0), ops.where(sq_w > EPS * EPS, dw, 0.0)
 
     # The clip only removes rounding beyond ±1; the backward pass above ignores it
     # (straight-through), so a cosine that rounds to 1.0000001 still gets a gradient.
