@@ -23,8 +23,9 @@ class AdaFace(CosineModelLoss):
     g_angle = −m·ẑ_i,  g_add = m·ẑ_i + m,  ẑ_i = clip(h·(‖z_i‖ − μ)/(σ + ε), −1, 1),
     μ ← momentum·μ + (1 − momentum)·mean_B ‖z‖,  σ ← momentum·σ + (1 − momentum)·std_B ‖z‖.
 
-    High-norm (good-quality) samples get an ArcFace-like angular margin, low-norm ones a
-    CosFace-like additive margin that eases hard, unrecognisable samples. The norm gets no
+    Low-norm (low-quality) samples get ArcFace's cos(θ + m), which gives little weight to
+    hard, possibly unrecognisable samples; average ones CosFace's cos θ − m; high-norm
+    (high-quality) ones cos(θ − m) − 2m, which emphasises hard samples. The norm gets no
     gradient. μ and σ (starting at 20 and 100, the authors' values) are non-trainable
     weights of the model made by ``build_state``: they are updated in every training step
     before use, saved and reloaded with the model and shown in the logs

@@ -24,7 +24,7 @@ NORM_RANGE = (1e-3, 100.0)
 
 
 def adaface_norm_stats(norms, mean, std, momentum=0.99):
-    """Running statistics of the feature norms (Kim et al. 2022, Eq. 12):
+    """Running statistics of the feature norms (Kim et al. 2022, the EMA of μ and σ):
     μ ← momentum·μ + (1 − momentum)·mean_B(‖z‖), σ ← momentum·σ + (1 − momentum)·std_B(‖z‖),
     norms clipped to [0.001, 100], the batch std unbiased (N − 1, as ``torch.std``; 0 for a
     single sample), no gradient. A non-finite batch leaves the statistics unchanged.
@@ -58,7 +58,7 @@ def adaface_norm_stats(norms, mean, std, momentum=0.99):
 
 
 def adaface_margin_scaler(norms, mean, std, h=0.333):
-    """ẑ_i = clip(h·(‖z_i‖ − μ)/(σ + ε), −1, 1) (Kim et al. 2022, Eq. 11; ε = 1e-3 as in the
+    """ẑ_i = clip(h·(‖z_i‖ − μ)/(σ + ε), −1, 1) (Kim et al. 2022, the margin scaler; ε = 1e-3 as in the
     authors' code), with the norms clipped to [0.001, 100] and no gradient.
 
     Example:
@@ -75,8 +75,9 @@ def adaface_margin_scaler(norms, mean, std, h=0.333):
 
 def adaface_target(cos_y, scaler, margin=0.4):
     """cos(clip(θ_y + g_angle, ε, π − ε)) − g_add with g_angle = −m·ẑ, g_add = m·ẑ + m
-    (Kim et al. 2022, Eq. 10), without arccos: cos(θ + g) = cos θ·cos g − sin θ·sin g, and
-    the two clip ends found by comparing cos θ with cos(ε − g) and cos(π − ε − g)."""
+    (Kim et al. 2022, the adaptive margin function), without arccos: cos(θ + g) =
+    cos θ·cos g − sin θ·sin g, and the two clip ends found by comparing cos θ with cos(ε − g)
+    and cos(π − ε − g)."""
     g_angle = -margin * scaler
     g_add = margin + margin * scaler
     cos_g, sin_g = ops.cos(g_angle), ops.sin(g_angle)
@@ -91,15 +92,15 @@ def adaface_target(cos_y, scaler, margin=0.4):
 
 
 def adaface(labels, cos, norms, mean, std, scale=64.0, margin=0.4, h=0.333):
-    """Per-sample AdaFace loss (Kim et al. 2022, Eq. 10–11):
+    """Per-sample AdaFace loss (Kim et al. 2022, the AdaFace loss):
 
     L_i = −log e^{s·f(θ_y)} / (e^{s·f(θ_y)} + Σ_{j≠y} e^{s·cos θ_j}),
     f(θ_y) = cos(clip(θ_y − m·ẑ_i, ε, π − ε)) − (m·ẑ_i + m),
 
     ẑ_i = clip(h·(‖z_i‖ − μ)/(σ + ε), −1, 1) from the running norm statistics μ, σ
-    (``adaface_norm_stats``). High-norm (high-quality) samples get an angular margin up to
-    m and no additive one (ArcFace-like); low-norm samples a negative angular margin and an
-    additive one up to 2m (CosFace-like, easing hard samples). The norm gets no gradient.
+    (``adaface_norm_stats``). A low norm (low image quality, ẑ = −1) gives ArcFace's
+    cos(θ + m), which de-emphasises hard samples; ẑ = 0 gives CosFace's cos θ − m; a high norm
+    (ẑ = 1) gives cos(θ − m) − 2m, which emphasises hard samples. The norm gets no gradient.
 
     Args:
         labels: (N,) or (N, 1) integer class ids in [0, C).

@@ -54,7 +54,7 @@ def angular_margin_target(cos_y, margin):
     [ 0.8776  0.0236 -1.0397]
 
     Reference:
-        - Deng et al., 2019. [ArcFace](https://arxiv.org/abs/1801.07698), CVPR 2019 (Eq. 3).
+        - Deng et al., 2019. [ArcFace](https://arxiv.org/abs/1801.07698), CVPR 2019 (additive angular margin).
     """
     cos_y = ops.convert_to_tensor(cos_y)
     margin = ops.cast(margin, cos_y.dtype)
@@ -122,7 +122,8 @@ def _uniform_open(bits):
 
 def stateless_normal(count, seed, mean=0.0, stddev=1.0):
     """``count`` draws from N(mean, stddev²), a pure function of ``seed`` (Box–Muller on
-    hashed counters): no random state, so it compiles under XLA and repeats exactly.
+    hashed counters): no random state, so it compiles under XLA and repeats. The hashed bits
+    are the same on every backend; the normals agree to float32 rounding of log and cos.
 
     Args:
         count: number of draws (int, or an int32 scalar tensor for a dynamic batch).
