@@ -54,15 +54,16 @@ def unit_rows(x, floor=1e-12):
     return out
 
 
-def cosine(x, w):
-    """cos θ_ij between feature rows x_i (N, D) and class columns w_j (D, C); 0 for a zero
-    vector (NormFace's normalised features and weights)."""
+def cosine(x, w, floor=1e-12):
+    """cos θ_ij between feature rows x_i (N, D) and class columns w_j (D, C) (NormFace's
+    normalised features and weights); norms below ``floor`` count as ``floor``, so a zero
+    vector has cosine 0 with everything."""
     x, w = np.asarray(x, "float64"), np.asarray(w, "float64")
     out = np.zeros((x.shape[0], w.shape[1]))
     for i in range(x.shape[0]):
         for j in range(w.shape[1]):
-            nx, nw = np.linalg.norm(x[i]), np.linalg.norm(w[:, j])
-            out[i, j] = 0.0 if nx == 0 or nw == 0 else float(x[i] @ w[:, j]) / (nx * nw)
+            nx, nw = max(np.linalg.norm(x[i]), floor), max(np.linalg.norm(w[:, j]), floor)
+            out[i, j] = float(x[i] @ w[:, j]) / (nx * nw)
     return out
 
 
@@ -252,8 +253,7 @@ def pod_terms(labels, x, centroids, delta, norm_floor=None):
         if norm_floor is not None:
             denom = max(denom, norm_floor)
         nac[i] = (1.0 - float(x[i] @ c[:, y]) / denom) ** 2
-        unit = x[i] / norm if norm > 0 else np.zeros(d)
-        residual[i] = unit - c[:, y]
+        residual[i] = x[i] / max(norm, 1e-12) - c[:, y]  # a zero row stays zero
     decorrelation = 0.0
     for a in range(d):
         for b in range(d):

@@ -3,12 +3,17 @@
 Over drawn shapes (N, C, D, P×K batches), scales, margins and values (cosines include the
 edges ±1 and 0, embeddings include zero rows), every op must
 
-* equal a plain NumPy reference written here (loops where that is clearer);
+* equal the plain NumPy loop references of ``tests/references.py``;
 * give finite values and finite gradients;
 * be invariant to rescaling the features / class weights where the method is scale-free
   (cosine heads, pair losses on normalised embeddings);
 * be permutation-equivariant per sample (permuting the batch permutes the per-sample loss);
 * for pair losses, be invariant to renaming the classes (labels only compared for equality).
+
+Margins are drawn from the presets of the generalised margin softmax (NormFace, ArcFace,
+CosFace, SphereFace, combined), each also given as an explicit example, with explicit examples
+past ArcFace's fallback point (θ_y + m > π). Pair batches have P >= 2 classes of K >= 2
+samples, so every anchor has a positive and a negative.
 
 Cost is bounded by the hypothesis profile registered in ``tests/conftest.py`` (``ci``: 25
 examples per test on TensorFlow, 10 on JAX, no deadline, derandomised) and by drawing sizes
@@ -20,7 +25,8 @@ import math
 import keras
 import numpy as np
 import pytest
-from hypothesis import assume, given
+import references as ref
+from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -75,9 +81,10 @@ def feature_batch(draw, min_n=1):
 
 @st.composite
 def pk_batch(draw):
-    """P classes × K samples: labels (arbitrary distinct ints) and embeddings (P·K, D)."""
-    p = draw(st.sampled_from((1, 3)))
-    k = draw(st.sampled_from((1, 2)))
+    """P >= 2 classes × K >= 2 samples: labels (arbitrary distinct ints) and embeddings
+    (P·K, D); every anchor has a positive and a negative."""
+    p = draw(st.sampled_from((2, 3)))
+    k = draw(st.sampled_from((2, 3)))
     d = draw(st.sampled_from(DIMS))
     ids = draw(st.lists(st.integers(-1000, 1000), min_size=p, max_size=p, unique=True))
     labels = np.repeat(np.array(ids, "int64"), k)
@@ -85,118 +92,71 @@ def pk_batch(draw):
     return labels, emb
 
 
-margins_m2 = st.floats(0.0, 1.0)
-margins_m3 = st.floats(0.0, 0.5)
-margins_m1 = st.floats(1.0, 4.0)
+#: The presets of the generalised margin softmax ψ(θ) = cos(m1·θ + m2) − m3 (Zhou et al. 2022).
+MARGIN_FAMILIES = {
+    "normface": lambda draw: (1.0, 0.0, 0.0),
+    "arcface": lambda draw: (1.0, draw(st.floats(0.05, 1.2)), 0.0),
+    "cosface": lambda draw: (1.0, 0.0, draw(st.floats(0.05, 0.5))),
+    "sphereface": lambda draw: (draw(st.floats(1.1, 4.0)), 0.0, 0.0),
+    "combined": lambda draw: (1.0, draw(st.floats(0.05, 0.8)), draw(st.floats(0.05, 0.4))),
+}
+
+
+@st.composite
+def margin_family(draw):
+    """(m1, m2, m3) of one preset family, drawn uniformly over the families."""
+    family = draw(st.sampled_from(sorted(MARGIN_FAMILIES)))
+    event(f"family={family}")
+    return MARGIN_FAMILIES[family](draw)
+
+
+#: A (5, 5) batch (a shape the strategies draw too: no extra compilation on JAX).
+_COS = np.random.default_rng(0).uniform(-0.9, 0.9, (5, 5))
+_LABELS = np.array([0, 1, 2, 3, 4], "int32")
+
+
+def _past_fallback(m2, m3=0.0):
+    """A batch whose first target lies past ArcFace's fallback point (θ_y + m2 > π), the second
+    just before it, the third at cos θ = −1: (labels, cos), with the margins."""
+    edge = -math.cos(m2)  # θ + m2 = π
+    cos = _COS.copy()
+    cos[0, 0], cos[1, 1], cos[2, 2] = max(edge - 0.05, -1.0), min(edge + 0.05, 1.0), -1.0
+    return (_LABELS, cos), (1.0, m2, m3)
+
+
+#: Explicit examples: every family once, and ArcFace / combined past the fallback point.
+_BATCH = (_LABELS, _COS)
+MARGIN_EXAMPLES = [
+    (_BATCH, (1.0, 0.0, 0.0)),
+    (_BATCH, (1.0, 0.5, 0.0)),
+    (_BATCH, (1.0, 0.0, 0.35)),
+    (_BATCH, (1.5, 0.0, 0.0)),
+    (_BATCH, (1.0, 0.3, 0.2)),
+    _past_fallback(0.5),
+    _past_fallback(1.0),
+    _past_fallback(0.3, 0.2),
+]
+
+
+def with_margin_examples(test):
+    """Adds MARGIN_EXAMPLES (at scale 30) to a test given (batch, s, margins)."""
+    for batch, margins in reversed(MARGIN_EXAMPLES):
+        test = example(batch=batch, s=30.0, margins=margins)(test)
+    return test
 
 
 # ------------------------------------------------------------------------ NumPy references
-def ref_logsumexp(v):
-    v = np.asarray(v, "float64")
-    if v.size == 0:
-        return None
-    top = v.max()
-    return top + math.log(np.exp(v - top).sum())
-
-
-def ref_psi(cos_y, m1, m2, m3):
-    """cos(m1·θ + m2) − m3 with the library's monotone conventions (Zhou et al. 2022;
-    ArcFace fallback cos θ − m2·sin m2 where θ + m2 > π; SphereFace (−1)^k cos t − 2k)."""
-    if m1 == 1.0:
-        theta = math.acos(min(max(cos_y, -1.0), 1.0))
-        if m2 == 0.0:
-            return cos_y - m3
-        if theta + m2 > math.pi:
-            return cos_y - m2 * math.sin(m2) - m3
-        return math.cos(theta + m2) - m3
-    theta = math.acos(min(max(cos_y, -ACOS_CLIP), ACOS_CLIP))
-    t = m1 * theta + m2
-    k = math.floor(t / math.pi)
-    return (-1.0) ** k * math.cos(t) - 2.0 * k - m3
+# The loop references of tests/references.py, with the library's documented conventions: the
+# arccos clip of SphereFace, norms floored at 1e-12 (zero vectors give cosine 0) and POD's
+# sqrt(||x||² + δ²) floored at 1e-12 (x = 0 stays finite).
 
 
 def ref_margin_softmax(labels, cos, s, m1, m2, m3):
-    out = []
-    for i, y in enumerate(labels):
-        psi = ref_psi(cos[i, y], m1, m2, m3)
-        logits = [s * psi if j == y else s * cos[i, j] for j in range(cos.shape[1])]
-        out.append(ref_logsumexp(logits) - s * psi)
-    return np.array(out)
-
-
-def ref_lm_softmax(labels, cos, s):
-    return np.array([
-        ref_logsumexp([s * cos[i, j] for j in range(cos.shape[1]) if j != y]) - s * cos[i, y]
-        for i, y in enumerate(labels)
-    ])
-
-
-def ref_circle_row(pos, neg, m, gamma):
-    """softplus(LSE_p + LSE_n) of Sun et al. 2020, Eq. 6 (0 without a positive or negative)."""
-    if not len(pos) or not len(neg):
-        return 0.0
-    lp = [-gamma * max(1 + m - sp, 0.0) * (sp - (1 - m)) for sp in pos]
-    ln = [gamma * max(sn + m, 0.0) * (sn - m) for sn in neg]
-    z = ref_logsumexp(lp) + ref_logsumexp(ln)
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-def ref_circle_class_level(labels, cos, m, gamma):
-    return np.array([
-        ref_circle_row([cos[i, y]], [cos[i, j] for j in range(cos.shape[1]) if j != y], m, gamma)
-        for i, y in enumerate(labels)
-    ])
-
-
-def ref_unit(v):
-    v = np.asarray(v, "float64")
-    norm = np.sqrt((v * v).sum(axis=-1, keepdims=True))
-    return v / np.maximum(norm, 1e-12)
-
-
-def ref_circle_pairwise(labels, emb, m, gamma):
-    u = ref_unit(emb)
-    sim = u @ u.T
-    out = []
-    for i in range(len(labels)):
-        pos = [sim[i, j] for j in range(len(labels)) if j != i and labels[j] == labels[i]]
-        neg = [sim[i, j] for j in range(len(labels)) if labels[j] != labels[i]]
-        out.append(ref_circle_row(pos, neg, m, gamma))
-    return np.array(out)
-
-
-def ref_sample_margin(labels, cos):
-    return np.array([
-        cos[i, y] - max(cos[i, j] for j in range(cos.shape[1]) if j != y)
-        for i, y in enumerate(labels)
-    ])
-
-
-def ref_cosine(x, w):
-    return ref_unit(x) @ ref_unit(w.T).T
-
-
-def ref_virtual_softmax(labels, x, w):
-    out = []
-    for i, y in enumerate(labels):
-        z = x[i] @ w
-        z_virt = np.linalg.norm(w[:, y]) * np.linalg.norm(x[i])
-        out.append(ref_logsumexp(list(z) + [z_virt]) - z[y])
-    return np.array(out)
+    return ref.margin_softmax(labels, cos, s, m1, m2, m3, acos_clip=ACOS_CLIP)
 
 
 def ref_pod_terms(labels, x, centroids, delta):
-    c = ref_unit(centroids.T).T
-    # the op floors sqrt(||x||² + δ²) at 1e-12 (documented: x = 0 stays finite)
-    nac = np.array([
-        (1 - x[i] @ c[:, y] / max(math.sqrt(x[i] @ x[i] + delta**2), 1e-12)) ** 2
-        for i, y in enumerate(labels)
-    ])
-    r = ref_unit(x) - c[:, labels].T
-    cov = r.T @ r / (len(labels) - 1)
-    d = x.shape[1]
-    off = sum(cov[a, b] ** 2 for a in range(d) for b in range(d) if a != b)
-    return nac, off / (d - 1)
+    return ref.pod_terms(labels, x, centroids, delta, norm_floor=1e-12)
 
 
 def close(got, want, scale=1.0):
@@ -212,10 +172,11 @@ def finite_grads(fn, *arrays):
 
 
 # ---------------------------------------------------------------- equal to the references
-@given(cos_batch(), scales, margins_m1, margins_m2, margins_m3)
-def test_margin_softmax_matches_reference(batch, s, m1, m2, m3):
+@given(batch=cos_batch(), s=scales, margins=margin_family())
+@with_margin_examples
+def test_margin_softmax_matches_reference(batch, s, margins):
     labels, cos = batch
-    assume(m2 < math.pi)
+    m1, m2, m3 = margins
     got = km.ops.margin_softmax(labels, cos, s, m1=m1, m2=m2, m3=m3)
     # at cos = ±1 the op floors sin θ at 1e-6 (finite gradient): allow that much per logit
     close(got, ref_margin_softmax(labels, cos, s, m1, m2, m3), scale=10 * s)
@@ -224,40 +185,40 @@ def test_margin_softmax_matches_reference(batch, s, m1, m2, m3):
 @given(cos_batch(), scales)
 def test_largest_margin_softmax_matches_reference(batch, s):
     labels, cos = batch
-    close(km.ops.largest_margin_softmax(labels, cos, s), ref_lm_softmax(labels, cos, s), scale=s)
+    close(km.ops.largest_margin_softmax(labels, cos, s), ref.lm_softmax(labels, cos, s), scale=s)
 
 
 @given(cos_batch(), st.floats(0.0, 0.9), st.floats(1.0, 256.0))
 def test_circle_class_level_matches_reference(batch, m, gamma):
     labels, cos = batch
     got = km.ops.circle_class_level(labels, cos, margin=m, gamma=gamma)
-    close(got, ref_circle_class_level(labels, cos, m, gamma), scale=gamma)
+    close(got, ref.circle_class_level(labels, cos, m, gamma), scale=gamma)
 
 
 @given(pk_batch(), st.floats(0.0, 0.9), st.floats(1.0, 128.0))
 def test_circle_pairwise_matches_reference(batch, m, gamma):
     labels, emb = batch
     got = km.ops.circle_pairwise(labels, emb, margin=m, gamma=gamma)
-    close(got, ref_circle_pairwise(labels, emb, m, gamma), scale=gamma)
+    close(got, ref.circle_pairwise(labels, emb, m, gamma)[0], scale=gamma)
 
 
 @given(cos_batch())
 def test_sample_margin_matches_reference(batch):
     labels, cos = batch
-    close(km.ops.sample_margin(labels, cos), ref_sample_margin(labels, cos))
+    close(km.ops.sample_margin(labels, cos), ref.sample_margin(labels, cos))
 
 
 @given(feature_batch())
 def test_cosine_similarity_matches_reference(batch):
     _, x, w = batch
-    close(km.ops.cosine_similarity(x, w), ref_cosine(x, w))
+    close(km.ops.cosine_similarity(x, w), ref.cosine(x, w))
 
 
 @given(feature_batch())
 def test_virtual_softmax_matches_reference(batch):
     labels, x, w = batch
     got = km.ops.virtual_softmax(labels, x, w)
-    want = ref_virtual_softmax(labels, x, w)
+    want = ref.virtual_softmax(labels, x, w)
     close(got, want, scale=np.abs(want).max())
 
 
@@ -272,9 +233,11 @@ def test_pod_terms_match_reference(batch, delta):
 
 
 # ------------------------------------------------------------ finite values and gradients
-@given(cos_batch(), scales, margins_m1, margins_m2, margins_m3)
-def test_margin_softmax_finite_gradient(batch, s, m1, m2, m3):
+@given(batch=cos_batch(), s=scales, margins=margin_family())
+@with_margin_examples
+def test_margin_softmax_finite_gradient(batch, s, margins):
     labels, cos = batch
+    m1, m2, m3 = margins
     finite_grads(lambda c: keras.ops.sum(km.ops.margin_softmax(labels, c, s, m1, m2, m3)), cos)
 
 
