@@ -1,15 +1,17 @@
 """Training with many classes: full cosine head vs Partial FC, step time and memory.
 
-Setup (issue 13): N = 256 embeddings of D = 128 from a one-layer backbone (Dense(128) on
-fixed 128-d inputs), a ``km.layers.LargestMarginHead(C, kernel_layout="class_major")``,
+Setup: N = 256 embeddings of D = 128 from a one-layer backbone (Dense(128) on fixed 128-d
+inputs), a ``km.layers.LargestMarginHead(C)`` (its default class-major (C, D) storage),
 ``km.losses.ArcFace()``, ``keras.optimizers.SGD(0.1, momentum=0.9)``, XLA on
 (``jit_compile=True``), C = 10 000, 100 000 and 1 000 000. Cases per C, each its own
 ``km.models.MarginModel`` with identical weights and optimizer:
 
 * ``full``: the whole head, ``loss=ArcFace()``;
 * ``pfc0.3`` / ``pfc0.1``: ``loss=km.losses.PartialFC(ArcFace(), sample_rate)``;
-* ``full_feature_major`` (C ≤ 100 000, ``--feature-major``): the full head with the
-  default (D, C) storage, to show the class-major storage costs the full head nothing.
+* with ``--feature-major`` (C ≤ 100 000): ``full_feature_major`` and
+  ``pfc0.1_feature_major``, the same with ``kernel_layout="feature_major"`` ((D, C) storage,
+  the default before class-major became it): the storage costs the full head nothing and
+  decides what a sampled step saves.
 
 One step is ``model.train_on_batch`` (the model's compiled train function). The cases of a
 C are timed interleaved (``_timing.measure``: shuffled order every round, medians, ratio =
@@ -54,28 +56,34 @@ import keras_margins as km  # noqa: E402
 
 N, D = 256, 128
 RATES = (0.3, 0.1)
-#: Goals of issue 13: Partial FC at rate 0.1 vs the full head (step time ratio).
+#: Goals: Partial FC at rate 0.1 vs the full head (step time ratio).
 GOALS = {1_000_000: 0.30, 100_000: 0.50}
 SLOTS = 1  # SGD with momentum keeps one slot per weight
 
 
-def _model(num_classes, loss, layout="class_major", seed=0):
+def _model(num_classes, loss, layout=None, seed=0):
+    """MarginModel(Dense, LargestMarginHead(C)); ``layout`` None: the head's default storage."""
     keras.utils.set_random_seed(seed)
     backbone = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D)])
-    head = km.layers.LargestMarginHead(num_classes, kernel_layout=layout)
+    kwargs = {} if layout is None else {"kernel_layout": layout}
+    head = km.layers.LargestMarginHead(num_classes, **kwargs)
     model = km.models.MarginModel(backbone, head)
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), loss=loss, jit_compile=True)
     return model
 
 
+FEATURE_MAJOR = "_feature_major"
+
+
 def _loss(case):
     if case.startswith("pfc"):
-        return km.losses.PartialFC(km.losses.ArcFace(), sample_rate=float(case[3:]), seed=0)
+        rate = float(case[3:].removesuffix(FEATURE_MAJOR))
+        return km.losses.PartialFC(km.losses.ArcFace(), sample_rate=rate, seed=0)
     return km.losses.ArcFace()
 
 
 def build_case(num_classes, case):
-    layout = "feature_major" if case == "full_feature_major" else "class_major"
+    layout = "feature_major" if case.endswith(FEATURE_MAJOR) else None
     return _model(num_classes, _loss(case), layout)
 
 
@@ -99,7 +107,7 @@ def _stepper(model, batches):
 def case_names(num_classes, feature_major):
     names = ["full"] + [f"pfc{rate}" for rate in RATES]
     if feature_major and num_classes <= 100_000:
-        names.append("full_feature_major")
+        names += ["full" + FEATURE_MAJOR, f"pfc{RATES[-1]}" + FEATURE_MAJOR]
     return names
 
 
@@ -177,8 +185,7 @@ def digits_accuracy(sample_rate, seed, epochs=4, batch_size=4):
     keras.utils.set_random_seed(seed)
     backbone = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
                                  keras.layers.Dense(32)])
-    model = km.models.MarginModel(
-        backbone, km.layers.LargestMarginHead(10, kernel_layout="class_major"))
+    model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(10))
     loss = km.losses.ArcFace(scale=16.0, margin=0.2)
     if sample_rate is not None:
         loss = km.losses.PartialFC(loss, sample_rate, seed=seed)
@@ -251,7 +258,8 @@ def main(argv=None):
     parser.add_argument("--parts", action="store_true", help="also time the parts at the largest C")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory processes")
     parser.add_argument("--feature-major", action="store_true",
-                        help="also time the full head with the (D, C) storage (C <= 100k)")
+                        help="also time the full head and Partial FC 0.1 with the (D, C) storage "
+                             "(C <= 100k)")
     parser.add_argument("--digits", action="store_true",
                         help="only the digits accuracy comparison (full head vs Partial FC 0.5, 3 seeds)")
     parser.add_argument("--memory-child", nargs=2, help=argparse_suppress())
@@ -262,7 +270,7 @@ def main(argv=None):
     if args.digits:
         table, payload = digits_table()
         notes = (f"{_timing.machine_line(_timing.machine_info())} Bundled digits (C = 10), backbone "
-                 "Dense(128, relu) → Dense(32), `LargestMarginHead(10, kernel_layout=\"class_major\")`, "
+                 "Dense(128, relu) → Dense(32), `LargestMarginHead(10)` (class-major), "
                  "ArcFace(s=16, m=0.2), Adam(2e-3), 4 epochs of batches of 4 (so that rate 0.5 keeps "
                  "K = max(5, 4) = 5 of the 10 classes per step), test accuracy on the 450 test images; "
                  "same seed = same initial weights and data order for both.")
@@ -295,6 +303,13 @@ def main(argv=None):
             rows.append([f"{num_classes:,}", name, _timing.fmt_ms(results[name]),
                          _timing.fmt_ratio(ratio) + verdict, _timing.fmt_ratio(cpu_ratio),
                          "–" if mem is None else f"{mem:,.0f}", f"{sharded_mb(num_classes):,.0f}"])
+        sampled, dense = f"pfc{RATES[-1]}", f"pfc{RATES[-1]}" + FEATURE_MAJOR
+        if dense in results:  # what the storage choice gives a sampled step, side by side
+            entry["default_vs_feature_major"] = _timing.paired_ratios(results, sampled, dense)
+            print(f"C={num_classes}: {sampled} on the default storage = "
+                  f"{_timing.fmt_ratio(entry['default_vs_feature_major']['wall'])} x (wall), "
+                  f"{_timing.fmt_ratio(entry['default_vs_feature_major']['cpu'])} x (CPU time) "
+                  "its step on the (D, C) storage", flush=True)
         entry["seconds"] = time.perf_counter() - start
         payload["sizes"][num_classes] = entry
         print(f"C={num_classes}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -328,7 +343,8 @@ def main(argv=None):
 
     notes = (
         f"{_timing.machine_line(info)} N = {N}, D = {D}, ArcFace, SGD(0.1, momentum=0.9), XLA on, "
-        "class-major head (`kernel_layout=\"class_major\"`); cases of one C interleaved, "
+        "default class-major head (`_feature_major` cases: (D, C) storage); cases of one C "
+        "interleaved, "
         f"{args.repeats} rounds, median ± half IQR; ratio = median of per-round ratios to `full` "
         "[quartiles], on wall time and on this process's CPU time. "
         "Memory: peak resident memory (VmHWM) a process adds building the case and running "
@@ -339,7 +355,7 @@ def main(argv=None):
         ["C", "case", "step", "÷ full (wall)", "÷ full (CPU time)", "peak memory (MB)",
          "8-way sharded head (MB/device)"], rows
     )
-    return _timing.report(args, "scale_classes", "Many classes: full head vs Partial FC (issue 13)",
+    return _timing.report(args, "scale_classes", "Many classes: full head vs Partial FC",
                           notes, table + parts_md, payload)
 
 
