@@ -73,10 +73,10 @@ def test_bad_arguments_exit_with_message(tmp_path, capsys):
         cli.main(["train", "--loss", "no-such-loss"])
 
 
-def test_parser_has_the_four_subcommands_and_reads_the_registry():
+def test_parser_has_the_five_subcommands_and_reads_the_registry():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "evaluate", "export", "tune"}
+    assert set(commands) == {"train", "evaluate", "export", "tune", "index"}
     train_options = {a.dest: a for a in commands["train"]._actions}
     assert tuple(train_options["loss"].choices) == tuple(registry.FAMILIES)
     assert tuple(train_options["head"].choices) == tuple(registry.HEADS)

@@ -21,10 +21,10 @@ the export target) is checked in ``run``, still before anything is written.
 import argparse
 import sys
 
-from keras_margins.cli import evaluate, export, train, tune
+from keras_margins.cli import evaluate, export, index, train, tune
 
 #: subcommand -> its module.
-COMMANDS = {"train": train, "evaluate": evaluate, "export": export, "tune": tune}
+COMMANDS = {"train": train, "evaluate": evaluate, "export": export, "tune": tune, "index": index}
 
 _DESCRIPTION = (
     "Margin heads and metric-learning losses for Keras 3: train, evaluate, export for "
