@@ -66,7 +66,7 @@ class PartialFC(ModelLoss):
     cosine op, ``km.ops.cosine_similarity``) and applies the wrapped ``loss`` to them. The
     other classes' prototypes get no gradient in that step: with plain SGD they do not change;
     optimizers with momentum or moments still move them by their slots (the paper's
-    implementation kept their momentum frozen, ``docs/papers.md`` §7).
+    implementation kept their momentum frozen, ``docs/papers.md`` §7.3).
 
     The sample of a step has K = max(⌈sample_rate·C⌉, N) classes (at most C), N the batch
     size: a shape fixed by the batch, so it compiles under XLA (the paper keeps
@@ -78,7 +78,7 @@ class PartialFC(ModelLoss):
     batch with more classes than K makes the loss NaN. Classes are drawn
     with ``km.ops.sample_classes`` seeded by ``sampling_seed(seed, step)`` = step +
     seed·0x9E3779B1 (int32), ``step`` the counter at ``step_variable`` that the model saves:
-    a new sample every step, the same sample after a reload.
+    a new sample every step, and with a ``seed`` the same samples after a reload.
 
     On a head whose classes are split over devices (``km.distribution.class_parallel``, JAX)
     every device samples its own block of B = C / n classes: max(⌈sample_rate·B⌉, N) of
@@ -97,7 +97,7 @@ class PartialFC(ModelLoss):
     class rows itself (``gather_class_vectors``, e.g. ``LargestMarginHead``'s default
     class-major storage) makes a sampled step update only those rows; with a (D, C) storage
     (``kernel_layout="feature_major"``) the sparse update becomes a dense column scatter and
-    the step saves little (``benchmarks/scale_classes.py``, figures in
+    the step saves much less (``benchmarks/scale_classes.py --feature-major``, figures in
     ``benchmarks/RESULTS.md``).
 
     Under XLA, a label outside [0, C) makes the loss NaN (it is never mapped to a sampled
