@@ -27,8 +27,10 @@ def reject_unknown(cls, unknown, accepted=LOSS_BASE_ARGUMENTS):
     name (``ArcFace(margn=0.3)`` would otherwise train silently with the default margin)."""
     if not unknown:
         return
+    hidden = getattr(cls, "hidden_arguments", ())  # a parent's arguments the class sets itself
     own = [name for klass in cls.__mro__ if klass.__module__.startswith("keras_margins")
-           and "__init__" in vars(klass) for name in constructor_arguments(klass, exclude=())]
+           and "__init__" in vars(klass) for name in constructor_arguments(klass, exclude=())
+           if name not in hidden]
     valid = list(dict.fromkeys(own + list(accepted)))
     name = sorted(unknown)[0]
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)

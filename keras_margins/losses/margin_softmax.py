@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.losses._base import MarginLoss
 from keras_margins.ops import margin_softmax, sample_margin
 from keras_margins.ops._common import check_positive
@@ -109,6 +110,13 @@ class _Preset(MarginSoftmax):
     """A MarginSoftmax with fixed (m1, m2, m3) roles: its config holds only the preset's own
     constructor arguments (``scale``, ``margin``, ``sample_margin_weight``)."""
 
+    #: Set by the preset itself: passing one is a TypeError (the config would not keep it).
+    hidden_arguments = ("m1", "m2", "m3")
+
+    @classmethod
+    def refuse_hidden(cls, kwargs):
+        reject_unknown(cls, {k: kwargs[k] for k in cls.hidden_arguments if k in kwargs})
+
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class NormFace(_Preset):
@@ -130,6 +138,7 @@ class NormFace(_Preset):
     """
 
     def __init__(self, scale=16.0, sample_margin_weight=0.0, **kwargs):
+        self.refuse_hidden(kwargs)
         super().__init__(scale, sample_margin_weight=sample_margin_weight, **kwargs)
 
 
@@ -162,6 +171,7 @@ class SphereFace(_Preset):
     """
 
     def __init__(self, scale=30.0, margin=1.5, sample_margin_weight=0.0, **kwargs):
+        self.refuse_hidden(kwargs)
         super().__init__(scale, m1=margin, sample_margin_weight=sample_margin_weight, **kwargs)
         self.margin = self.m1
 
@@ -188,6 +198,7 @@ class CosFace(_Preset):
     """
 
     def __init__(self, scale=64.0, margin=0.35, sample_margin_weight=0.0, **kwargs):
+        self.refuse_hidden(kwargs)
         super().__init__(scale, m3=margin, sample_margin_weight=sample_margin_weight, **kwargs)
         self.margin = self.m3
 
@@ -216,5 +227,6 @@ class ArcFace(_Preset):
     """
 
     def __init__(self, scale=64.0, margin=0.5, sample_margin_weight=0.0, **kwargs):
+        self.refuse_hidden(kwargs)
         super().__init__(scale, m2=margin, sample_margin_weight=sample_margin_weight, **kwargs)
         self.margin = self.m2
