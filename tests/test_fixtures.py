@@ -45,6 +45,11 @@ def test_fixture_loss_state_is_restored():
     c = keras.ops.convert_to_numpy(ensemble.loss.coefficients)
     assert c.shape == (2,) and np.all(c > 0)
     assert not np.allclose(c, [2 / 3, 1 / 3], atol=1e-6)  # trained two epochs from the prior
-    partial, _, _ = _load("partial_fc")
-    # 2 epochs × 8 steps of 32 samples.
-    assert int(keras.ops.convert_to_numpy(partial.loss.step_variable)) == 16
+    partial, x, _ = _load("partial_fc")
+    # Saved by 0.1.0 with K = C (rate 0.5 of 10 classes, batches of 32: the full-head path),
+    # where that version did not advance the sampler's step: it reads back as saved, 0, and
+    # now counts every training step.
+    assert int(keras.ops.convert_to_numpy(partial.loss.step_variable)) == 0
+    (xt, yt), _ = km.data.digits_classification()
+    partial.fit(xt[:64].astype("float32"), yt[:64], batch_size=32, epochs=1, verbose=0)
+    assert int(keras.ops.convert_to_numpy(partial.loss.step_variable)) == 2

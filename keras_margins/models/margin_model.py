@@ -198,7 +198,9 @@ class MarginModel(OnePassOutputs, StateAfterBuild, keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         outputs = self._routed_outputs(x, y_pred)
-        scores = outputs["scores"]
+        # Without the (N, C) output (a training step of PartialFC with no compiled metric)
+        # nothing reads it: hand the embedding on rather than run the backbone again.
+        scores = outputs["scores"] if outputs["scores"] is not None else outputs["embedding"]
         if scores is None:
             scores = self.backbone(x, training=False)
         results = super().compute_metrics(x, y, scores, sample_weight=sample_weight)
