@@ -53,6 +53,11 @@ def head_score_kind(head):
     return None
 
 
+def declares_head(layer):
+    """True when ``layer`` declares itself a class head (a ``score_kind`` of ``SCORE_KINDS``)."""
+    return getattr(layer, "score_kind", None) in SCORE_KINDS
+
+
 def _plain_linear(head):
     kernel = getattr(head, "kernel", None)
     return kernel is not None and len(kernel.shape) == 2 and getattr(head, "use_bias", True) is False

@@ -7,8 +7,9 @@ functional model, and build the L2-normalised embedding model that ``km.export``
 
 import keras
 
-from keras_margins.layers import ClassHead, L2Normalize
+from keras_margins.layers import L2Normalize
 from keras_margins.models.ensemble_model import EnsembleModel
+from keras_margins.protocols import declares_head
 
 #: Name of the embedding model's input (and of the exported signatures' input).
 INPUT_NAME = "inputs"
@@ -21,8 +22,9 @@ def split_head(model):
       backbone, its head, and the model itself as scorer (``call`` gives the head's scores);
     * a ``km.models.EnsembleModel``: the model itself (its inference output is the
       weighted concatenation of its members' embeddings), ``head = scorer = None``;
-    * a ``Sequential``/functional model whose last layer is a ``km.layers.ClassHead``: the
-      layers before the head, the head, the full model;
+    * a ``Sequential``/functional model whose last layer is a class head (it declares
+      ``score_kind``, see ``km.protocols``): the layers before the head, the head, the full
+      model;
     * any other Keras model: treated as an embedding model, ``head = scorer = None``.
 
     Args:
@@ -44,7 +46,7 @@ def split_head(model):
         >>> part.predict(np.ones((2, 4)), verbose=0).shape, type(head).__name__, scorer is model
         ((2, 3), 'LargestMarginHead', True)
     """
-    if isinstance(model, ClassHead):
+    if declares_head(model):
         raise ValueError(
             f"`model` is the head {model.name!r} alone; pass the full model or its backbone."
         )
@@ -57,11 +59,11 @@ def split_head(model):
             raise ValueError("`model.backbone` is not a Keras model: no embedding part to export.")
         return model.backbone, model.head, (model if model.head is not None else None)
     layers = list(getattr(model, "layers", []))
-    heads = [layer for layer in layers if isinstance(layer, ClassHead)]
+    heads = [layer for layer in layers if declares_head(layer)]
     if not heads:
         return model, None, None
     head = layers[-1]
-    if not isinstance(head, ClassHead):
+    if not declares_head(head):
         raise ValueError(
             f"`model` contains the head {heads[0].name!r} but does not end in it; pass the "
             "embedding model itself."
