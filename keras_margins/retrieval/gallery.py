@@ -27,13 +27,14 @@ MAX_ID = 2**31 - 2
 QUERY_BATCH = 256
 
 
-def compile_function(fn):
-    """``fn`` compiled with XLA on the running backend (TensorFlow or JAX); as is elsewhere."""
+def compile_function(fn, xla=True):
+    """``fn`` compiled with XLA on the running backend (JAX always; TensorFlow with ``xla``,
+    else traced into a TensorFlow graph); as is on other backends."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True)
+        return tf.function(fn, jit_compile=bool(xla))
     if backend == "jax":
         import jax
 
@@ -48,10 +49,10 @@ class FunctionCache:
     def __init__(self):
         self.functions = {}
 
-    def get(self, key, make):
+    def get(self, key, make, xla=True):
         """The function under ``key``, compiled from ``make()`` on first use."""
         if key not in self.functions:
-            self.functions[key] = compile_function(make())
+            self.functions[key] = compile_function(make(), xla)
         return self.functions[key]
 
     def clear(self):
@@ -97,6 +98,9 @@ class GalleryIndex(keras.layers.Layer):
     Subclasses create their storage in ``allocate`` and implement ``insert``, ``delete``,
     ``all_ids`` and ``search_function``. See ``km.retrieval.EmbeddingIndex``.
     """
+
+    #: Compile ``search`` with XLA on TensorFlow too (JAX always compiles with XLA).
+    search_with_xla = True
 
     def __init__(self, dim, metric="cosine", k=1, names=None, **kwargs):
         unknown = set(kwargs) - set(LAYER_ARGUMENTS)
@@ -309,7 +313,8 @@ class GalleryIndex(keras.layers.Layer):
     def search_batch(self, queries, k):
         """One compiled search of a padded batch (a NumPy array)."""
         key, fn, args = self.search_function(k)
-        return self.compiled.get(key, lambda: fn)(ops.convert_to_tensor(queries), *args)
+        search = self.compiled.get(key, lambda: fn, xla=self.search_with_xla)
+        return search(ops.convert_to_tensor(queries), *args)
 
     def call(self, queries):
         """``(ids, scores)`` of the ``k`` (constructor argument) best items per query.

@@ -24,10 +24,11 @@ class IVFIndex(GalleryIndex):
     "Product Quantization for Nearest Neighbor Search", TPAMI 2011, Sec. IV-A; without the
     product quantizer: the rows are stored as they are, faiss' ``IndexIVFFlat``).
 
-    Everything has a static shape, so the search compiles with XLA (TensorFlow, JAX) and
-    exports with stock TensorFlow ops: each list is a chain of blocks of ``block_size`` rows
-    (its last block padded with id -1) in one (blocks × block_size, D) store, and a (lists ×
-    blocks per list) table names each list's blocks. A query ranks the centroids, walks its
+    Everything has a static shape, so the search compiles with XLA (JAX; on TensorFlow it
+    runs as a graph, whose gather is faster on CPU) and exports with stock TensorFlow ops:
+    each list is a chain of blocks of ``block_size`` rows (its last block padded with id -1)
+    in one (blocks × block_size, D) store, and a (lists × blocks per list) table names each
+    list's blocks. A query ranks the centroids, walks its
     ``nprobe`` lists' blocks in that order and scores the first B of them — B a static
     budget, like faiss' ``max_codes``: ``max_scan_blocks`` if given, else the most blocks any
     of 2048 sampled gallery rows would need as a query (so a query from the gallery's
@@ -68,6 +69,11 @@ class IVFIndex(GalleryIndex):
     >>> bool((index.search(gallery[:5], k=3)[0] == exact.search(gallery[:5], k=3)[0]).all())
     True
     """
+
+    #: On TensorFlow the search runs as a graph without XLA: the scan gathers blocks of rows,
+    #: and TensorFlow's gather kernel copies them several times faster than XLA's CPU code
+    #: (benchmarks/search.py). JAX compiles it with XLA.
+    search_with_xla = False
 
     def __init__(self, dim, num_lists=256, nprobe=8, metric="cosine", k=1, block_size=32,
                  max_scan_blocks=None, capacity=None, names=None, **kwargs):

@@ -97,8 +97,9 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
     fullest = ops.max(filled)
     n_queries = ops.shape(queries)[0]
 
-    def scan(carry, first, steps, rows_at_once):
-        """Fold ``steps`` slices of ``rows_at_once`` rows from row ``first`` into ``carry``."""
+    def scan(carry, first, steps, rows_at_once, masked):
+        """Fold ``steps`` slices of ``rows_at_once`` rows from row ``first`` into ``carry``
+        (``masked``: rows past a shard's items score -inf)."""
         width = min(k, rows_at_once) if _is_static(k) else ops.minimum(k, rows_at_once)
         offsets = ops.arange(rows_at_once, dtype="int32")
 
@@ -107,10 +108,14 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
             start = ops.cast(first + step * rows_at_once, "int32")
             zero = start * 0  # start indices of one integer type (JAX with x64 enabled)
             block = ops.slice(gallery, (zero, start, zero), (shards, rows_at_once, dim))
-            scores = keep(ops.einsum("qd,scd->sqc", queries, block))           # (S, Q, C)
-            rows = start + offsets
-            valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)         # (S, 1, C)
-            scores = ops.where(valid, scores, NEG_INF)
+            if shards == 1:  # a plain matmul (XLA's dot is faster than a batch of one)
+                scores = ops.expand_dims(ops.matmul(queries, ops.transpose(block[0])), 0)
+            else:
+                scores = keep(ops.einsum("qd,scd->sqc", queries, block))       # (S, Q, C)
+            if masked:
+                rows = start + offsets
+                valid = ops.expand_dims(rows[None, :] < filled[:, None], 1)     # (S, 1, C)
+                scores = ops.where(valid, scores, NEG_INF)
             top, where = chunk_top_k(scores, width, top_k=select)
             return _merge(best_scores, best_rows, top, where + start, k, top_k=select)
 
@@ -120,13 +125,14 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
         keep(ops.full((shards, n_queries, k), NEG_INF, dtype="float32")),
         keep(ops.zeros((shards, n_queries, k), dtype="int32")),
     )
-    # Whole chunks, then the rest in slices of chunk / 8 rows, so that at most chunk / 8 - 1
-    # rows past the gallery's end are scored (the storage is a whole number of chunks).
-    full = ops.floor_divide(fullest, chunk)
+    # Whole chunks that every shard fills (no mask), then the rest in slices of chunk / 8
+    # rows, masked, so that at most chunk / 8 - 1 rows past a shard's items are scored (the
+    # storage is a whole number of chunks).
+    full = ops.floor_divide(ops.min(filled), chunk)
     tail = chunk // 8 if chunk % 8 == 0 else chunk
-    carry = scan(init, 0, full, chunk)
+    carry = scan(init, 0, full, chunk, masked=False)
     rest = ops.floor_divide(fullest - full * chunk + (tail - 1), tail)
-    best_scores, best_rows = scan(carry, full * chunk, rest, tail)
+    best_scores, best_rows = scan(carry, full * chunk, rest, tail, masked=True)
     # Rows of shard s start at s·P; merge the S shards' best (S·k candidates per query).
     slots = best_rows + ops.reshape(shard_index * per_shard, (shards, 1, 1))
     if shards == 1:
