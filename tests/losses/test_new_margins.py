@@ -432,3 +432,36 @@ def test_arc_target_reference_continues_past_pi():
     # the shared reference itself: θ + m > π takes cos θ − m·sin m
     assert arc_target(-1.0, 0.5) == pytest.approx(-1.0 - 0.5 * math.sin(0.5))
     assert arc_target(1.0, 0.5) == pytest.approx(math.cos(0.5))
+
+
+# -------------------------------------------------------------------- class-sharded heads
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_new_margins_sharded_child.py")
+
+
+@pytest.mark.slow
+def test_class_sharded_step_equals_one_device():
+    """8 simulated devices (JAX, ``km.distribution.class_parallel``): one SGD step of each loss
+    gives the loss, the gradients and the loss state of one device (to 1e-5 relative)."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="0", TF_CPP_MIN_LOG_LEVEL="3",
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(CHILD)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, CHILD], capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    line = [row for row in proc.stdout.splitlines() if row.startswith("RESULT ")][-1]
+    results = json.loads(line[len("RESULT "):])
+    assert set(results) == {"subcenter", "curricular", "magface", "adaface", "elastic_arc_plus",
+                            "elastic_cos", "uniface"}
+    for name, r in results.items():
+        assert abs(r["loss"] - r["ref_loss"]) <= 1e-5 * max(1.0, abs(r["ref_loss"])), (name, r)
+        assert r["grad_max_abs"] > 0, (name, r)
+        assert r["grad_max_abs_diff"] <= 1e-5 * max(1.0, r["grad_max_abs"]), (name, r)
+        assert r["state"].keys() == r["ref_state"].keys()
+        for key, value in r["state"].items():
+            assert value == pytest.approx(r["ref_state"][key], rel=1e-5), (name, key)
+        # every device holds C / 8 classes (with sub-centres: their K rows each)
+        assert r["shards"] == [[4 * (3 if name == "subcenter" else 1), 8]], (name, r["shards"])
