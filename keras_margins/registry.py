@@ -389,6 +389,32 @@ FAMILIES = {
         tuned=False,
     ),
     "ensemble": LossFamily(None, None, tuned=False, model=paper_ensemble),
+    # Later margin losses on the cosine head (docs/papers.md §8), searched only when asked for.
+    # Their state (t, norm statistics, step counter, learned bias) lives in the model.
+    "curricularface": LossFamily(
+        "keras_margins.losses:CurricularFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.5)), tuned=False,
+    ),
+    "magface": LossFamily(
+        "keras_margins.losses:MagFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("upper_margin", 0.5, 1.2, 0.8, column="margin"),
+         Param("regularizer_weight", 5.0, 200.0, 35.0, "log")), tuned=False,
+    ),
+    "adaface": LossFamily(
+        "keras_margins.losses:AdaFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.4), Param("h", 0.1, 1.0, 0.333)),
+        tuned=False,
+    ),
+    "elasticface": LossFamily(
+        "keras_margins.losses:ElasticFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.5), Param("std", 0.0, 0.2, 0.05)),
+        tuned=False,
+    ),
+    "uniface": LossFamily(
+        "keras_margins.losses:UniFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.4),
+         Param("negative_weight", 0.1, 10.0, 1.0, "log")), tuned=False,
+    ),
 }
 
 
