@@ -134,3 +134,40 @@ def test_invalid_label_under_xla_makes_loss_and_weights_nan(name, bad):
     weights = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
     assert np.isnan(loss)
     assert not all(np.all(np.isfinite(w)) for w in weights), "the invalid label trained with finite weights"
+
+
+# ------------------------------------------------------------- benchmarks/cosine_check.py
+def _load_benchmark():
+    import importlib.util
+    import pathlib
+    import sys
+
+    bench = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location("cosine_check", bench / "cosine_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.tf_only  # the step_time.py harness (tf.function)
+def test_benchmark_arms_differ_only_by_the_check(tmp_path):
+    """The 'without' arm really traces without the check (raw values pass), the functions
+    come back afterwards, and the script runs end to end at tiny sizes."""
+    bench = _load_benchmark()
+    loss = km.losses.ArcFace()
+    with bench.cosine_check(False):
+        unchecked = jit(lambda y, c: loss(y, c))
+        assert np.isfinite(float(unchecked(LABELS, RAW)))
+        assert np.isfinite(float(loss(LABELS, RAW)))  # eager: no ValueError either
+    assert np.isnan(float(jit(lambda y, c: loss(y, c))(LABELS, RAW)))
+    with pytest.raises(ValueError, match="y_pred"):
+        loss(LABELS, RAW)
+    payload = bench.main(["--classes", "10", "--losses", "ArcFace", "--batch", "8", "--dim", "4",
+                          "--repeats", "2", "--warmup", "1", "--out-dir", str(tmp_path / "out"),
+                          "--markdown", str(tmp_path / "RESULTS.md")])
+    (row,) = payload["rows"]
+    assert row["loss"] == "ArcFace" and row["ratio"]["cpu"]["n"] == 2
+    assert row["first_losses"][0] == pytest.approx(row["first_losses"][1], rel=1e-6)
+    assert "<!-- cosine_check:start -->" in (tmp_path / "RESULTS.md").read_text()
