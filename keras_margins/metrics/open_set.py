@@ -96,9 +96,14 @@ def tar_at_far(genuine_scores, impostor_scores, far=1e-3, n_bootstrap=1000, conf
 
     The threshold is :func:`threshold_at_far` of the impostor scores; TAR = mean(genuine >=
     t), FAR = mean(impostor >= t) (<= ``far``). With ``n_bootstrap > 0`` both sets are
-    resampled ``n_bootstrap`` times (independently, with replacement); each resample picks
-    its own threshold and gives a TAR, a FAR on the resampled impostors and a threshold,
-    whose ``confidence`` percentile intervals are returned.
+    resampled ``n_bootstrap`` times (independently, with replacement), giving percentile
+    intervals of coverage ``confidence`` for two questions:
+
+    * how precise is TAR@FAR as a measurement? Each resample chooses its own threshold:
+      ``tar_low``/``tar_high`` and ``threshold_low``/``threshold_high``;
+    * what will the chosen threshold t do on other data of the same kind? t is kept and its
+      rates measured on each resample: ``far_at_threshold_low``/``_high`` and
+      ``tar_at_threshold_low``/``_high``.
 
     Args:
         genuine_scores: (n_g,) scores that should be accepted (a genuine score may be -inf:
@@ -111,8 +116,8 @@ def tar_at_far(genuine_scores, impostor_scores, far=1e-3, n_bootstrap=1000, conf
 
     Returns:
         dict of Python floats: ``threshold``, ``tar``, ``far`` (achieved), ``target_far``,
-        ``n_genuine``, ``n_impostor`` and, with resamples, ``tar_low``/``tar_high``,
-        ``far_low``/``far_high``, ``threshold_low``/``threshold_high``.
+        ``n_genuine``, ``n_impostor`` and, with resamples, the ``_low``/``_high`` bounds of
+        ``tar``, ``threshold``, ``far_at_threshold`` and ``tar_at_threshold``.
 
     Example:
 
@@ -137,12 +142,15 @@ def tar_at_far(genuine_scores, impostor_scores, far=1e-3, n_bootstrap=1000, conf
         "n_impostor": int(impostor.size),
     }
     if n_bootstrap:
-        out.update(_bootstrap(genuine, impostor, far, int(n_bootstrap), confidence, seed))
+        out.update(_bootstrap(genuine, impostor, far, int(n_bootstrap), confidence, seed,
+                              threshold))
     return out
 
 
-def _bootstrap(genuine, impostor, far, rounds, confidence, seed):
-    """Percentile intervals of threshold, TAR and FAR over bootstrap resamples.
+def _bootstrap(genuine, impostor, far, rounds, confidence, seed, threshold):
+    """Percentile intervals over bootstrap resamples: of the threshold and TAR that each
+    resample would choose (the TAR@FAR estimator), and of the FAR and TAR that the fixed
+    ``threshold`` has on each resample.
 
     A resample is a vector of multiplicities over the sorted scores, so its (m+1)-th largest
     score and its counts above a threshold come from cumulative sums (no per-resample sort).
@@ -152,30 +160,30 @@ def _bootstrap(genuine, impostor, far, rounds, confidence, seed):
     gen = np.sort(genuine)
     allowed = int(np.floor(far * len(imp) + 1e-9))
     one_above = np.array(np.inf, dtype=imp.dtype)
-    # First position of each score's value in the decreasing order (ties share it).
-    first_of = np.searchsorted(-imp, -imp, side="left")
-    thresholds, tars, fars = [], [], []
+    imp_at_t = int(np.sum(imp >= threshold))          # impostors accepted by the fixed threshold
+    gen_at_t = int(np.searchsorted(gen, threshold, side="left"))
+    values = {name: [] for name in ("threshold", "tar", "far_at_threshold", "tar_at_threshold")}
     for start in range(0, rounds, 64):
         size = min(64, rounds - start)
         imp_counts = np.cumsum(_resampled_counts(rng, len(imp), size), axis=1)
         gen_counts = _resampled_counts(rng, len(gen), size)
+        gen_tail = np.cumsum(gen_counts[:, ::-1], axis=1)[:, ::-1]  # resampled count >= index
         for row in range(size):
             # The (allowed+1)-th largest resampled impostor: first index whose cumulative
             # multiplicity exceeds `allowed`.
             position = int(np.searchsorted(imp_counts[row], allowed, side="right"))
             t = np.nextafter(imp[position], one_above)
-            tie_start = first_of[position]  # equal scores before it are rejected too
-            accepted_imp = imp_counts[row][tie_start - 1] if tie_start else 0
-            # Genuine scores >= t: those from searchsorted(gen, t) on (gen is increasing).
             first = int(np.searchsorted(gen, t, side="left"))
-            accepted_gen = gen_counts[row][first:].sum()
-            thresholds.append(float(t))
-            tars.append(accepted_gen / len(gen))
-            fars.append(accepted_imp / len(imp))
+            values["threshold"].append(float(t))
+            values["tar"].append((gen_tail[row][first] if first < len(gen) else 0) / len(gen))
+            values["far_at_threshold"].append(
+                (imp_counts[row][imp_at_t - 1] if imp_at_t else 0) / len(imp))
+            values["tar_at_threshold"].append(
+                (gen_tail[row][gen_at_t] if gen_at_t < len(gen) else 0) / len(gen))
     tail = 100.0 * (1.0 - confidence) / 2.0
     out = {}
-    for name, values in (("threshold", thresholds), ("tar", tars), ("far", fars)):
-        low, high = np.percentile(values, [tail, 100.0 - tail])
+    for name, samples in values.items():
+        low, high = np.percentile(samples, [tail, 100.0 - tail])
         out[f"{name}_low"], out[f"{name}_high"] = float(low), float(high)
     return out
 

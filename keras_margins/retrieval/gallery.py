@@ -74,8 +74,10 @@ class Calibration:
         target_far: the false-accept rate asked for.
         far: false-accept rate on the calibration searches (<= ``target_far``).
         tar: true-accept rate (mated searches accepted with the right id).
-        far_interval, tar_interval, threshold_interval: bootstrap percentile intervals
-            ``(low, high)`` (``None`` without resamples).
+        far_interval, tar_interval: bootstrap percentile intervals ``(low, high)`` of the
+            rates this threshold has on resampled searches (what to expect on other data
+            of the same kind); ``None`` without resamples.
+        threshold_interval: the interval of the threshold each resample would choose.
         confidence: coverage of the intervals.
         n_genuine, n_impostor: mated and impostor searches used.
     """
@@ -396,7 +398,8 @@ class GalleryIndex(keras.layers.Layer):
                     if n_bootstrap else None)
         calibration = Calibration(
             threshold=result["threshold"], target_far=result["target_far"], far=result["far"],
-            tar=result["tar"], far_interval=interval("far"), tar_interval=interval("tar"),
+            tar=result["tar"], far_interval=interval("far_at_threshold"),
+            tar_interval=interval("tar_at_threshold"),
             threshold_interval=interval("threshold"), confidence=float(confidence),
             n_genuine=result["n_genuine"], n_impostor=result["n_impostor"],
         )

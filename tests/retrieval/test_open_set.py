@@ -44,25 +44,32 @@ def test_tar_at_far_point_values():
     assert out["n_genuine"] == 5 and out["n_impostor"] == 10
 
 
-def naive_bootstrap(genuine, impostor, far, rounds, seed):
+def naive_bootstrap(genuine, impostor, far, rounds, seed, fixed):
+    """Resample both sets; per resample: the TAR at its own threshold, and the FAR / TAR of
+    the fixed threshold. Returns their 2.5 / 97.5 percentiles."""
     rng = np.random.default_rng(seed)
-    tars = []
+    tars, fars_fixed, tars_fixed = [], [], []
     for _ in range(rounds):
         g = rng.choice(genuine, len(genuine))
         i = rng.choice(impostor, len(impostor))
-        t = reference_threshold(i, far) if len(i) < 80 else km.metrics.threshold_at_far(i, far)
+        t = km.metrics.threshold_at_far(i, far)
         tars.append(np.mean(g >= t))
-    return np.percentile(tars, [2.5, 97.5])
+        fars_fixed.append(np.mean(i >= fixed))
+        tars_fixed.append(np.mean(g >= fixed))
+    return [np.percentile(v, [2.5, 97.5]) for v in (tars, fars_fixed, tars_fixed)]
 
 
-def test_bootstrap_interval_matches_a_naive_bootstrap():
+def test_bootstrap_intervals_match_a_naive_bootstrap():
     rng = np.random.default_rng(4)
     genuine, impostor = rng.normal(1.5, 1, 300), rng.normal(0, 1, 2000)
     out = km.metrics.tar_at_far(genuine, impostor, far=0.05, n_bootstrap=2000, seed=1)
-    low, high = naive_bootstrap(genuine, impostor, 0.05, 2000, seed=2)
+    tar, far_fixed, tar_fixed = naive_bootstrap(genuine, impostor, 0.05, 2000, 2, out["threshold"])
     assert out["tar_low"] <= out["tar"] <= out["tar_high"]
-    assert abs(out["tar_low"] - low) < 0.02 and abs(out["tar_high"] - high) < 0.02
-    assert out["far_low"] <= 0.05 + 1e-12 and out["far_high"] <= 0.05 + 1e-12
+    assert out["far_at_threshold_low"] <= out["far"] <= out["far_at_threshold_high"]
+    assert out["threshold_low"] <= out["threshold"] <= out["threshold_high"]
+    for name, ref in (("tar", tar), ("far_at_threshold", far_fixed), ("tar_at_threshold", tar_fixed)):
+        assert abs(out[f"{name}_low"] - ref[0]) < 0.015, (name, out, ref)
+        assert abs(out[f"{name}_high"] - ref[1]) < 0.015, (name, out, ref)
     again = km.metrics.tar_at_far(genuine, impostor, far=0.05, n_bootstrap=2000, seed=1)
     assert again == out
 
