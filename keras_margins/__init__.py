@@ -5,11 +5,12 @@
     model.compile("adam", loss=km.losses.ArcFace(), metrics=["accuracy"], jit_compile=True)
 
 ``import keras_margins`` loads the core: ``ops``, ``layers``, ``losses``, ``miners``,
-``metrics``, ``models``, ``optimizers``, ``regularizers``, ``callbacks``, ``retrieval`` (this also registers
-every class with Keras, so ``.keras`` files load). The modules with heavy dependencies load on
-first attribute access: ``km.data`` (TensorFlow, TFDS), ``km.tuning`` (KerasTuner),
+``metrics``, ``models``, ``optimizers``, ``regularizers``, ``callbacks``, ``retrieval``
+(this also registers every class with Keras, so ``.keras`` files load; ``km.protocols`` and
+``km.registry``, plain Python tables, come with it). The modules with heavy dependencies load
+on first attribute access: ``km.data`` (TensorFlow, TFDS), ``km.tuning`` (KerasTuner),
 ``km.export`` (TensorFlow Serving), ``km.plots`` (matplotlib), ``km.testing``,
-``km.distribution``, ``km.registry``.
+``km.distribution``.
 """
 
 import importlib as _importlib
@@ -28,7 +29,7 @@ _CORE = (
     "callbacks", "retrieval",
 )
 #: Imported on first access (``km.data``, ...).
-_ON_ACCESS = ("data", "distribution", "export", "plots", "registry", "testing", "tuning")
+_ON_ACCESS = ("data", "distribution", "export", "plots", "protocols", "registry", "testing", "tuning")
 
 
 def _load_core():
