@@ -551,6 +551,7 @@ def parse(argv=None):
                         help="smoke test: C = 200 (small) / 400 (large), 6 fonts, 60 steps, 1 seed")
     parser.add_argument("--log", default="/tmp/glyphs_runs.jsonl")
     parser.add_argument("--results", default=None, help="append the tables to this Markdown file")
+    parser.add_argument("--notes", default=None, help="Markdown file added under the tables")
     parser.add_argument("--figure", default="docs/figures/glyphs_retrieval.png")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--verbose", action="store_true")
@@ -588,7 +589,8 @@ def main(argv=None):
     if "figure" in args.parts:
         make_figure(records, args, args.figure)
     if args.results:
-        write_results(args.results, table, records)
+        notes = open(args.notes).read().strip() if args.notes else ""
+        write_results(args.results, table, records, notes)
     return records
 
 
@@ -601,7 +603,7 @@ def environment():
             f"{platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}")
 
 
-def write_results(path, table, records):
+def write_results(path, table, records, notes=""):
     """Replace this benchmark's section of ``path`` (between its markers), or append it."""
     start, end = "<!-- glyphs:start -->", "<!-- glyphs:end -->"
     steps = sorted({r.get("steps") for r in records if r.get("steps")})
@@ -609,7 +611,7 @@ def write_results(path, table, records):
         start, "## Characters in many fonts: 1 000 and 10 000+ classes, unseen characters",
         "", "`python benchmarks/glyphs.py` (see its docstring for the protocol); " + environment()
         + f". Training steps per run: {steps} (P×K batches of 32 characters × 4 fonts).",
-        table, end])
+        table, *([""] + [notes] if notes else []), end])
     text = open(path).read() if os.path.exists(path) else ""
     if start in text and end in text:
         text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
