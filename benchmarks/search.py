@@ -1,8 +1,8 @@
 """Gallery search: km.retrieval's exact and inverted-file search against faiss-cpu and NumPy.
 
 For each gallery size G (D = 128 by default), on clustered synthetic embeddings (and, with
-``--real``, on embeddings of rendered characters by a small trained CNN), side by side in one
-process, cases interleaved round by round (``_timing.measure``):
+``--real``, on embeddings of rendered characters by a briefly trained MLP), side by side in
+one process, cases interleaved round by round (``_timing.measure``):
 
 * exact search, 256 queries: ``EmbeddingIndex.search`` (XLA), the compute floor (one XLA
   matmul + top_k of the same shapes, no chunking), faiss ``IndexFlatIP``, NumPy brute force
@@ -14,15 +14,18 @@ process, cases interleaved round by round (``_timing.measure``):
   the same lists; recall@10 against the exact top 10 of 1000 queries, throughput, and the
   ratio to exact search; the SavedModel at the first nprobe reaching recall 0.95.
 
-Memory is the size of each index's state (computed: rows × D × 4 bytes + ids).
+Memory is the size of each index's state (computed: rows × D × 4 bytes + ids). The real
+queries are shuffled before use (they come grouped by character).
 
 Usage:
     python benchmarks/search.py --sizes 100000                 # minutes
     python benchmarks/search.py --sizes 100000 1000000 --real  # the RESULTS.md run
 """
 
+import gc
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -63,7 +66,8 @@ def parse_args(argv):
                         help="synthetic data: one cluster per this many rows")
     parser.add_argument("--real", action="store_true",
                         help="also run on CNN embeddings of rendered characters (km.data.glyphs)")
-    parser.add_argument("--real-classes", type=int, default=4000)
+    parser.add_argument("--real-classes", type=int, default=6000)
+    parser.add_argument("--real-epochs", type=int, default=3)
     parser.add_argument("--no-faiss", action="store_true")
     parser.add_argument("--no-saved-model", action="store_true")
     return _timing.parse(parser, argv)
@@ -79,9 +83,9 @@ def clustered(n, dim, clusters, seed, noise=1.0):
 
 
 def real_embeddings(args):
-    """Rendered CJK characters (``km.data.glyphs``, closed set): a small CNN trained briefly
-    with ArcFace embeds the training fonts' images (the gallery) and the held-out fonts'
-    images (the queries). Cached in the results folder."""
+    """Rendered CJK characters (``km.data.glyphs``, closed set): an MLP on the pixels, trained
+    briefly with ArcFace on every character, embeds the training fonts' images (the gallery)
+    and the held-out fonts' images (the queries). Cached in the results folder."""
     cache = os.path.join(args.out_dir or tempfile.gettempdir(),
                          f"search_real_{args.real_classes}_{args.dim}.npz")
     if os.path.exists(cache):
@@ -89,19 +93,21 @@ def real_embeddings(args):
             return f["gallery"], f["queries"], str(f["what"])
     (x, y), info = km.data.glyphs("train", num_classes=args.real_classes, return_info=True)
     (xt, _) = km.data.glyphs("test", num_classes=args.real_classes)
-    backbone = km.models.small_cnn_backbone((32, 32, 1), args.dim)
-    model = keras.Sequential([backbone, km.layers.LargestMarginHead(args.real_classes)])
+    pixels = lambda images: images.reshape(len(images), -1).astype("float32") / 255.0
+    keras.utils.set_random_seed(args.seed)
+    model = keras.Sequential([km.models.mlp_backbone(x[0].size, args.dim, hidden=512),
+                              km.layers.LargestMarginHead(args.real_classes)])
     model.compile("adam", loss=km.losses.ArcFace(scale=30.0, margin=0.2), jit_compile=True)
     start = time.perf_counter()
-    model.fit(x.astype("float32") / 255.0, y, batch_size=256, epochs=2, verbose=0)
+    model.fit(pixels(x), y, batch_size=256, epochs=args.real_epochs, verbose=0)
     trained = time.perf_counter() - start
     embed = km.models.embedding_model(model)
-    gallery = embed.predict(x.astype("float32") / 255.0, batch_size=1024, verbose=0)
-    queries = embed.predict(xt.astype("float32") / 255.0, batch_size=1024, verbose=0)
-    what = (f"{len(gallery):,} CJK glyph images ({args.real_classes} characters × "
-            f"{len(info['train_fonts'])} fonts) embedded by km.models.small_cnn_backbone "
-            f"(D = {args.dim}) after 2 epochs of ArcFace ({trained:.0f} s); queries: the "
-            f"held-out fonts' images")
+    gallery = embed.predict(pixels(x), batch_size=2048, verbose=0)
+    queries = embed.predict(pixels(xt), batch_size=2048, verbose=0)
+    what = (f"{len(gallery):,} images of {args.real_classes:,} CJK characters rendered in "
+            f"{len(info['train_fonts'])} fonts (`km.data.glyphs`), embedded (D = {args.dim}) by "
+            f"an MLP on the pixels after {args.real_epochs} epochs of ArcFace ({trained:.0f} s); "
+            f"queries: the {len(info['test_fonts'])} held-out fonts' images")
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     np.savez(cache, gallery=gallery, queries=queries, what=what)
     return gallery, queries, what
@@ -192,6 +198,7 @@ def run_size(args, name, gallery, queries, rows, notes):
         "read gallery (NumPy sum)": lambda: gallery.sum(),
         "NumPy brute force": lambda: numpy_brute(one, gallery),
     }
+    flat = serve = None
     if faiss is not None and not args.no_faiss:
         flat = faiss.IndexFlatIP(dim)
         flat.add(gallery)
@@ -223,6 +230,10 @@ def run_size(args, name, gallery, queries, rows, notes):
                      f"{1 / stats['median']:,.0f}", f"÷ read: {_timing.fmt_ratio(ratio)}",
                      f"{exact_recall:.3f}" if case.startswith("km") else "exact",
                      mb(g_count * dim * 4)])
+    cases = {exact_name: cases[exact_name]}  # free faiss' flat index and the SavedModel
+    cases1.clear()
+    flat = serve = None  # noqa: F841 - drop the references before the IVF cases
+    gc.collect()
     floors = {
         "exact_vs_compute_floor": _timing.paired_ratio(timed, exact_name, "matmul + top_k (XLA)"),
         "exact_batch1_vs_memory_floor": _timing.paired_ratio(timed1, exact_name, floor1),
@@ -249,6 +260,9 @@ def run_size(args, name, gallery, queries, rows, notes):
                  f"median {int(np.median(sizes))}, max {sizes.max()}.")
     ivf_rows = []
     reached = None
+    f_index = None
+    if faiss is not None and not args.no_faiss:
+        f_index, quantizer = faiss_ivf(centroids, gallery, min(args.nprobes))
     for nprobe in args.nprobes:
         if nprobe > lists:
             continue
@@ -258,11 +272,11 @@ def run_size(args, name, gallery, queries, rows, notes):
         ivf_cases = {"km IVF (XLA)": lambda: np.asarray(ivf.search_batch(batch, K)[0]),
                      exact_name: cases[exact_name]}
         f_recall = None
-        if faiss is not None and not args.no_faiss:
-            f_index, quantizer = faiss_ivf(centroids, gallery, nprobe)
+        if f_index is not None:
+            f_index.nprobe = nprobe
             _, f_found = f_index.search(queries[: args.queries], K)
             f_recall = recall_at_k(f_found, truth)
-            ivf_cases["faiss IndexIVFFlat"] = lambda f_index=f_index: f_index.search(batch, K)
+            ivf_cases["faiss IndexIVFFlat"] = lambda: f_index.search(batch, K)
         if reached is None and recall >= RECALL_TARGET and not args.no_saved_model \
                 and keras.backend.backend() == "tensorflow":
             reached = nprobe
@@ -292,6 +306,7 @@ def run_size(args, name, gallery, queries, rows, notes):
               f"{entry['km_ms']:.1f} ms, x{speedup['median']:.1f} exact", flush=True)
     floors["ivf"] = ivf_rows
     floors["ivf_lists"] = lists
+    shutil.rmtree(tmp, ignore_errors=True)
     return floors
 
 
@@ -343,6 +358,7 @@ def main(argv=None):
         gallery = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
         queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
         notes.append(f"Real embeddings: {what}.")
+        queries = queries[np.random.default_rng(args.seed).permutation(len(queries))]
         floors[f"real/{len(gallery)}"] = run_size(args, "real", gallery.astype("float32"),
                                                   queries.astype("float32"), rows, notes)
     bars = []
