@@ -5,8 +5,13 @@
 
 Tests of TensorFlow-only features (SavedModel export, tf.data / TFDS input pipelines,
 MirroredStrategy, saved_model_cli) carry ``@pytest.mark.tf_only`` and are skipped on other
-backends. Under JAX, float64 is switched on (``JAX_ENABLE_X64``) so that the float64 NumPy
-reference checks compare float64 computations, as they do on TensorFlow.
+backends.
+
+Precision on JAX: tests that compute in float64 and compare with float64 NumPy references
+carry ``@pytest.mark.float64``; JAX's x64 mode is switched on for those tests only
+(``jax.enable_x64``), so the rest runs at JAX's default precision, as users run it, when
+``KM_TEST_JAX_X64=0``. The default (``KM_TEST_JAX_X64=1``) still switches x64 on for the
+whole JAX run (``JAX_ENABLE_X64``) until every float64 test of the suite carries the marker.
 """
 
 import os
@@ -18,7 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if os.environ["KERAS_BACKEND"] == "jax":
+#: Whether the whole JAX run uses x64 (see the module docstring).
+JAX_X64_EVERYWHERE = os.environ.get("KM_TEST_JAX_X64", "1") != "0"
+if os.environ["KERAS_BACKEND"] == "jax" and JAX_X64_EVERYWHERE:
     os.environ.setdefault("JAX_ENABLE_X64", "1")
 
 import keras  # noqa: E402
@@ -59,6 +66,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tf_only" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _float64_on_jax(request):
+    """JAX: x64 on for the duration of a test marked ``float64`` (a no-op elsewhere)."""
+    if keras.backend.backend() != "jax" or request.node.get_closest_marker("float64") is None:
+        yield
+        return
+    import jax
+
+    with jax.enable_x64(True):
+        yield
 
 
 @pytest.fixture(autouse=True)

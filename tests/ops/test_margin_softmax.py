@@ -40,6 +40,7 @@ def test_margin_softmax_matches_reference(m1, m2, m3, seed, scale):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5 * scale)
 
 
+@pytest.mark.float64
 def test_margin_softmax_float64_tight():
     labels, cos = random_case(3)
     got = km.ops.margin_softmax(labels, cos, 30.0, 1.0, 0.5, 0.1)
@@ -59,6 +60,7 @@ def test_no_margin_equals_normface_and_sparse_ce():
     )
 
 
+@pytest.mark.float64
 def test_arcface_fallback_past_pi():
     # θ = 170° so θ + 0.5 rad > π: the fallback cos θ − m sin m is used.
     c = math.cos(math.radians(170))
@@ -79,6 +81,7 @@ def test_sphereface_target_is_monotone_decreasing():
     assert psi[0] == pytest.approx(1.0, abs=1e-5) and psi[-1] < -1.0
 
 
+@pytest.mark.float64
 def test_two_classes_and_hand_case():
     cos = np.array([[1.0, -1.0], [0.0, 0.0]])
     got = np.asarray(km.ops.margin_softmax([0, 1], cos, 2.0, m3=0.5))
@@ -86,6 +89,7 @@ def test_two_classes_and_hand_case():
     np.testing.assert_allclose(got, [math.log1p(math.exp(-3)), math.log1p(math.exp(1))], rtol=1e-12)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("seed", [0, 5])
 def test_largest_margin_softmax_matches_reference(seed):
     labels, cos = random_case(seed, c=5)
@@ -112,6 +116,7 @@ def test_largest_margin_softmax_two_classes_is_difference():
     assert got[0] < 0  # negative values are kept, never clipped
 
 
+@pytest.mark.float64
 def test_largest_margin_softmax_lower_bounds():
     """Bounded below on unit cosines (docs/papers.md §1.3): log(C−1) − 2s per sample, reached
     when every other prototype sits at −x; log(C−1) − s·C/(C−1) for the class average with

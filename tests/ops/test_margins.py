@@ -12,6 +12,7 @@ import keras_margins as km
 from keras_margins.testing import value_and_grad
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cosine_similarity_random(seed):
     rng = np.random.default_rng(seed)
@@ -47,6 +48,7 @@ def test_cosine_mismatched_dims():
         km.ops.cosine_similarity(np.ones((2, 3, 1)), np.ones((3, 5)))
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sample_margin_random(seed):
     rng = np.random.default_rng(seed)
@@ -65,6 +67,7 @@ def test_sample_margin_hand_case():
     np.testing.assert_allclose(got, [2.0])
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("seed", [0, 1])
 def test_class_margin_and_zero_centroid_random(seed):
     w = np.random.default_rng(seed).normal(size=(5, 7))
@@ -78,6 +81,7 @@ def test_class_margin_and_zero_centroid_random(seed):
     assert float(got) == pytest.approx(ref.class_margin(w), abs=1e-9)
 
 
+@pytest.mark.float64
 def test_simplex_has_maximal_class_margin_and_zero_centroid():
     c = 4
     simplex = np.eye(c) - 1.0 / c  # columns: centred one-hots, a regular simplex

@@ -11,6 +11,7 @@ import keras_margins as km
 from keras_margins.testing import jit
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("n, d", [(4, 9), (9, 4), (6, 6)], ids=["n<d", "n>d", "n=d"])
 @pytest.mark.parametrize("compiled", [False, True])
 def test_terms_match_reference_both_gram_shapes(n, d, compiled):
