@@ -9,8 +9,9 @@ from keras import ops
 from keras_margins.retrieval import kernels
 from keras_margins.retrieval.gallery import GalleryIndex, check_positive_int, compile_function
 
-#: Gathered rows of one chunk of queries are kept under this many bytes.
-GATHER_BYTES = 32 * 2**20
+#: Gathered rows of one chunk of queries are kept under this many bytes: small chunks stay
+#: in the CPU caches between the gather and the product.
+GATHER_BYTES = 2 * 2**20
 #: Rows assigned to lists per compiled call of ``add``.
 ASSIGN_BATCH = 16384
 #: Gallery rows sampled (as stand-in queries) to size the default scan budget.
@@ -71,8 +72,8 @@ class IVFIndex(GalleryIndex):
     """
 
     #: On TensorFlow the search runs as a graph without XLA: the scan gathers blocks of rows,
-    #: and TensorFlow's gather kernel copies them several times faster than XLA's CPU code
-    #: (benchmarks/search.py). JAX compiles it with XLA.
+    #: and TensorFlow's gather kernel copies them faster than XLA's CPU code. JAX compiles
+    #: it with XLA.
     search_with_xla = False
 
     def __init__(self, dim, num_lists=256, nprobe=8, metric="cosine", k=1, block_size=32,
