@@ -265,6 +265,97 @@ LOSS_ROWS += (
         {"weight": [-1.0, float("inf"), "1"], "loss": [None, 3]})
 )
 
+# Sub-center ArcFace, CurricularFace, MagFace, AdaFace, ElasticFace, UniFace (docs/papers.md §8).
+_NORMS = np.linspace(5.0, 50.0, N).astype("float32")
+
+
+def _per_row(c, value=1.0):
+    return np.full((np.shape(c)[0],) if np.ndim(c) else (1,), value, "float32")
+
+
+OPS_ROWS += (
+    _score_rows("curricular_face", lambda l, c: km.ops.curricular_face(l, c, 0.1))
+    + _hparam_rows("curricular_face", lambda **kw: km.ops.curricular_face(LABELS, COS, 0.1, **kw),
+                   {"scale": [0.0], "margin": [-0.1, 3.2]})
+    + _hparam_rows("curricular_t", lambda **kw: km.ops.curricular_t(0.0, COS[:, 0], **kw),
+                   {"momentum": [1.0, -0.1]})
+    + [pytest.param(lambda: km.ops.curricular_t(0.0, COS), "cos_y", id="curricular_t-cos_y_rank2")]
+    + _score_rows("magface", lambda l, c: km.ops.magface(l, c, _per_row(c, 20.0)))
+    + _hparam_rows("magface", lambda **kw: km.ops.magface(LABELS, COS, _NORMS, **kw),
+                   {"scale": [0.0], "lower_norm": [0.0], "upper_norm": [5.0], "lower_margin": [0.9],
+                    "upper_margin": [1.6], "regularizer_weight": [-1.0]})
+    + [pytest.param(lambda: km.ops.magface(LABELS, COS, _NORMS[:-1]), "norms", id="magface-norms_length"),
+       pytest.param(lambda: km.ops.magface(LABELS, COS, _with(_NORMS, 0, np.nan)), "norms",
+                    id="magface-norms_nan")]
+    + _hparam_rows("magface_margin", lambda **kw: km.ops.magface_margin(_NORMS, **kw),
+                   {"lower_norm": [-1.0], "upper_margin": [0.3]})
+    + _hparam_rows("magface_regularizer", lambda **kw: km.ops.magface_regularizer(_NORMS, **kw),
+                   {"lower_norm": [0.0], "upper_norm": [1.0]})
+    + _hparam_rows("magface_min_regularizer_weight", km.ops.magface_min_regularizer_weight,
+                   {"scale": [0.0], "upper_norm": [5.0]})
+    + _score_rows("adaface", lambda l, c: km.ops.adaface(l, c, _per_row(c, 20.0), 20.0, 10.0))
+    + _hparam_rows("adaface", lambda **kw: km.ops.adaface(LABELS, COS, _NORMS, 20.0, 10.0, **kw),
+                   {"scale": [0.0], "margin": [-0.1, 1.6], "h": [0.0]})
+    + [pytest.param(lambda: km.ops.adaface(LABELS, COS, _NORMS[:-1], 20.0, 10.0), "norms",
+                    id="adaface-norms_length")]
+    + _hparam_rows("adaface_norm_stats", lambda **kw: km.ops.adaface_norm_stats(_NORMS, 20.0, 100.0, **kw),
+                   {"momentum": [1.0]})
+    + [pytest.param(lambda: km.ops.adaface_norm_stats(COS, 20.0, 100.0), "norms",
+                    id="adaface_norm_stats-norms_rank2")]
+    + _score_rows("elastic_face", lambda l, c: km.ops.elastic_face(l, c, _per_row(c, 0.5)))
+    + _hparam_rows("elastic_face", lambda **kw: km.ops.elastic_face(LABELS, COS, _NORMS * 0.01, **kw),
+                   {"scale": [0.0], "kind": ["sphere"]})
+    + [pytest.param(lambda: km.ops.elastic_face(LABELS, COS, COS), "margins",
+                    id="elastic_face-margins_rank2")]
+    + _hparam_rows("elastic_margins", lambda **kw: km.ops.elastic_margins(**{"count": N, "seed": 0,
+                                                                            "mean": 0.5, "std": 0.05, **kw}),
+                   {"std": [-0.1], "count": [0]})
+    + _hparam_rows("stateless_normal", lambda **kw: km.ops.stateless_normal(**{"count": N, "seed": 0, **kw}),
+                   {"stddev": [-1.0], "count": [-1, 2.5], "seed": ["a", 1.5]})
+    + _score_rows("uniface", lambda l, c: km.ops.uniface(l, c, 3.0))
+    + _hparam_rows("uniface", lambda **kw: km.ops.uniface(LABELS, COS, 3.0, **kw),
+                   {"scale": [0.0], "margin": [-0.1], "negative_weight": [-1.0]})
+    + _hparam_rows("uniface_initial_bias",
+                   lambda **kw: km.ops.uniface_initial_bias(**{"num_classes": C, **kw}),
+                   {"num_classes": [1, 2.5], "r": [0.0]})
+    + [pytest.param(lambda b=bad: km.ops.subcenter_max(b, 2), "cos", id=f"subcenter_max-cos_{why}")
+       for why, bad in BAD_SCORES.items() if why != "one_class"]
+    + _hparam_rows("subcenter_max", lambda **kw: km.ops.subcenter_max(COS, **kw),
+                   {"sub_centers": [0, 3, 1.5]})
+    + [pytest.param(lambda b=bad: km.ops.feature_norm(b), "features", id=f"feature_norm-features_{why}")
+       for why, bad in BAD_FEATURES.items() if why != "mismatched_d"]
+)
+LOSS_ROWS += _score_rows("SubCenterArcFace", lambda l, c: km.losses.SubCenterArcFace()(l, c))
+LOSS_ROWS += (
+    _hparam_rows("SubCenterArcFace", km.losses.SubCenterArcFace,
+                 {"scale": [0.0], "margin": [-0.1, 3.2], "sample_margin_weight": [-0.5]})
+    + _hparam_rows("CurricularFace", km.losses.CurricularFace,
+                   {"scale": [0.0], "margin": [3.2], "momentum": [1.0]})
+    + _hparam_rows("MagFace", km.losses.MagFace,
+                   {"scale": [0.0], "lower_norm": [0.0], "upper_norm": [1.0], "lower_margin": [-0.1],
+                    "upper_margin": [1.6], "regularizer_weight": [-1.0], "easy_margin": [1]})
+    + _hparam_rows("AdaFace", km.losses.AdaFace, {"scale": [0.0], "margin": [1.6], "h": [0.0],
+                                                  "momentum": [-0.5]})
+    + _hparam_rows("ElasticFace", km.losses.ElasticFace,
+                   {"scale": [0.0], "margin": [-0.1], "std": [-0.1], "kind": ["sphere"], "plus": [1],
+                    "seed": [1.5]})
+    + _hparam_rows("UniFace", km.losses.UniFace, {"scale": [0.0], "margin": [-0.1],
+                                                  "negative_weight": [-1.0], "r": [0.0]})
+    + [pytest.param(lambda m=m: m()(LABELS, COS), "MarginModel", id=f"{m.__name__}-outside_margin_model")
+       for m in (km.losses.CurricularFace, km.losses.MagFace, km.losses.AdaFace, km.losses.ElasticFace,
+                 km.losses.UniFace)]
+    + _hparam_rows("subcenter_report", lambda **kw: km.losses.subcenter_report(**{
+        "head": _subcenter_head(), "embeddings": FEATS, "labels": LABELS, **kw}),
+        {"drop_angle": [0.0, 4.0], "batch_size": [0], "labels": [LABELS + C], "embeddings": [FEATS[:-1]],
+         "head": [km.layers.PEDCCHead(C)]})
+)
+
+
+def _subcenter_head():
+    head = km.layers.LargestMarginHead(C, sub_centers=2)
+    head.build((None, D))
+    return head
+
 LAYER_ROWS = []
 for _name, _cls in {
     "LargestMarginHead": km.layers.LargestMarginHead,

@@ -20,7 +20,7 @@ from keras_margins.losses.partial_fc import PartialFC
 from keras_margins.losses.pod import POD
 from keras_margins.losses.proxy_nca import ProxyNCALoss
 from keras_margins.losses.sample_margin import SampleMarginRegularizer
-from keras_margins.losses.subcenter import SubCenterArcFace, SubCenterReport, subcenter_report
+from keras_margins.losses.subcenter import SubCenterArcFace, subcenter_report
 from keras_margins.losses.triplet import TripletMarginLoss
 from keras_margins.losses.uniface import UniFace
 from keras_margins.losses.virtual_softmax import VirtualSoftmax

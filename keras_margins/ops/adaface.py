@@ -15,7 +15,12 @@ from keras_margins.ops._common import (
     take_target,
     target_mask,
 )
-from keras_margins.ops.angular import sin_from_cos, softmax_with_target
+from keras_margins.ops.angular import (
+    check_momentum,
+    check_per_sample,
+    sin_from_cos,
+    softmax_with_target,
+)
 
 #: The authors' stability constants: θ is kept in [ε, π − ε], σ gets + ε.
 ADAFACE_EPS = 1e-3
@@ -45,7 +50,10 @@ def adaface_norm_stats(norms, mean, std, momentum=0.99):
     >>> print(round(float(m), 4), round(float(s), 4))
     20.0 99.1414
     """
+    check_momentum(momentum)
     norms = ops.clip(ops.stop_gradient(ops.cast(norms, "float32")), *NORM_RANGE)
+    if len(norms.shape) != 1:
+        raise ValueError(f"`norms` must be (N,) feature norms; got shape {tuple(norms.shape)}.")
     count = ops.cast(ops.shape(norms)[0], "float32")
     batch_mean = ops.mean(norms)
     batch_var = ops.sum(ops.square(norms - batch_mean)) / ops.maximum(count - 1.0, 1.0)
@@ -132,6 +140,7 @@ def adaface(labels, cos, norms, mean, std, scale=64.0, margin=0.4, h=0.333):
         raise ValueError(f"`margin` (radians) must be in [0, π/2); got {margin}.")
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
+    norms = check_per_sample(norms, "norms", cos.shape[0], "(N,) of feature norms")
     scaler = adaface_margin_scaler(norms, mean, std, h)
     cos_y = take_target(cos, labels)
     target = adaface_target(cos_y, ops.cast(scaler, cos.dtype), margin)

@@ -10,7 +10,7 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._common import EPS
+from keras_margins.ops._common import EPS, as_float
 
 #: sin θ = sqrt(1 − cos²θ) has an infinite derivative at cos = ±1; the radicand is floored.
 SIN_FLOOR = 1e-12
@@ -24,6 +24,21 @@ def check_angle(value, name, upper=math.pi):
             f"`{name}` (an angular margin, radians) must be in [0, {upper:.4g}); got {value}. "
             "Convert degrees with math.radians."
         )
+
+
+def check_momentum(momentum):
+    """``ValueError`` unless the weight of a moving average's previous value is in [0, 1)."""
+    if isinstance(momentum, bool) or not 0.0 <= momentum < 1.0:
+        raise ValueError(f"`momentum` must be in [0, 1); got {momentum!r}.")
+
+
+def check_per_sample(values, name, rows, what):
+    """A float (N,) tensor of per-sample values matching ``rows`` (N) where both are known."""
+    values = as_float(values, name, 1, what)
+    n = values.shape[0]
+    if n is not None and rows is not None and n != rows:
+        raise ValueError(f"`{name}` has {n} entries but the cosines have {rows} rows.")
+    return values
 
 
 def sin_from_cos(cos):
@@ -81,9 +96,7 @@ def feature_norm(features):
     >>> print(np.asarray(km.ops.feature_norm(np.array([[3.0, 4.0], [0.0, 0.0]]))))
     [5.e+00 1.e-12]
     """
-    features = ops.convert_to_tensor(features)
-    dtype = "float64" if features.dtype == "float64" else "float32"
-    features = ops.cast(features, dtype)
+    features = as_float(features, "features", 2, "(N, D) of embeddings")
     return ops.sqrt(ops.maximum(ops.sum(ops.square(features), axis=-1), EPS * EPS))
 
 
@@ -142,6 +155,12 @@ def stateless_normal(count, seed, mean=0.0, stddev=1.0):
     >>> bool(abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02)
     True
     """
+    if isinstance(count, bool) or (isinstance(count, int) and count < 0) or isinstance(count, float):
+        raise ValueError(f"`count` must be a non-negative integer; got {count!r}.")
+    if not stddev >= 0:
+        raise ValueError(f"`stddev` must be >= 0; got {stddev}.")
+    if isinstance(seed, bool) or isinstance(seed, (str, bytes, float)):
+        raise ValueError(f"`seed` must be an integer or an int32 scalar tensor; got {seed!r}.")
     if isinstance(seed, int):
         seed = _int32(seed)
     key = hash_int32(hash_int32(seed) + _int32(0x9E3779B9))

@@ -12,11 +12,16 @@ from keras_margins.ops._common import (
     take_target,
     target_mask,
 )
-from keras_margins.ops.angular import angular_margin_target, check_angle, softmax_with_target
+from keras_margins.ops.angular import (
+    angular_margin_target,
+    check_angle,
+    check_momentum,
+    softmax_with_target,
+)
 
 
 def curricular_face(labels, cos, t, scale=64.0, margin=0.5):
-    """Per-sample CurricularFace loss (Huang et al. 2020, Eq. 6–8).
+    """Per-sample CurricularFace loss (Huang et al. 2020, the adaptive curriculum loss).
 
     L_i = −log e^{s·ψ(θ_y)} / (e^{s·ψ(θ_y)} + Σ_{j≠y} e^{s·N(t, cos θ_j)}), with
     ψ(θ) = cos(θ + m) (ArcFace's continuation cos θ − m·sin m where θ + m > π) and
@@ -58,8 +63,8 @@ def curricular_face(labels, cos, t, scale=64.0, margin=0.5):
 
 
 def curricular_t(t, cos_y, momentum=0.99):
-    """t ← momentum·t + (1 − momentum)·mean_i cos θ_{y_i} (Huang et al. 2020, Eq. 9; the
-    authors' code keeps 0.99 of the previous t). A batch whose mean is not finite (an
+    """t ← momentum·t + (1 − momentum)·mean_i cos θ_{y_i} (Huang et al. 2020, the EMA of t;
+    the authors' code keeps 0.99 of the previous t). A batch whose mean is not finite (an
     invalid label under XLA) leaves t unchanged.
 
     Args:
@@ -76,7 +81,10 @@ def curricular_t(t, cos_y, momentum=0.99):
     >>> float(km.ops.curricular_t(0.0, np.array([0.5, 0.7])))
     0.006000000052154064
     """
+    check_momentum(momentum)
     cos_y = ops.stop_gradient(ops.cast(cos_y, "float32"))
+    if len(cos_y.shape) != 1:
+        raise ValueError(f"`cos_y` must be the (N,) target cosines; got shape {tuple(cos_y.shape)}.")
     t = ops.cast(t, "float32")
     updated = momentum * t + (1.0 - momentum) * ops.mean(cos_y)
     return ops.where(ops.isfinite(updated), updated, t)

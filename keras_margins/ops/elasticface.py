@@ -15,7 +15,12 @@ from keras_margins.ops._common import (
     take_target,
     target_mask,
 )
-from keras_margins.ops.angular import angular_margin_target, softmax_with_target, stateless_normal
+from keras_margins.ops.angular import (
+    angular_margin_target,
+    check_per_sample,
+    softmax_with_target,
+    stateless_normal,
+)
 
 #: The two geometries: an additive angular margin (ArcFace's) or a cosine one (CosFace's).
 KINDS = ("arc", "cos")
@@ -46,6 +51,10 @@ def elastic_margins(count, seed, mean, std, cos_y=None):
     >>> bool(np.all(np.argsort(np.asarray(m)) == np.argsort(-np.array([0.9, 0.1, 0.5, -0.3]))))
     True
     """
+    if not std >= 0:
+        raise ValueError(f"`std` must be >= 0; got {std}.")
+    if isinstance(count, bool) or (isinstance(count, int) and count < 1):
+        raise ValueError(f"`count` must be a positive integer; got {count!r}.")
     draws = stateless_normal(count, seed, mean, std)
     if cos_y is None:
         return draws
@@ -57,8 +66,8 @@ def elastic_margins(count, seed, mean, std, cos_y=None):
 
 
 def elastic_face(labels, cos, margins, scale=64.0, kind="arc"):
-    """Per-sample ElasticFace loss with given per-sample margins (Boutros et al. 2022, Eq. 3
-    and 4):
+    """Per-sample ElasticFace loss with given per-sample margins (Boutros et al. 2022,
+    ElasticFace-Arc and ElasticFace-Cos):
 
     ElasticFace-Arc: target logit s·cos(θ_y + E_i); ElasticFace-Cos: s·(cos θ_y − E_i);
     non-target logits s·cos θ_j; E_i ~ N(m, σ²) drawn per sample and step
@@ -92,6 +101,7 @@ def elastic_face(labels, cos, margins, scale=64.0, kind="arc"):
         raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}.")
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
+    margins = check_per_sample(margins, "margins", cos.shape[0], "(N,) of margins")
     margins = ops.stop_gradient(ops.cast(margins, cos.dtype))
     cos_y = take_target(cos, labels)
     if kind == "arc":

@@ -13,7 +13,12 @@ from keras_margins.ops._common import (
     take_target,
     target_mask,
 )
-from keras_margins.ops.angular import angular_margin_target, sin_from_cos, softmax_with_target
+from keras_margins.ops.angular import (
+    angular_margin_target,
+    check_per_sample,
+    sin_from_cos,
+    softmax_with_target,
+)
 
 
 def check_magface_bounds(lower_norm, upper_norm, lower_margin, upper_margin):
@@ -31,7 +36,7 @@ def check_magface_bounds(lower_norm, upper_norm, lower_margin, upper_margin):
 
 def magface_margin(norms, lower_norm=10.0, upper_norm=110.0, lower_margin=0.45, upper_margin=0.8):
     """m(a) = (u_m − l_m)/(u_a − l_a)·(a − l_a) + l_m with a = clip(‖x‖, l_a, u_a): the
-    linear, increasing margin of MagFace (Meng et al. 2021, Sec. 3.3).
+    linear, increasing margin of MagFace (Meng et al. 2021, the magnitude-aware margin).
 
     Args:
         norms: (N,) feature norms ‖x_i‖.
@@ -54,7 +59,7 @@ def magface_margin(norms, lower_norm=10.0, upper_norm=110.0, lower_margin=0.45, 
 
 
 def magface_regularizer(norms, lower_norm=10.0, upper_norm=110.0):
-    """g(a) = 1/a + a/u_a² with a = clip(‖x‖, l_a, u_a) (Meng et al. 2021, Eq. 5): strictly
+    """g(a) = 1/a + a/u_a² with a = clip(‖x‖, l_a, u_a) (Meng et al. 2021, the regulariser g): strictly
     decreasing on [l_a, u_a], so its weight λ_g rewards large norms.
 
     Args:
@@ -71,13 +76,15 @@ def magface_regularizer(norms, lower_norm=10.0, upper_norm=110.0):
     [0.10083 0.01818]
     """
     check_positive(lower_norm, "lower_norm")
+    if not upper_norm > lower_norm:
+        raise ValueError(f"`upper_norm` must be > lower_norm={lower_norm}; got {upper_norm}.")
     a = ops.clip(ops.convert_to_tensor(norms), lower_norm, upper_norm)
     return 1.0 / a + a / (upper_norm * upper_norm)
 
 
 def magface(labels, cos, norms, scale=64.0, lower_norm=10.0, upper_norm=110.0,
             lower_margin=0.45, upper_margin=0.8, regularizer_weight=35.0, easy_margin=False):
-    """Per-sample MagFace loss (Meng et al. 2021, Eq. 4):
+    """Per-sample MagFace loss (Meng et al. 2021, the MagFace loss):
 
     L_i = −log e^{s·cos(θ_y + m(a_i))} / (e^{s·cos(θ_y + m(a_i))} + Σ_{j≠y} e^{s·cos θ_j})
           + λ_g·g(a_i),
@@ -119,7 +126,7 @@ def magface(labels, cos, norms, scale=64.0, lower_norm=10.0, upper_norm=110.0,
         raise ValueError(f"`regularizer_weight` must be >= 0; got {regularizer_weight}.")
     cos, num_classes = check_scores(cos)
     labels = as_labels(labels, num_classes, cos.shape[0])
-    norms = ops.cast(norms, cos.dtype)
+    norms = ops.cast(check_per_sample(norms, "norms", cos.shape[0], "(N,) of feature norms"), cos.dtype)
     cos_y = take_target(cos, labels)
     margin = magface_margin(norms, lower_norm, upper_norm, lower_margin, upper_margin)
     if easy_margin:
@@ -134,7 +141,7 @@ def magface(labels, cos, norms, scale=64.0, lower_norm=10.0, upper_norm=110.0,
 def magface_min_regularizer_weight(scale=64.0, lower_norm=10.0, upper_norm=110.0,
                                    lower_margin=0.45, upper_margin=0.8):
     """The smallest λ_g of MagFace's guarantee that the optimal norm is unique (Meng et al.
-    2021, Sec. 3.4 and the authors' check): s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a).
+    2021, and the authors' check): s·k·u_a²·l_a²/(u_a² − l_a²), k = (u_m − l_m)/(u_a − l_a).
 
     Example:
 
@@ -142,5 +149,7 @@ def magface_min_regularizer_weight(scale=64.0, lower_norm=10.0, upper_norm=110.0
     >>> round(km.ops.magface_min_regularizer_weight(), 2)
     22.59
     """
+    check_positive(scale, "scale")
+    check_magface_bounds(lower_norm, upper_norm, lower_margin, upper_margin)
     slope = (upper_margin - lower_margin) / (upper_norm - lower_norm)
     return scale * slope * upper_norm**2 * lower_norm**2 / (upper_norm**2 - lower_norm**2)

@@ -27,12 +27,14 @@ def uniface_initial_bias(num_classes, r=1.0):
     >>> round(km.ops.uniface_initial_bias(1000), 4)
     9.2103
     """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2; got {num_classes!r}.")
     check_positive(r, "r")
     return math.log(10.0 * r * num_classes)
 
 
 def uniface(labels, cos, bias, scale=64.0, margin=0.4, negative_weight=1.0):
-    """Per-sample unified cross-entropy with margin, L_uce-m (Zhou et al. 2023, Eq. 13–14):
+    """Per-sample unified cross-entropy with margin, L_uce-m (Zhou et al. 2023):
 
     L_i = log(1 + e^{−(s·(cos θ_y − m) − b̃)}) + λ·Σ_{j≠y} log(1 + e^{s·cos θ_j − b̃}),
 
