@@ -102,7 +102,7 @@ def label_check(enabled=True):
     if enabled:
         yield
         return
-    import keras_margins.ops._common as common
+    import keras_margins.ops._numerics as common
     import keras_margins.ops.circle as circle
 
     modules = [m for m in (common, circle) if hasattr(m, "poison_invalid_labels")]

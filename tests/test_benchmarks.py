@@ -112,7 +112,7 @@ def test_step_time_label_check_smoke(tmp_path):
     # the switch really removes the check while tracing, and restores it afterwards
     import numpy as np
 
-    import keras_margins.ops._common as common
+    import keras_margins.ops._numerics as common
 
     y, cos = np.array([0, 2], "int32"), np.zeros((2, 3), "float32")  # label 2 invalid for C = 2
     with step_time.label_check(False):

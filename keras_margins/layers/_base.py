@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
-from keras_margins.ops._common import as_float, static_shape
+from keras_margins.ops._validation import as_float, static_shape
 
 
 class ClassHead(keras.layers.Layer):

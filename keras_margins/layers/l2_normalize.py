@@ -3,7 +3,7 @@
 import keras
 
 from keras_margins import ops as kmops
-from keras_margins.ops._common import check_not_nan
+from keras_margins.ops._validation import check_not_nan
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

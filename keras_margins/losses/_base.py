@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_margins._arguments import LOSS_BASE_ARGUMENTS, constructor_arguments, reject_unknown
-from keras_margins.ops._common import concrete_value
+from keras_margins.ops._validation import concrete_value
 from keras_margins.protocols import NEEDS, as_loss  # noqa: F401  (kept importable here)
 
 #: Slack on |cos| <= 1 before cosines count as out of range (float16 heads round up to 1 + 1e-3).

@@ -5,7 +5,7 @@ import math
 import keras
 
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
-from keras_margins.ops._common import check_positive
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.adaface import adaface, adaface_norm_stats
 
 #: Where the authors start the running statistics of the norms (μ, σ).

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.ops._common import as_float, as_labels, check_positive, static_shape
+from keras_margins.ops._validation import as_float, as_labels, check_positive, static_shape
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 
 

@@ -5,8 +5,8 @@ import keras
 from keras_margins._compat import set_keras_mask
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
-from keras_margins.ops._common import as_labels
 from keras_margins.ops._distribute import gather_across_replicas
+from keras_margins.ops._validation import as_labels
 from keras_margins.ops.circle import check_circle_hparams, circle_class_level, circle_pairwise
 
 

@@ -3,7 +3,8 @@
 import keras
 
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
-from keras_margins.ops._common import as_labels, check_positive, take_target
+from keras_margins.ops._numerics import take_target
+from keras_margins.ops._validation import as_labels, check_positive
 from keras_margins.ops.angular import check_angle
 from keras_margins.ops.curricular import curricular_face, curricular_t
 

@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
-from keras_margins.ops._common import as_labels, check_positive, take_target
+from keras_margins.ops._numerics import take_target
+from keras_margins.ops._validation import as_labels, check_positive
 from keras_margins.ops.angular import check_angle, mix_seed
 from keras_margins.ops.elasticface import KINDS, elastic_face, elastic_margins
 

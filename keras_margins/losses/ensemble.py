@@ -8,7 +8,7 @@ from keras import ops
 
 from keras_margins._compat import scale_loss_for_distribution
 from keras_margins.losses._base import ModelLoss
-from keras_margins.ops._common import check_positive
+from keras_margins.ops._validation import check_positive
 from keras_margins.protocols import as_loss, loss_value
 
 #: Floor of the running mean in the normalisation ratio (a loss that is exactly 0).

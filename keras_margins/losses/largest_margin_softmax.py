@@ -5,7 +5,7 @@ import keras
 from keras_margins.losses._base import MarginLoss
 from keras_margins.losses.margin_softmax import with_sample_margin
 from keras_margins.ops import largest_margin_softmax
-from keras_margins.ops._common import check_positive
+from keras_margins.ops._validation import check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

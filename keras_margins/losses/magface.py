@@ -5,7 +5,7 @@ import warnings
 import keras
 
 from keras_margins.losses._cosine_state import CosineModelLoss
-from keras_margins.ops._common import check_positive
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.magface import check_magface_bounds, magface, magface_min_regularizer_weight
 
 

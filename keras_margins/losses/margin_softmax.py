@@ -9,7 +9,7 @@ import keras
 from keras_margins._arguments import reject_unknown
 from keras_margins.losses._base import MarginLoss
 from keras_margins.ops import margin_softmax, sample_margin
-from keras_margins.ops._common import check_positive
+from keras_margins.ops._validation import check_positive
 
 
 def with_sample_margin(loss, labels, cos, weight):

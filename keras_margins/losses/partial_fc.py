@@ -14,7 +14,7 @@ from keras import ops
 from keras_margins import protocols
 from keras_margins.losses._base import ModelLoss
 from keras_margins.losses.partial_fc_sharded import class_sharding, sharded_partial_cosines
-from keras_margins.ops._common import as_labels, static_shape
+from keras_margins.ops._validation import as_labels, static_shape
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.sampling import sample_classes
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_margins.losses._base import MarginLoss, ModelLoss
 from keras_margins.ops import pod_terms
-from keras_margins.ops._common import EPS, safe_norm
+from keras_margins.ops._numerics import EPS, safe_norm
 from keras_margins.protocols import class_vectors, head_score_kind
 
 

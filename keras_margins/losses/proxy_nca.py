@@ -4,14 +4,8 @@ import keras
 from keras import ops
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.ops._common import (
-    as_labels,
-    check_non_negative,
-    check_positive,
-    check_scores,
-    masked_logsumexp,
-    target_mask,
-)
+from keras_margins.ops._numerics import masked_logsumexp, target_mask
+from keras_margins.ops._validation import as_labels, check_non_negative, check_positive, check_scores
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from keras_margins.losses.margin_softmax import ArcFace
-from keras_margins.ops._common import integer_label_array
+from keras_margins.ops._validation import integer_label_array
 
 #: The paper's angle beyond which a sample counts as noise (75°), in radians.
 DEFAULT_DROP_ANGLE = math.radians(75.0)

@@ -17,7 +17,8 @@ from keras import ops
 from keras_margins.losses._base import MarginLoss
 from keras_margins.miners._base import Miner
 from keras_margins.miners.semi_hard import SemiHardMiner
-from keras_margins.ops._common import as_float, as_labels, l2_normalize, static_shape
+from keras_margins.ops._validation import as_float, as_labels, static_shape
+from keras_margins.ops.normalize import l2_normalize
 from keras_margins.ops.pairs import pair_masks
 
 #: Floor under a squared distance before the square root (finite gradient at d = 0).

@@ -3,7 +3,7 @@
 import keras
 
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
-from keras_margins.ops._common import check_non_negative, check_positive
+from keras_margins.ops._validation import check_non_negative, check_positive
 from keras_margins.ops.uniface import uniface, uniface_initial_bias
 from keras_margins.protocols import require_cosine_head
 

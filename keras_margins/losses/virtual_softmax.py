@@ -3,7 +3,8 @@
 import keras
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.ops._common import as_labels, check_scores, take_target
+from keras_margins.ops._numerics import take_target
+from keras_margins.ops._validation import as_labels, check_scores
 from keras_margins.ops.virtual_softmax import virtual_nll, virtual_terms
 
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from keras_margins.ops._common import integer_label_array
+from keras_margins.ops._validation import integer_label_array
 
 
 def _number(value, name):

@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_margins.ops import sample_margin
-from keras_margins.ops._common import concrete_value
+from keras_margins.ops._validation import concrete_value
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -9,7 +9,7 @@ Mined masks are always subsets of the label masks (``km.ops.pair_masks``).
 
 from keras import ops
 
-from keras_margins.ops._common import as_labels
+from keras_margins.ops._validation import as_labels
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 
 

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins.miners._base import Miner
-from keras_margins.ops._common import NEG_LARGE
+from keras_margins.ops._numerics import NEG_LARGE
 
 
 def _one_hot_rows(index, like):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins.miners._base import Miner
-from keras_margins.ops._common import NEG_LARGE
+from keras_margins.ops._numerics import NEG_LARGE
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

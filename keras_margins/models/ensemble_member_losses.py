@@ -6,17 +6,16 @@ import keras
 from keras import ops
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.ops._common import (
+from keras_margins.ops._numerics import poison_invalid_labels, target_mask
+from keras_margins.ops._validation import (
     as_float,
     as_labels,
     check_non_negative,
     check_positive,
     check_scores,
-    l2_normalize,
-    poison_invalid_labels,
     static_shape,
-    target_mask,
 )
+from keras_margins.ops.normalize import l2_normalize
 from keras_margins.ops.pairs import pair_masks
 
 #: Floor under a squared distance before the square root (finite gradient at d = 0).

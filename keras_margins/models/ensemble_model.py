@@ -16,7 +16,7 @@ from keras_margins.metrics.last_value import LastValue
 from keras_margins.models.ensemble_members import PAPER_PRIOR, MemberLoss, as_member, paper_members
 from keras_margins.models.ensemble_terms import distance_matching_loss, diversity_term
 from keras_margins.models.one_pass import OnePassOutputs
-from keras_margins.ops._common import l2_normalize
+from keras_margins.ops.normalize import l2_normalize
 from keras_margins.protocols import check_composition, loss_value
 
 __all__ = ["PAPER_PRIOR", "EnsembleModel", "paper_members"]

@@ -4,7 +4,7 @@ compressed embedding."""
 
 from keras import ops
 
-from keras_margins.ops._common import l2_normalize
+from keras_margins.ops.normalize import l2_normalize
 
 #: Threshold of the diversity hinge: relu(2 − mean distance), 2 being the largest distance
 #: between unit vectors (authors' code).

@@ -1,6 +1,5 @@
 """Functional core of keras_margins: pure ``keras.ops`` functions, one formula each."""
 
-from keras_margins.ops._common import l2_normalize
 from keras_margins.ops.adaface import adaface, adaface_norm_stats
 from keras_margins.ops.angular import feature_norm, stateless_normal
 from keras_margins.ops.circle import circle_class_level, circle_from_similarity, circle_pairwise
@@ -19,6 +18,7 @@ from keras_margins.ops.margin_softmax import (
     margin_target,
 )
 from keras_margins.ops.margins import class_margin, sample_margin, zero_centroid
+from keras_margins.ops.normalize import l2_normalize
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 from keras_margins.ops.pedcc import pedcc_centroids
 from keras_margins.ops.pod import pod_loss, pod_terms

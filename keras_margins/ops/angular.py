@@ -10,7 +10,8 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._common import EPS, as_float
+from keras_margins.ops._numerics import EPS
+from keras_margins.ops._validation import as_float
 
 #: sin θ = sqrt(1 − cos²θ) has an infinite derivative at cos = ±1; the radicand is floored.
 SIN_FLOOR = 1e-12

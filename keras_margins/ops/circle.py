@@ -14,16 +14,8 @@ Details and the comparison with ``keras.losses.Circle``: ``docs/papers.md`` §4.
 
 from keras import ops
 
-from keras_margins.ops._common import (
-    as_float,
-    as_labels,
-    check_positive,
-    check_scores,
-    masked_logsumexp,
-    poison_invalid_labels,
-    static_shape,
-    target_mask,
-)
+from keras_margins.ops._numerics import masked_logsumexp, poison_invalid_labels, target_mask
+from keras_margins.ops._validation import as_float, as_labels, check_positive, check_scores, static_shape
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 
 

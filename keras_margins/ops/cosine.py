@@ -2,7 +2,8 @@
 
 from keras import ops
 
-from keras_margins.ops._common import EPS, as_float, static_shape
+from keras_margins.ops._numerics import EPS
+from keras_margins.ops._validation import as_float, static_shape
 
 
 @ops.custom_gradient

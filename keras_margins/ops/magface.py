@@ -6,13 +6,8 @@ Formulas, defaults and conventions: ``docs/papers.md`` §8.3.
 
 from keras import ops
 
-from keras_margins.ops._common import (
-    as_labels,
-    check_positive,
-    check_scores,
-    take_target,
-    target_mask,
-)
+from keras_margins.ops._numerics import take_target, target_mask
+from keras_margins.ops._validation import as_labels, check_positive, check_scores
 from keras_margins.ops.angular import (
     angular_margin_target,
     check_per_sample,

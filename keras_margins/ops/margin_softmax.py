@@ -7,15 +7,13 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._common import (
+from keras_margins.ops._numerics import masked_logsumexp, take_target, target_mask
+from keras_margins.ops._validation import (
     as_float,
     as_labels,
     check_non_negative,
     check_positive,
     check_scores,
-    masked_logsumexp,
-    take_target,
-    target_mask,
 )
 
 # Keep arccos away from ±1 where its derivative is infinite (float32 resolution ~1.2e-7).

@@ -5,16 +5,9 @@ Definitions: ``docs/papers.md`` §1.1 and §1.5.
 
 from keras import ops
 
-from keras_margins.ops._common import (
-    NEG_LARGE,
-    as_float,
-    as_labels,
-    check_scores,
-    l2_normalize,
-    static_shape,
-    take_target,
-    target_mask,
-)
+from keras_margins.ops._numerics import NEG_LARGE, take_target, target_mask
+from keras_margins.ops._validation import as_float, as_labels, check_scores, static_shape
+from keras_margins.ops.normalize import l2_normalize
 
 
 def sample_margin(labels, cos):

@@ -6,8 +6,9 @@ All masks are static-shape boolean (N, M) tensors built by comparisons (no
 
 from keras import ops
 
-from keras_margins.ops._common import as_float, as_labels, l2_normalize, static_shape
+from keras_margins.ops._validation import as_float, as_labels, static_shape
 from keras_margins.ops.cosine import normalized_matmul
+from keras_margins.ops.normalize import l2_normalize
 
 
 def pair_masks(labels, ref_labels=None, remove_diagonal=True, self_offset=None):

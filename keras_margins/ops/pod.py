@@ -5,15 +5,9 @@ Formulas and the δ schedule: ``docs/papers.md`` §3.2-3.3.
 
 from keras import ops
 
-from keras_margins.ops._common import (
-    EPS,
-    as_labels,
-    check_non_negative,
-    features_and_kernel,
-    l2_normalize,
-    poison_invalid_labels,
-    static_shape,
-)
+from keras_margins.ops._numerics import EPS, poison_invalid_labels
+from keras_margins.ops._validation import as_labels, check_non_negative, features_and_kernel, static_shape
+from keras_margins.ops.normalize import l2_normalize
 
 
 def _check_delta(delta):

@@ -33,7 +33,7 @@ import math
 import numpy as np
 from keras import ops
 
-from keras_margins.ops._common import as_labels, static_shape
+from keras_margins.ops._validation import as_labels, static_shape
 
 #: Multipliers kept per class count (each with its inverse mod C).
 _TABLE_SIZE = 1024

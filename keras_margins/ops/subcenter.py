@@ -6,7 +6,7 @@ Formulas, defaults and conventions: ``docs/papers.md`` §8.1.
 
 from keras import ops
 
-from keras_margins.ops._common import as_float, static_shape
+from keras_margins.ops._validation import as_float, static_shape
 
 
 def subcenter_max(cos, sub_centers, keep=None):

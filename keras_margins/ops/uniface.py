@@ -8,14 +8,8 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._common import (
-    as_labels,
-    check_non_negative,
-    check_positive,
-    check_scores,
-    take_target,
-    target_mask,
-)
+from keras_margins.ops._numerics import take_target, target_mask
+from keras_margins.ops._validation import as_labels, check_non_negative, check_positive, check_scores
 
 
 def uniface_initial_bias(num_classes, r=1.0):

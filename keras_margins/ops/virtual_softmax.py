@@ -3,13 +3,8 @@
 from keras import ops
 
 from keras_margins._compat import get_tensor_attr, set_tensor_attr
-from keras_margins.ops._common import (
-    as_labels,
-    features_and_kernel,
-    safe_norm,
-    static_shape,
-    take_target,
-)
+from keras_margins.ops._numerics import safe_norm, take_target
+from keras_margins.ops._validation import as_labels, features_and_kernel, static_shape
 
 
 def virtual_log_probs(features, kernel, virtual_clip=None):

@@ -10,7 +10,7 @@ import pytest
 from keras import ops
 
 import keras_margins as km
-from keras_margins.ops._common import is_concrete
+from keras_margins.ops._validation import is_concrete
 
 D, C = 8, 4
 
