@@ -404,6 +404,14 @@ MINER_ROWS += (
 )
 
 METRIC_ROWS = []
+METRIC_ROWS += [
+    pytest.param(lambda: km.metrics.threshold_at_far(np.ones(5), 2.0), "far", id="threshold_at_far-far"),
+    pytest.param(lambda: km.metrics.tar_at_far(np.ones(5), np.ones(5), far=-1), "far",
+                 id="tar_at_far-far"),
+    pytest.param(lambda: km.metrics.open_set_identification(np.ones((3, 4)), [0, 1, 2], np.ones((3, 5)),
+                                                            [0, 1, 2]),
+                 "gallery_embeddings", id="open_set_identification-dim"),
+]
 for _name, _metric in {"SampleMargin": km.metrics.SampleMargin,
                        "MinSampleMargin": km.metrics.MinSampleMargin}.items():
     METRIC_ROWS += _score_rows(_name, lambda l, c, m=_metric: m().update_state(l, c))
