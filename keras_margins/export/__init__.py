@@ -46,9 +46,12 @@ from keras_margins.export.saved_model import (
 from keras_margins.export.serving_requests import grpc_request, rest_request, rest_url
 from keras_margins.models.embedding import INPUT_NAME, embedding_model, split_head
 
+# Last: the search exporter builds on the modules above.
+from keras_margins.retrieval.serving import export_search_model  # noqa: E402
+
 __all__ = [
     "EMBEDDING_OUTPUT", "INPUT_NAME", "MODELS_CONFIG", "SCORES_OUTPUT", "SCORES_SIGNATURE",
     "SERVING_SIGNATURE", "check_export", "embedding_model", "export_embedding_model",
     "grpc_request", "outputs_without_keras_margins", "rest_request", "rest_url", "split_head",
-    "update_models_config",
+    "export_search_model", "update_models_config",
 ]
