@@ -329,6 +329,10 @@ class GalleryIndex(keras.layers.Layer):
             queries = queries / ops.maximum(norm, 1e-12)
         return self.graph_search(queries, self.k)
 
+    def serving_search(self, queries, k):
+        """The search traced into the exported TensorFlow graph (``k`` may be a tensor)."""
+        return self.graph_search(queries, k)
+
     def compute_output_spec(self, queries):
         shape = (queries.shape[0], self.k)
         return (keras.KerasTensor(shape, dtype="int32"), keras.KerasTensor(shape, dtype="float32"))

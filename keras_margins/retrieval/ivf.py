@@ -30,12 +30,15 @@ class IVFIndex(GalleryIndex):
     each list is a chain of blocks of ``block_size`` rows (its last block padded with id -1)
     in one (blocks × block_size, D) store, and a (lists × blocks per list) table names each
     list's blocks. A query ranks the centroids, walks its
-    ``nprobe`` lists' blocks in that order and scores the first B of them — B a static
-    budget, like faiss' ``max_codes``: ``max_scan_blocks`` if given, else the most blocks any
-    of 2048 sampled gallery rows would need as a query (so a query from the gallery's
-    distribution scans all its probed lists, as ``IndexIVFFlat`` does, while the work is not
-    padded up to the largest lists); never more than the ``nprobe`` largest lists hold. A
-    query whose probed lists hold more blocks scans its last-ranked lists only in part.
+    ``nprobe`` lists' blocks in that order and scores them. On TensorFlow (``search`` and the
+    exported ``search``/``match``) a chunk of queries scans as many blocks as the most any of
+    them needs: every probed list in full, as ``IndexIVFFlat`` does. Under XLA (JAX, and the
+    layer called inside a model) the number of blocks B is static, like faiss' ``max_codes``:
+    the most blocks any of 2048 sampled gallery rows would need as a query (a query from the
+    gallery's distribution scans all its probed lists, while the work is not padded up to the
+    largest lists), never more than the ``nprobe`` largest lists hold; a query whose probed
+    lists hold more scans its last-ranked lists in part. ``max_scan_blocks`` sets B on every
+    backend.
 
     The centroids are trained by k-means (Lloyd's iterations; spherical for cosine) on a
     sample, by ``train`` or on the first ``add``; rows are assigned to the centroid with the
@@ -51,8 +54,9 @@ class IVFIndex(GalleryIndex):
         metric: ``"cosine"`` (default) or ``"inner_product"``.
         k: results of ``call`` and default of ``search`` (default 1).
         block_size: rows per block (default 32).
-        max_scan_blocks: blocks scanned per query (default None: sized on a sample of the
-            gallery, see above).
+        max_scan_blocks: blocks scanned per query (default None: all blocks of the probed
+            lists on TensorFlow, a budget sized on a sample of the gallery under XLA; see
+            above).
         capacity: rows to allocate up front (default None: grows as needed).
         names: optional dict id -> name.
         **kwargs: ``keras.layers.Layer`` arguments; unknown ones raise ``TypeError``.
@@ -382,18 +386,30 @@ class IVFIndex(GalleryIndex):
         return (self.ivf_centroids.value, self.ivf_list_blocks.value, self.ivf_table.value,
                 self.ivf_blocks.value, self.ivf_block_ids.value)
 
+    def dynamic_budget(self):
+        """Scan what each chunk of queries needs (a TensorFlow graph without XLA can), unless
+        ``max_scan_blocks`` bounds the work."""
+        return keras.backend.backend() == "tensorflow" and self.max_scan_blocks is None
+
     def graph_search(self, queries, k):
+        # Inside a model the search may be compiled with XLA: the static budget.
         budget = self.scan_blocks()
         return self.kernel(queries, k, budget, self.query_chunk(budget), self.state_values())
 
+    def serving_search(self, queries, k):
+        budget = self.scan_blocks()
+        return self.kernel(queries, k, None if self.dynamic_budget() else budget,
+                           self.query_chunk(budget), self.state_values())
+
     def search_function(self, k):
         budget = self.scan_blocks()
+        scanned = None if self.dynamic_budget() else budget
 
         def fn(queries, *state):
             chunk = self.query_chunk(budget, queries.shape[0])
-            return self.kernel(queries, k, budget, chunk, state)
+            return self.kernel(queries, k, scanned, chunk, state)
 
-        return ("ivf", k, budget, self.nprobe), fn, self.state_values()
+        return ("ivf", k, budget, self.nprobe, scanned is None), fn, self.state_values()
 
     def search(self, queries, k=None):
         if not self.trained:

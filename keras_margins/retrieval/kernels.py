@@ -146,20 +146,25 @@ def exact_search(queries, embeddings, ids, size, k, chunk, shards=1, constrain=N
 
 
 # ----------------------------------------------------------------------------- inverted file
-def probe_blocks(queries, centroids, list_blocks, table, nprobe, budget):
-    """Blocks each query scans: its ``nprobe`` nearest lists' blocks, in list order, cut at
-    ``budget`` blocks.
+def probe_lists(queries, centroids, list_blocks, nprobe):
+    """Each query's ``nprobe`` lists of largest centroid score, best first, and their block
+    counts: ``(lists (Q, P), counts (Q, P))`` int32."""
+    _, lists = ops.top_k(ops.matmul(queries, ops.transpose(centroids)), nprobe)
+    return lists, ops.take(list_blocks, lists, axis=0)
+
+
+def block_numbers(lists, counts, table, budget):
+    """Blocks each query scans: its probed lists' blocks, in list order, cut at ``budget``.
 
     Args:
-        queries: (Q, D); centroids: (L, D); list_blocks: (L,) int32 blocks used per list;
+        lists, counts: (Q, P) from :func:`probe_lists`.
         table: (L, M) int32 block numbers of each list (block 0 is an empty block).
-        nprobe, budget: static ints.
+        budget: blocks per query, an int or (in a TensorFlow graph) a scalar tensor.
 
     Returns:
         (Q, budget) int32 block numbers (0 past the probed lists' blocks).
     """
-    _, lists = ops.top_k(ops.matmul(queries, ops.transpose(centroids)), nprobe)  # (Q, P)
-    counts = ops.take(list_blocks, lists, axis=0)                                 # (Q, P)
+    nprobe = lists.shape[1]
     ends = ops.cumsum(counts, axis=1)
     starts = ends - counts
     slot = ops.arange(budget, dtype="int32")
@@ -177,13 +182,15 @@ def probe_blocks(queries, centroids, list_blocks, table, nprobe, budget):
 
 def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, nprobe, budget,
                rows_per_block, query_chunk):
-    """Top-k inner products over the rows of the probed lists (see :func:`probe_blocks`).
+    """Top-k inner products over the rows of the probed lists (see :func:`block_numbers`).
 
     ``blocks`` (B·R, D) and ``block_ids`` (B·R,) hold B blocks of R = ``rows_per_block`` rows
-    (id -1 on free rows).
-    Queries are scanned ``query_chunk`` at a time (the gathered rows of a chunk of queries
-    are the largest intermediate). Returns ``(ids (Q, k), scores (Q, k))``; a query whose
-    probed lists hold fewer than ``k`` rows gets id -1 and score -inf in the remaining places.
+    (id -1 on free rows). Queries are scanned ``query_chunk`` at a time (the gathered rows of
+    a chunk of queries are the largest intermediate). ``budget``: blocks scanned per query, a
+    static int (XLA); or None in a TensorFlow graph, where each chunk of queries scans as
+    many blocks as the most any of them needs (all its probed lists, none padded beyond
+    that). Returns ``(ids (Q, k), scores (Q, k))``; a query whose scanned rows are fewer than
+    ``k`` gets id -1 and score -inf in the remaining places.
     """
     dim = blocks.shape[-1]
     blocks3 = ops.reshape(blocks, (-1, rows_per_block, dim))
@@ -191,24 +198,30 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
     n_queries = ops.shape(queries)[0]
     padded = ((n_queries + query_chunk - 1) // query_chunk) * query_chunk
     padded_queries = ops.pad(queries, ((0, padded - n_queries), (0, 0)))
-    numbers = probe_blocks(padded_queries, centroids, list_blocks, table, nprobe, budget)
-    scanned = budget * rows_per_block
-    width = min(k, scanned) if _is_static(k) else ops.minimum(k, scanned)
+    lists, counts = probe_lists(padded_queries, centroids, list_blocks, nprobe)
+    static = _is_static(k) and budget is not None
 
     def body(step, carry):
         out_scores, out_ids = carry
         start = ops.cast(step * query_chunk, "int32")
         zero = start * 0
         q = ops.slice(padded_queries, (start, zero), (query_chunk, dim))
-        number = ops.slice(numbers, (start, zero), (query_chunk, budget))
+        chunk_lists = ops.slice(lists, (start, zero), (query_chunk, nprobe))
+        chunk_counts = ops.slice(counts, (start, zero), (query_chunk, nprobe))
+        blocks_here = budget
+        if budget is None:
+            blocks_here = ops.maximum(ops.max(ops.sum(chunk_counts, axis=1)), 1)
+        number = block_numbers(chunk_lists, chunk_counts, table, blocks_here)
         rows = ops.take(blocks3, number, axis=0)                          # (q, budget, R, D)
         scores = ops.einsum("qd,qbrd->qbr", q, rows)
         found = ops.take(ids2, number, axis=0)                            # (q, budget, R)
         scores = ops.reshape(ops.where(found >= 0, scores, NEG_INF), (query_chunk, -1))
         found = ops.reshape(found, (query_chunk, -1))
+        scanned = blocks_here * rows_per_block
+        width = min(k, scanned) if static else ops.minimum(k, scanned)
         top, where = ops.top_k(scores, width)
         got = ops.take_along_axis(found, where, axis=1)
-        if not _is_static(k) or width < k:  # fewer rows scanned than k: pad the results
+        if not static or width < k:  # fewer rows scanned than k: pad the results
             fill = k - width
             top = ops.concatenate([top, ops.full((query_chunk, fill), NEG_INF, "float32")], 1)
             got = ops.concatenate([got, ops.full((query_chunk, fill), -1, "int32")], 1)

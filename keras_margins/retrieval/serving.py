@@ -97,11 +97,11 @@ def _archive(embed, index, threshold):
         ]
         with tf.control_dependencies(checks):
             k = tf.identity(k)
-        found, scores = index.graph_search(queries(inputs), k)
+        found, scores = index.serving_search(queries(inputs), k)
         return {IDS_OUTPUT: found, SCORES_OUTPUT: scores}
 
     def serve_match(inputs):
-        found, scores = index.graph_search(queries(inputs), 1)
+        found, scores = index.serving_search(queries(inputs), 1)
         best, score = found[:, 0], scores[:, 0]
         matched = score >= tf.constant(threshold, tf.float32)
         return {ID_OUTPUT: ops.where(matched, best, -1), SCORE_OUTPUT: score,
