@@ -27,7 +27,7 @@ def test_search_benchmark_smoke(tmp_path):
     module.main(argv)
     payload = json.loads((tmp_path / "results" / "search_latest.json").read_text())
     cases = {row[3] for row in payload["rows"]}
-    assert {"km exact (XLA)", "matmul + top_k (XLA)", "NumPy brute force", "km IVF (XLA)"} <= cases
+    assert {"km exact (XLA)", "matmul + top_k (XLA)", "NumPy brute force", "km IVF (in-process)"} <= cases
     floors = payload["floors"]["clustered/3000"]
     assert floors["exact_recall"] == pytest.approx(1.0)
     assert floors["ivf"][-1]["recall"] == pytest.approx(1.0)  # nprobe = lists: exact
