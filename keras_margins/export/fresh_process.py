@@ -8,23 +8,12 @@ import tempfile
 
 import numpy as np
 
+from keras_margins.check_child import BLOCK_KERAS_MARGINS
 from keras_margins.models.embedding import embedding_model
 
 # Runs in a child interpreter: keras_margins is made unimportable before anything is loaded,
 # so the export is proven to stand on TensorFlow alone (as it will in TF Serving).
-_CHECK_CHILD = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "keras_margins":
-            raise ImportError("keras_margins is blocked in this process")
-sys.meta_path.insert(0, _Block())
-try:
-    import keras_margins
-    raise SystemExit("keras_margins must not be importable in the check process")
-except ImportError:
-    pass
-import numpy as np, tensorflow as tf
+_CHECK_CHILD = BLOCK_KERAS_MARGINS + """import numpy as np, tensorflow as tf
 export_dir, x_path, out_path = sys.argv[1:]
 loaded = tf.saved_model.load(export_dir)
 x = tf.constant(np.load(x_path))

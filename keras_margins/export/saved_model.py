@@ -84,7 +84,7 @@ def _remove_if_empty(folders):
             os.rmdir(folder)  # fails (and is kept) when something else is in it
 
 
-def _publish(staging, base_dir, version, explicit, attempts=1000):
+def publish_version(staging, base_dir, version, explicit, attempts=1000):
     """Rename the finished ``staging`` folder to ``base_dir/<version>``; return that path.
 
     The rename is atomic, so TF Serving never sees a half-written version, and it fails when
@@ -213,7 +213,7 @@ def export_embedding_model(
     staging = os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex}")
     try:
         archive.write_out(staging, verbose=False)
-        target = _publish(staging, base_dir, version, explicit=explicit_version)
+        target = publish_version(staging, base_dir, version, explicit=explicit_version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(created)

@@ -26,7 +26,6 @@ Example:
     >>> km.retrieval.check_search_export(path, model, index, x[:8], k=5)
 """
 
-import errno
 import os
 import shutil
 import subprocess
@@ -38,6 +37,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_margins.check_child import BLOCK_KERAS_MARGINS
 from keras_margins.models.embedding import INPUT_NAME, embedding_model
 from keras_margins.retrieval.gallery import GalleryIndex
 
@@ -140,26 +140,13 @@ def _write(archive, base_dir, version, explicit, attempts=1000):
     """Write the archive to a staging folder and rename it to ``base_dir/<version>``
     (atomic: TF Serving never sees half a version). A rename that loses the race for a
     number takes the next free one, unless the version was explicit (``ValueError``)."""
-    from keras_margins.export.saved_model import versions
+    from keras_margins.export.saved_model import publish_version
 
     os.makedirs(base_dir, exist_ok=True)
     staging = os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex}")
     try:
         archive.write_out(staging, verbose=False)
-        for _ in range(attempts):
-            target = os.path.join(base_dir, str(version))
-            try:
-                os.rename(staging, target)
-                return target
-            except OSError as err:
-                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not os.path.exists(target):
-                    raise
-                if explicit:
-                    raise ValueError(
-                        f"version {version} already exists at {target!r}; exports never overwrite."
-                    ) from err
-            version = max((versions(base_dir) or [0])[-1], version) + 1
-        raise RuntimeError(f"no free version found in {base_dir!r} after {attempts} attempts.")
+        return publish_version(staging, base_dir, version, explicit, attempts)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -217,18 +204,7 @@ def export_search_model(model, index, base_dir, version=None, threshold=None, no
 
 # ----------------------------------------------------------------------------- checking
 # Runs in a child interpreter in which keras_margins cannot be imported (as in TF Serving).
-_CHILD = """
-import sys
-class _Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "keras_margins":
-            raise ImportError("keras_margins is blocked in this process")
-sys.meta_path.insert(0, _Block())
-try:
-    import keras_margins
-    raise SystemExit("keras_margins must not be importable in the check process")
-except ImportError:
-    pass
+_CHILD = BLOCK_KERAS_MARGINS + """
 import numpy as np, tensorflow as tf
 export_dir, x_path, k, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 loaded = tf.saved_model.load(export_dir)
