@@ -442,6 +442,7 @@ def main(argv=None):
                "memory (MB)"]
     table = _timing.markdown_table(headers, rows)
     text = (
+        f"`python benchmarks/search.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
         f"{_timing.machine_line(info)} D = {args.dim}, k = {K}, "
         f"`EmbeddingIndex(chunk_size={args.chunk_size})`, `IVFIndex(block_size=32)` with "
         "faiss given the same centroids; cases interleaved, "
