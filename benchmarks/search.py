@@ -372,7 +372,7 @@ def calibration_sets(args):
     return sets
 
 
-def calibration_report(args, info):
+def calibration_report(args, info, command):
     """Calibrate on one random half of the probes, measure FAR/TAR on the other half (both
     ways), at FAR 1e-2 and 1e-3."""
     rows = []
@@ -397,6 +397,7 @@ def calibration_report(args, info):
                "TAR (calibration)", "FAR on the other half", "÷ target (goal 0.5–2)",
                "TAR (other half)"]
     text = (
+        f"`python benchmarks/search.py {command}`\n\n"
         f"{_timing.machine_line(info)} `index.calibrate(probes_A, labels_A, target_far)` on "
         "one random half of the probes, then `index.decision_rates` on the other half with "
         "that threshold, and the other way round. Impostor searches: every probe's best "
@@ -416,8 +417,9 @@ def calibration_report(args, info):
 def main(argv=None):
     args = parse_args(argv)
     info = _timing.machine_info([faiss] if faiss is not None else [])
+    command = " ".join(sys.argv[1:] if argv is None else argv)
     if args.calibration or args.calibration_only:
-        calibration_report(args, info)
+        calibration_report(args, info, command)
     if args.calibration_only:
         return None
     rows, notes, floors = [], [], {}
@@ -442,7 +444,7 @@ def main(argv=None):
                "memory (MB)"]
     table = _timing.markdown_table(headers, rows)
     text = (
-        f"`python benchmarks/search.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n"
+        f"`python benchmarks/search.py {command}`\n\n"
         f"{_timing.machine_line(info)} D = {args.dim}, k = {K}, "
         f"`EmbeddingIndex(chunk_size={args.chunk_size})`, `IVFIndex(block_size=32)` with "
         "faiss given the same centroids; cases interleaved, "
