@@ -126,7 +126,7 @@ def tar_at_far(genuine_scores, impostor_scores, far=1e-3, n_bootstrap=1000, conf
     >>> out = km.metrics.tar_at_far(rng.normal(2, 1, 500), rng.normal(0, 1, 5000), far=0.01,
     ...                             n_bootstrap=200)
     >>> round(out["far"], 4), out["tar_low"] <= out["tar"] <= out["tar_high"]
-    (0.0098, True)
+    (0.01, True)
     """
     genuine = _scores(genuine_scores, "genuine_scores")
     impostor = _scores(impostor_scores, "impostor_scores")

@@ -50,7 +50,7 @@ class EmbeddingIndex(GalleryIndex):
     >>> index.add(np.eye(3), ids=[10, 11, 12], names=["a", "b", "c"])
     3
     >>> found, scores = index.search(np.array([[1.0, 0.2, 0.0]]), k=2)
-    >>> found.tolist(), np.round(scores, 3).tolist(), index.name_of(found[0])
+    >>> found.tolist(), np.round(scores.astype(float), 3).tolist(), index.name_of(found[0])
     ([[10, 11]], [[0.981, 0.196]], ['a', 'b'])
     """
 
