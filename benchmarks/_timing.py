@@ -151,6 +151,47 @@ def paired_ratios(results, numerator, denominator):
     }
 
 
+def time_with_without(names, make_case, repeats, warmup=2, seed=0, suffix=" (unchecked)", **fields):
+    """Each named case with a check and without it, all timed interleaved (:func:`measure`).
+
+    Args:
+        names: the cases (one row each, in this order).
+        make_case: ``make_case(name, checked)`` -> a ready (already compiled) zero-argument
+            callable returning the step's loss as a float; called with ``checked`` True and False.
+        suffix: appended to a name for its unchecked arm in the timing keys.
+        **fields: put into every row as they are (e.g. ``num_classes``).
+
+    Returns:
+        One dict per name: ``loss``, ``**fields``, ``time_checked``, ``time_unchecked``,
+        ``ratio`` (:func:`paired_ratios`, with ÷ without) and ``first_losses`` (each arm's
+        first value, [with, without]).
+    """
+    cases, values = {}, {}
+    for name in names:
+        for checked in (True, False):
+            key = name if checked else name + suffix
+            cases[key] = make_case(name, checked)
+            values[key] = cases[key]()
+    results = measure(cases, repeats, warmup, seed)
+    return [{
+        "loss": name, **fields,
+        "time_checked": results[name], "time_unchecked": results[name + suffix],
+        "ratio": paired_ratios(results, name, name + suffix),
+        "first_losses": [values[name], values[name + suffix]],
+    } for name in names]
+
+
+def with_without_table(rows, goal=1.01):
+    """Markdown table of :func:`time_with_without` rows (with ``num_classes``): both times, the
+    wall and CPU ratios, and whether the CPU ratio meets ``goal``."""
+    headers = ["C", "loss", "step, with check", "step, without", "with ÷ without (wall)",
+               "with ÷ without (CPU)", f"< {100 * (goal - 1):.0f} %?"]
+    out = [[f"{r['num_classes']:,}", r["loss"], fmt_ms(r["time_checked"]),
+            fmt_ms(r["time_unchecked"]), fmt_ratio(r["ratio"]["wall"]), fmt_ratio(r["ratio"]["cpu"]),
+            "yes" if r["ratio"]["cpu"]["median"] <= goal else "**no**"] for r in rows]
+    return markdown_table(headers, out)
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:

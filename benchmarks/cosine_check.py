@@ -85,34 +85,9 @@ def bench(num_classes, args):
     x = tf.constant(rng.standard_normal((args.batch, args.dim)).astype("float32"))
     y = tf.constant(rng.integers(0, num_classes, args.batch).astype("int32"))
     names = [n for n in LOSSES if not args.losses or n in args.losses]
-    cases, values = {}, {}
-    for name in names:
-        for checked in (True, False):
-            key = name if checked else name + NO_CHECK
-            cases[key] = make_step(LOSSES[name], num_classes, x, y, checked, args.seed)
-            values[key] = cases[key]()
-    results = _timing.measure(cases, args.repeats, args.warmup, args.seed)
-    rows = []
-    for name in names:
-        rows.append({
-            "loss": name, "num_classes": num_classes,
-            "time_checked": results[name], "time_unchecked": results[name + NO_CHECK],
-            "ratio": _timing.paired_ratios(results, name, name + NO_CHECK),
-            "first_losses": [values[name], values[name + NO_CHECK]],
-        })
-    return rows
-
-
-def table(rows):
-    headers = ["C", "loss", "step, with check", "step, without", "with ÷ without (wall)",
-               "with ÷ without (CPU)", "< 1 %?"]
-    out = []
-    for r in rows:
-        cpu = r["ratio"]["cpu"]["median"]
-        out.append([f"{r['num_classes']:,}", r["loss"], _timing.fmt_ms(r["time_checked"]),
-                    _timing.fmt_ms(r["time_unchecked"]), _timing.fmt_ratio(r["ratio"]["wall"]),
-                    _timing.fmt_ratio(r["ratio"]["cpu"]), "yes" if cpu <= 1.01 else "**no**"])
-    return _timing.markdown_table(headers, out)
+    return _timing.time_with_without(
+        names, lambda name, checked: make_step(LOSSES[name], num_classes, x, y, checked, args.seed),
+        args.repeats, args.warmup, args.seed, suffix=NO_CHECK, num_classes=num_classes)
 
 
 def parse_args(argv):
@@ -144,7 +119,7 @@ def main(argv=None):
     payload = {"benchmark": "cosine_check", "machine": info, "config": _timing.config_of(args),
                "rows": rows}
     return _timing.report(args, "cosine_check", "Cost of the cosine range check", notes,
-                          table(rows), payload)
+                          _timing.with_without_table(rows), payload)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def label_check(enabled=True):
     modules = [m for m in (common, circle) if hasattr(m, "poison_invalid_labels")]
     saved = [m.poison_invalid_labels for m in modules]
     for m in modules:
-        m.poison_invalid_labels = lambda values, labels, num_classes: values
+        m.poison_invalid_labels = lambda values, labels, num_classes, anchor=None: values
     try:
         yield
     finally:
@@ -145,33 +145,9 @@ def bench_label_check(num_classes, args, builders):
     x = tf.constant(rng.standard_normal((args.batch, args.dim)).astype("float32"))
     y = tf.constant(rng.integers(0, num_classes, args.batch).astype("int32"))
     names = [n for n in LABEL_CHECK_CASES if n in builders]
-    cases, values = {}, {}
-    for name in names:
-        for checked in (True, False):
-            key = name if checked else name + NO_CHECK
-            cases[key] = make_step(builders[name], x, y, True, check_labels=checked)
-            values[key] = cases[key]()
-    results = _timing.measure(cases, args.repeats, args.warmup, args.seed)
-    rows = []
-    for name in names:
-        rows.append({
-            "loss": name, "num_classes": num_classes,
-            "time_checked": results[name], "time_unchecked": results[name + NO_CHECK],
-            "ratio": _timing.paired_ratios(results, name, name + NO_CHECK),
-        })
-    return rows
-
-
-def label_check_table(rows):
-    headers = ["C", "loss", "step, with check", "step, without", "with ÷ without (wall)",
-               "with ÷ without (CPU)", "< 1 %?"]
-    out = []
-    for r in rows:
-        cpu = r["ratio"]["cpu"]["median"]
-        out.append([f"{r['num_classes']:,}", r["loss"], _timing.fmt_ms(r["time_checked"]),
-                    _timing.fmt_ms(r["time_unchecked"]), _timing.fmt_ratio(r["ratio"]["wall"]),
-                    _timing.fmt_ratio(r["ratio"]["cpu"]), "yes" if cpu <= 1.01 else "**no**"])
-    return _timing.markdown_table(headers, out)
+    return _timing.time_with_without(
+        names, lambda name, checked: make_step(builders[name], x, y, True, check_labels=checked),
+        args.repeats, args.warmup, args.seed, suffix=NO_CHECK, num_classes=num_classes)
 
 
 def main_label_check(args):
@@ -196,7 +172,7 @@ def main_label_check(args):
                "config": _timing.config_of(args), "rows": rows}
     return _timing.report(args, "step_time_label_check",
                           "Cost of the XLA invalid-label check", notes,
-                          label_check_table(rows), payload)
+                          _timing.with_without_table(rows), payload)
 
 
 def bench_classes(num_classes, args, builders=None):
