@@ -103,23 +103,13 @@ def test_compiled_fit_on_logits_is_nan(name):
 
 
 # ------------------------------------------------ invalid labels: the gradient must be NaN too
-_NO_NAN_GRADIENT = (
-    "the NaN factor of poison_invalid_labels / take_target reaches the loss but not the "
-    "gradient: for a label >= C the target gather's backward drops the out-of-range index, and "
-    "CircleLoss's invalid row is a where(valid, ..., 0.0) whose select discards the NaN cotangent "
-    "(reported to the lead)"
-)
-
-
+# A label >= C used to lose the NaN in the target gather's backward (the out-of-range index is
+# dropped), and CircleLoss's invalid row in a where(valid, ..., 0.0); now the gather reads a
+# clipped index and CircleLoss poisons through an anchor (``poison_invalid_labels``).
 @pytest.mark.parametrize(
     "name, bad",
-    [
-        pytest.param("CircleLoss", C, marks=pytest.mark.xfail(strict=True, reason=_NO_NAN_GRADIENT)),
-        pytest.param("CircleLoss", 100, marks=pytest.mark.xfail(strict=True, reason=_NO_NAN_GRADIENT)),
-        pytest.param("CircleLoss", -1, marks=pytest.mark.xfail(strict=True, reason=_NO_NAN_GRADIENT)),
-        pytest.param("ArcFace", C, marks=pytest.mark.xfail(strict=True, reason=_NO_NAN_GRADIENT)),
-        ("ArcFace", -1),
-    ],
+    [("CircleLoss", C), ("CircleLoss", 100), ("CircleLoss", -1), ("ArcFace", C), ("ArcFace", -1),
+     ("LargestMarginSoftmax", C), ("ProxyNCALoss", C)],
 )
 def test_invalid_label_under_xla_makes_loss_and_weights_nan(name, bad):
     """One compiled SGD step with an invalid label: the loss is NaN and so is the step's

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_margins.losses._base import MarginLoss
-from keras_margins.ops._numerics import masked_logsumexp, target_mask
+from keras_margins.ops._numerics import masked_logsumexp, poison_invalid_labels, target_mask
 from keras_margins.ops._validation import as_labels, check_non_negative, check_positive, check_scores
 
 
@@ -99,6 +99,6 @@ class ProxyNCALoss(MarginLoss):
             off = eps / (ops.cast(num_classes, cos.dtype) - 1.0)
             weights = ops.where(is_target, 1.0 - eps, off)
             loss = -ops.sum(weights * log_probs, axis=1)
-        # Under XLA label values cannot be checked: an invalid label (no target column) -> NaN.
-        valid = ops.logical_and(labels >= 0, labels < num_classes)
-        return ops.where(valid, loss, float("nan"))
+        # Under XLA label values cannot be checked: an invalid label (no target column) -> NaN,
+        # value and gradient (a `where` would drop the NaN cotangent and train on).
+        return poison_invalid_labels(loss, labels, num_classes)

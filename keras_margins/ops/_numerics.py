@@ -39,14 +39,24 @@ def label_poison(labels, num_classes, dtype="float32"):
     return ops.cast(ops.where(valid, 1.0, float("nan")), dtype)
 
 
-def poison_invalid_labels(values, labels, num_classes):
+def poison_invalid_labels(values, labels, num_classes, anchor=None):
     """``values`` (N,) with the rows whose label is outside [0, num_classes) set to NaN.
 
     The one place the library checks label *values* under XLA (see :func:`label_poison`).
     Every class-level loss and metric reaches it through :func:`take_target`; call it
     directly on a per-sample value that does not gather the target column.
+
+    ``anchor`` (optional, (N,)) is a per-row quantity of the scores, e.g. ``cos[:, 0]``, to
+    pass when ``values`` reaches the scores only through a path that drops a NaN cotangent
+    (a ``where`` whose other branch was taken, a gather of an out-of-range index): the
+    result gains ``(factor - 1) * anchor``, exactly 0 for a valid row (value and gradient
+    bit-identical) and NaN for an invalid one, so the scores' gradient is NaN there too.
     """
-    return values * label_poison(labels, num_classes, values.dtype)
+    factor = label_poison(labels, num_classes, values.dtype)
+    poisoned = values * factor
+    if anchor is not None:
+        poisoned = poisoned + (factor - 1.0) * ops.cast(anchor, values.dtype)
+    return poisoned
 
 
 def take_target(values, labels, num_classes=None):
@@ -55,13 +65,17 @@ def take_target(values, labels, num_classes=None):
     ``num_classes`` (default: the number of columns of ``values``) is the range labels must
     lie in; rows with a label outside [0, num_classes) come back NaN (value and gradient),
     which is how invalid labels surface under ``jit_compile`` (eager calls raise earlier, in
-    :func:`as_labels`).
+    :func:`as_labels`). The gather reads a clipped index, so its backward pass keeps the NaN
+    cotangent of an invalid row (an out-of-range index's would be dropped, leaving the
+    scores' gradient finite); valid labels are unchanged by the clip.
     """
+    columns = static_shape(values)[1]
+    if columns is None:
+        columns = ops.shape(values)[1]
     if num_classes is None:
-        num_classes = static_shape(values)[1]
-        if num_classes is None:
-            num_classes = ops.shape(values)[1]
-    target = ops.squeeze(ops.take_along_axis(values, ops.expand_dims(labels, 1), axis=1), 1)
+        num_classes = columns
+    safe = ops.clip(labels, 0, columns - 1)
+    target = ops.squeeze(ops.take_along_axis(values, ops.expand_dims(safe, 1), axis=1), 1)
     return poison_invalid_labels(target, labels, num_classes)
 
 

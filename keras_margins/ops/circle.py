@@ -112,8 +112,9 @@ def circle_class_level(labels, cos, margin=0.25, gamma=256.0):
     labels = as_labels(labels, num_classes, cos.shape[0])
     is_target = target_mask(labels, cos.shape[1])
     loss, _ = circle_from_similarity(cos, is_target, ops.logical_not(is_target), margin, gamma)
-    # An invalid label selects no positive (loss 0): make it NaN instead (checked under XLA).
-    return poison_invalid_labels(loss, labels, cos.shape[1])
+    # An invalid label selects no positive (loss 0, through a `where` that drops the row's
+    # cotangent): make its value NaN and, through the anchor cos[:, 0], its gradient too.
+    return poison_invalid_labels(loss, labels, cos.shape[1], anchor=cos[:, 0])
 
 
 def circle_pairwise(
