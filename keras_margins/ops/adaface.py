@@ -8,11 +8,11 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._numerics import take_target, target_mask
-from keras_margins.ops._validation import as_labels, check_positive, check_scores
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.angular import (
     check_momentum,
     check_per_sample,
+    cosines_and_targets,
     sin_from_cos,
     softmax_with_target,
 )
@@ -133,10 +133,8 @@ def adaface(labels, cos, norms, mean, std, scale=64.0, margin=0.4, h=0.333):
     check_positive(h, "h")
     if not 0.0 <= margin < math.pi / 2:
         raise ValueError(f"`margin` (radians) must be in [0, π/2); got {margin}.")
-    cos, num_classes = check_scores(cos)
-    labels = as_labels(labels, num_classes, cos.shape[0])
+    cos, labels, cos_y = cosines_and_targets(labels, cos)
     norms = check_per_sample(norms, "norms", cos.shape[0], "(N,) of feature norms")
     scaler = adaface_margin_scaler(norms, mean, std, h)
-    cos_y = take_target(cos, labels)
     target = adaface_target(cos_y, ops.cast(scaler, cos.dtype), margin)
-    return softmax_with_target(target_mask(labels, cos.shape[1]), scale * target, scale * cos)
+    return softmax_with_target(labels, scale * target, scale * cos)

@@ -10,8 +10,8 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._numerics import EPS
-from keras_margins.ops._validation import as_float
+from keras_margins.ops._numerics import EPS, take_target, target_mask
+from keras_margins.ops._validation import as_float, as_labels, check_scores
 
 #: sin θ = sqrt(1 − cos²θ) has an infinite derivative at cos = ±1; the radicand is floored.
 SIN_FLOOR = 1e-12
@@ -101,10 +101,23 @@ def feature_norm(features):
     return ops.sqrt(ops.maximum(ops.sum(ops.square(features), axis=-1), EPS * EPS))
 
 
-def softmax_with_target(labels_mask, target_logit, other_logits):
-    """−log softmax of the target: LSE over the row with the target column replaced by
-    ``target_logit`` (N,), minus ``target_logit``. ``labels_mask`` (N, C) marks the target."""
-    logits = ops.where(labels_mask, ops.expand_dims(target_logit, 1), other_logits)
+def cosines_and_targets(labels, cos):
+    """The start of every per-sample op here: the (N, C) cosines checked (``check_scores``),
+    the labels checked against C and N (int32), and the (N,) target cosines cos θ_y.
+
+    Returns:
+        (cos, labels, cos_y).
+    """
+    cos, num_classes = check_scores(cos)
+    labels = as_labels(labels, num_classes, cos.shape[0])
+    return cos, labels, take_target(cos, labels)
+
+
+def softmax_with_target(labels, target_logit, other_logits):
+    """−log softmax of the target: LSE over the row of ``other_logits`` (N, C) with the column
+    of ``labels`` (N,) replaced by ``target_logit`` (N,), minus ``target_logit``."""
+    mask = target_mask(labels, other_logits.shape[1])
+    logits = ops.where(mask, ops.expand_dims(target_logit, 1), other_logits)
     return ops.logsumexp(logits, axis=1) - target_logit
 
 

@@ -5,12 +5,12 @@ Formulas, defaults and conventions: ``docs/papers.md`` §8.2.
 
 from keras import ops
 
-from keras_margins.ops._numerics import take_target, target_mask
-from keras_margins.ops._validation import as_labels, check_positive, check_scores
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.angular import (
     angular_margin_target,
     check_angle,
     check_momentum,
+    cosines_and_targets,
     softmax_with_target,
 )
 
@@ -47,14 +47,12 @@ def curricular_face(labels, cos, t, scale=64.0, margin=0.5):
     """
     check_positive(scale, "scale")
     check_angle(margin, "margin")
-    cos, num_classes = check_scores(cos)
-    labels = as_labels(labels, num_classes, cos.shape[0])
+    cos, labels, cos_y = cosines_and_targets(labels, cos)
     t = ops.stop_gradient(ops.cast(t, cos.dtype))
-    cos_y = take_target(cos, labels)
     psi = angular_margin_target(cos_y, margin)
     hard = cos > ops.expand_dims(ops.stop_gradient(psi), 1)
     modulated = ops.where(hard, cos * (t + cos), cos)
-    return softmax_with_target(target_mask(labels, cos.shape[1]), scale * psi, scale * modulated)
+    return softmax_with_target(labels, scale * psi, scale * modulated)
 
 
 def curricular_t(t, cos_y, momentum=0.99):

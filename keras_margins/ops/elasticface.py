@@ -8,11 +8,11 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._numerics import take_target, target_mask
-from keras_margins.ops._validation import as_labels, check_positive, check_scores
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.angular import (
     angular_margin_target,
     check_per_sample,
+    cosines_and_targets,
     softmax_with_target,
     stateless_normal,
 )
@@ -94,13 +94,11 @@ def elastic_face(labels, cos, margins, scale=64.0, kind="arc"):
     check_positive(scale, "scale")
     if kind not in KINDS:
         raise ValueError(f"`kind` must be one of {KINDS}; got {kind!r}.")
-    cos, num_classes = check_scores(cos)
-    labels = as_labels(labels, num_classes, cos.shape[0])
+    cos, labels, cos_y = cosines_and_targets(labels, cos)
     margins = check_per_sample(margins, "margins", cos.shape[0], "(N,) of margins")
     margins = ops.stop_gradient(ops.cast(margins, cos.dtype))
-    cos_y = take_target(cos, labels)
     if kind == "arc":
         psi = angular_margin_target(cos_y, ops.clip(margins, 0.0, ARC_MARGIN_MAX))
     else:
         psi = cos_y - margins
-    return softmax_with_target(target_mask(labels, cos.shape[1]), scale * psi, scale * cos)
+    return softmax_with_target(labels, scale * psi, scale * cos)

@@ -6,11 +6,11 @@ Formulas, defaults and conventions: ``docs/papers.md`` §8.3.
 
 from keras import ops
 
-from keras_margins.ops._numerics import take_target, target_mask
-from keras_margins.ops._validation import as_labels, check_positive, check_scores
+from keras_margins.ops._validation import check_positive
 from keras_margins.ops.angular import (
     angular_margin_target,
     check_per_sample,
+    cosines_and_targets,
     sin_from_cos,
     softmax_with_target,
 )
@@ -119,17 +119,15 @@ def magface(labels, cos, norms, scale=64.0, lower_norm=10.0, upper_norm=110.0,
     check_magface_bounds(lower_norm, upper_norm, lower_margin, upper_margin)
     if not regularizer_weight >= 0:
         raise ValueError(f"`regularizer_weight` must be >= 0; got {regularizer_weight}.")
-    cos, num_classes = check_scores(cos)
-    labels = as_labels(labels, num_classes, cos.shape[0])
+    cos, labels, cos_y = cosines_and_targets(labels, cos)
     norms = ops.cast(check_per_sample(norms, "norms", cos.shape[0], "(N,) of feature norms"), cos.dtype)
-    cos_y = take_target(cos, labels)
     margin = magface_margin(norms, lower_norm, upper_norm, lower_margin, upper_margin)
     if easy_margin:
         shifted = cos_y * ops.cos(margin) - sin_from_cos(cos_y) * ops.sin(margin)
         psi = ops.where(cos_y > 0.0, shifted, cos_y)
     else:
         psi = angular_margin_target(cos_y, margin)
-    loss = softmax_with_target(target_mask(labels, cos.shape[1]), scale * psi, scale * cos)
+    loss = softmax_with_target(labels, scale * psi, scale * cos)
     return loss + regularizer_weight * magface_regularizer(norms, lower_norm, upper_norm)
 
 

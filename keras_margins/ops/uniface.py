@@ -8,8 +8,9 @@ import math
 
 from keras import ops
 
-from keras_margins.ops._numerics import take_target, target_mask
-from keras_margins.ops._validation import as_labels, check_non_negative, check_positive, check_scores
+from keras_margins.ops._numerics import target_mask
+from keras_margins.ops._validation import check_non_negative, check_positive
+from keras_margins.ops.angular import cosines_and_targets
 
 
 def uniface_initial_bias(num_classes, r=1.0):
@@ -61,10 +62,8 @@ def uniface(labels, cos, bias, scale=64.0, margin=0.4, negative_weight=1.0):
     check_positive(scale, "scale")
     check_non_negative(margin, "margin")
     check_non_negative(negative_weight, "negative_weight")
-    cos, num_classes = check_scores(cos)
-    labels = as_labels(labels, num_classes, cos.shape[0])
+    cos, labels, cos_y = cosines_and_targets(labels, cos)
     bias = ops.cast(bias, cos.dtype)
-    cos_y = take_target(cos, labels)
     positive = ops.softplus(bias - scale * (cos_y - margin))
     negatives = ops.softplus(scale * cos - bias)
     negatives = ops.where(target_mask(labels, cos.shape[1]), 0.0, negatives)
