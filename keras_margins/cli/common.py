@@ -18,26 +18,38 @@ def load_model_file(path):
     return keras.models.load_model(path, safe_mode=True)
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1 (``--epochs``, ``--batch-size``, ...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1); got {value}")
-    return value
+def number_type(convert, accepts, expected, must, name, doc):
+    """An argparse type: ``convert(text)`` (``int`` or ``float``), then ``accepts(value)``;
+    ``ArgumentTypeError`` saying ``expected ...; got 'text'`` when the text is no number and
+    ``must be ...; got value`` when the bound fails. ``name`` and ``doc`` become the function's
+    ``__name__`` and ``__doc__``."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {must}; got {value}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    parse.__doc__ = doc
+    return parse
 
 
-def positive_float(text):
-    """argparse type: a finite float > 0 (``--learning-rate``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {value}")
-    return value
+positive_int = number_type(
+    int, lambda v: v >= 1, "a positive integer", "a positive integer (>= 1)", "positive_int",
+    "argparse type: an integer >= 1 (``--epochs``, ``--batch-size``, ...).")
+non_negative_int = number_type(
+    int, lambda v: v >= 0, "an integer >= 0", "an integer >= 0", "non_negative_int",
+    "argparse type: an integer >= 0 (``--eval-every``, ``--unenrolled``, ``--bootstrap``).")
+positive_float = number_type(
+    float, lambda v: 0 < v < float("inf"), "a positive number", "a positive number",
+    "positive_float", "argparse type: a finite float > 0 (``--learning-rate``).")
+rate = number_type(
+    float, lambda v: 0.0 < v < 1.0, "a rate in (0, 1)", "a rate in (0, 1)", "rate",
+    "argparse type: a float in (0, 1) (``--far``).")
 
 
 def check_export_target(base_dir, option="--export"):

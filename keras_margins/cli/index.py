@@ -17,33 +17,12 @@ Usage errors (missing files, a gallery path without ``.keras``, a rate outside (
 answered before Keras or TensorFlow is imported.
 """
 
-import argparse
 import os
 
-from keras_margins.cli.common import positive_int
+from keras_margins.cli.common import non_negative_int, positive_int, rate
 from keras_margins.cli.datasets import DATASETS, DIGITS
 
 HELP = "enrol a gallery from a model and a dataset; search, calibrate, export it"
-
-
-def _rate(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a rate in (0, 1); got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a rate in (0, 1); got {value}")
-    return value
-
-
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
-    return value
 
 
 def _data_options(parser):
@@ -65,7 +44,7 @@ def add_parser(subparsers):
     build.add_argument("model", help="a trained .keras model (its embedding part is used)")
     build.add_argument("gallery", help="the .keras file to write (the index alone)")
     _data_options(build)
-    build.add_argument("--unenrolled", type=_non_negative_int, default=0,
+    build.add_argument("--unenrolled", type=non_negative_int, default=0,
                        help="leave the last N classes out of the gallery (default 0)")
     build.add_argument("--ivf", type=positive_int, default=None, metavar="LISTS",
                        help="an inverted-file index with LISTS lists (default: exact search)")
@@ -77,7 +56,7 @@ def add_parser(subparsers):
     search.add_argument("model", help="the .keras model that embedded the gallery")
     _data_options(search)
     search.add_argument("-k", type=positive_int, default=5, help="results per probe (default 5)")
-    search.add_argument("--show", type=_non_negative_int, default=5,
+    search.add_argument("--show", type=non_negative_int, default=5,
                         help="probes whose results are printed (default 5)")
     search.set_defaults(func=run_search, check=check_existing)
 
@@ -85,9 +64,9 @@ def add_parser(subparsers):
     calibrate.add_argument("gallery", help="a gallery .keras file (its threshold is rewritten)")
     calibrate.add_argument("model", help="the .keras model that embedded the gallery")
     _data_options(calibrate)
-    calibrate.add_argument("--far", type=_rate, default=0.01,
+    calibrate.add_argument("--far", type=rate, default=0.01,
                            help="target false-accept rate (default 0.01)")
-    calibrate.add_argument("--bootstrap", type=_non_negative_int, default=1000,
+    calibrate.add_argument("--bootstrap", type=non_negative_int, default=1000,
                            help="bootstrap resamples of the intervals (default 1000)")
     calibrate.set_defaults(func=run_calibrate, check=check_existing)
 

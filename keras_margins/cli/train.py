@@ -21,6 +21,7 @@ from keras_margins.cli.common import (
     check_export_target,
     evaluate_dataset,
     format_table,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -54,19 +55,6 @@ def samples_per_class(text):
         raise argparse.ArgumentTypeError(
             f"must be at least 2 (a P×K batch with K = {value} holds no positive pair)"
         )
-    return value
-
-
-def non_negative_int(text):
-    """argparse type: an integer >= 0 (``--eval-every``)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
     return value
 
 
