@@ -35,6 +35,16 @@ def _data_options(parser):
                         help="examples averaged into each class's template (default 5)")
 
 
+def _on_gallery(actions, name, help, gallery_help):
+    """An action on an existing gallery: positional GALLERY and MODEL (the model that embedded
+    it), both checked to be files before Keras is imported (``check_existing``)."""
+    parser = actions.add_parser(name, help=help)
+    parser.add_argument("gallery", help=gallery_help)
+    parser.add_argument("model", help="the .keras model that embedded the gallery")
+    parser.set_defaults(check=check_existing)
+    return parser
+
+
 def add_parser(subparsers):
     """Add the ``index`` sub-parser and its own subcommands."""
     parser = subparsers.add_parser("index", help=HELP, description=__doc__.split("\n\n")[0])
@@ -51,28 +61,25 @@ def add_parser(subparsers):
     build.add_argument("--nprobe", type=positive_int, default=8, help="IVF lists probed (default 8)")
     build.set_defaults(func=run_build, check=check_build)
 
-    search = actions.add_parser("search", help="search the probes; print the best matches")
-    search.add_argument("gallery", help="a gallery .keras file from `index build`")
-    search.add_argument("model", help="the .keras model that embedded the gallery")
+    search = _on_gallery(actions, "search", "search the probes; print the best matches",
+                         "a gallery .keras file from `index build`")
     _data_options(search)
     search.add_argument("-k", type=positive_int, default=5, help="results per probe (default 5)")
     search.add_argument("--show", type=non_negative_int, default=5,
                         help="probes whose results are printed (default 5)")
-    search.set_defaults(func=run_search, check=check_existing)
+    search.set_defaults(func=run_search)
 
-    calibrate = actions.add_parser("calibrate", help="choose the match threshold for a FAR")
-    calibrate.add_argument("gallery", help="a gallery .keras file (its threshold is rewritten)")
-    calibrate.add_argument("model", help="the .keras model that embedded the gallery")
+    calibrate = _on_gallery(actions, "calibrate", "choose the match threshold for a FAR",
+                            "a gallery .keras file (its threshold is rewritten)")
     _data_options(calibrate)
     calibrate.add_argument("--far", type=rate, default=0.01,
                            help="target false-accept rate (default 0.01)")
     calibrate.add_argument("--bootstrap", type=non_negative_int, default=1000,
                            help="bootstrap resamples of the intervals (default 1000)")
-    calibrate.set_defaults(func=run_calibrate, check=check_existing)
+    calibrate.set_defaults(func=run_calibrate)
 
-    export = actions.add_parser("export", help="write the search model for TF Serving")
-    export.add_argument("gallery", help="a calibrated gallery .keras file")
-    export.add_argument("model", help="the .keras model that embedded the gallery")
+    export = _on_gallery(actions, "export", "write the search model for TF Serving",
+                         "a calibrated gallery .keras file")
     export.add_argument("base_dir", help="model folder, e.g. saved_models/digits_search")
     export.add_argument("--version", type=positive_int, default=None,
                         help="default: the next free integer")
@@ -80,7 +87,7 @@ def add_parser(subparsers):
                         help="BASE_DIR's parent as the server sees it (default /models)")
     export.add_argument("--no-config", dest="models_config", action="store_const", const=False,
                         default=None, help="do not write models.config")
-    export.set_defaults(func=run_export, check=check_existing)
+    export.set_defaults(func=run_export)
     return parser
 
 
