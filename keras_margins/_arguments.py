@@ -24,7 +24,13 @@ def constructor_arguments(cls, exclude=LOSS_BASE_ARGUMENTS):
 
 def reject_unknown(cls, unknown, accepted=LOSS_BASE_ARGUMENTS):
     """``TypeError`` naming the first unknown keyword argument of ``cls`` and the closest valid
-    name (``ArcFace(margn=0.3)`` would otherwise train silently with the default margin)."""
+    name (``ArcFace(margn=0.3)`` would otherwise train silently with the default margin).
+
+    ``unknown``: the keyword arguments ``cls.__init__`` received through ``**kwargs`` (names in
+    ``accepted``, the base class arguments passed on, are not unknown); the valid names are
+    the named arguments of the ``keras_margins`` classes of ``cls.__mro__`` and ``accepted``.
+    """
+    unknown = [name for name in unknown if name not in accepted]
     if not unknown:
         return
     hidden = getattr(cls, "hidden_arguments", ())  # a parent's arguments the class sets itself
@@ -35,7 +41,5 @@ def reject_unknown(cls, unknown, accepted=LOSS_BASE_ARGUMENTS):
     name = sorted(unknown)[0]
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise TypeError(
-        f"{cls.__name__}() got an unexpected keyword argument {name!r}.{hint} "
-        f"Valid arguments: {', '.join(valid)}."
-    )
+    listed = f"Valid arguments: {', '.join(valid)}." if valid else "It takes no arguments."
+    raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}.{hint} {listed}")

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.ops import class_margin, zero_centroid
 
 
@@ -16,6 +17,8 @@ class MarginMonitor(keras.callbacks.Callback):
     Args:
         head: a head layer with a (D, C) ``.kernel`` (e.g. ``km.layers.LargestMarginHead``).
         prefix: prepended to the two log names (default ``""``).
+        **kwargs: none accepted; an unknown keyword is a ``TypeError`` naming the closest
+            valid argument.
 
     Example:
         >>> head = km.layers.LargestMarginHead(10)
@@ -26,7 +29,8 @@ class MarginMonitor(keras.callbacks.Callback):
           2022 (class margin, zero-centroid regularisation).
     """
 
-    def __init__(self, head, prefix=""):
+    def __init__(self, head, prefix="", **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
         super().__init__()
         if not hasattr(head, "kernel"):
             raise ValueError("`head` must be a head layer with a (D, C) `.kernel`.")

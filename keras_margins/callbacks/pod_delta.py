@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.losses._base import ModelLoss
 from keras_margins.losses.pod import POD
 
@@ -22,6 +23,8 @@ class PODDelta(keras.callbacks.Callback):
         norm_source: ``"logits"`` (default, the authors' script) or ``"features"``.
         loss: the ``POD`` loss (default None: the model's compiled loss, or the POD it wraps,
             e.g. a member of a ``LossEnsemble`` or the loss of a ``SampleMarginRegularizer``).
+        **kwargs: none accepted; an unknown keyword is a ``TypeError`` naming the closest
+            valid argument.
 
     Example:
         >>> model.compile("adam", loss=km.losses.POD(), metrics=["accuracy"])
@@ -33,7 +36,8 @@ class PODDelta(keras.callbacks.Callback):
           code).
     """
 
-    def __init__(self, alpha=0.01, norm_source="logits", loss=None):
+    def __init__(self, alpha=0.01, norm_source="logits", loss=None, **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
         super().__init__()
         if not alpha > 0:
             raise ValueError(f"`alpha` must be > 0; got {alpha}.")

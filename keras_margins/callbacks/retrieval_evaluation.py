@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.metrics.retrieval import retrieval_scores
 
 
@@ -52,6 +53,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         prefix: prepended to the log names (default ``"val_"``).
         frequency: evaluate every ``frequency`` epochs; the logs of the epochs in between do
             not carry the keys (default 1).
+        **kwargs: none accepted; an unknown keyword is a ``TypeError`` naming the closest
+            valid argument.
 
     Example:
         >>> cb = km.callbacks.RetrievalEvaluation((xt, yt), embedding_model=backbone)
@@ -73,7 +76,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         metric="cosine",
         prefix="val_",
         frequency=1,
+        **kwargs,
     ):
+        reject_unknown(type(self), kwargs, accepted=())
         super().__init__()
         self.x, self.y = _collect(validation_data)
         if self.y.ndim == 2 and self.y.shape[1] == 1:

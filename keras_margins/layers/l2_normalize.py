@@ -3,6 +3,7 @@
 import keras
 
 from keras_margins import ops as kmops
+from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
 from keras_margins.ops._validation import check_not_nan
 
 
@@ -14,7 +15,8 @@ class L2Normalize(keras.layers.Layer):
 
     Args:
         axis: axis to normalise along (default -1).
-        **kwargs: base ``keras.layers.Layer`` arguments.
+        **kwargs: base ``keras.layers.Layer`` arguments (``name``, ``dtype``, ``trainable``, ...);
+            any other keyword is a ``TypeError`` naming the closest valid argument.
 
     Example:
 
@@ -26,6 +28,7 @@ class L2Normalize(keras.layers.Layer):
     """
 
     def __init__(self, axis=-1, **kwargs):
+        reject_unknown(type(self), kwargs, accepted=LAYER_ARGUMENTS)
         super().__init__(**kwargs)
         self.axis = axis
 

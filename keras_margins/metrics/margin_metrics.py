@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.ops import sample_margin
 from keras_margins.ops._validation import concrete_value
 
@@ -19,6 +20,8 @@ class SampleMargin(keras.metrics.Mean):
     Args:
         name: metric name (default ``"sample_margin"``).
         dtype: dtype of the running mean (default ``"float32"``).
+        **kwargs: none accepted; an unknown keyword is a ``TypeError`` naming the closest
+            valid argument.
 
     Example:
 
@@ -37,7 +40,8 @@ class SampleMargin(keras.metrics.Mean):
           2022 (sample margin).
     """
 
-    def __init__(self, name="sample_margin", dtype="float32"):
+    def __init__(self, name="sample_margin", dtype="float32", **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
         super().__init__(name=name, dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
@@ -56,6 +60,8 @@ class MinSampleMargin(keras.metrics.Metric):
     Args:
         name: metric name (default ``"min_sample_margin"``).
         dtype: dtype of the result (default ``"float32"``).
+        **kwargs: none accepted; an unknown keyword is a ``TypeError`` naming the closest
+            valid argument.
 
     Example:
 
@@ -74,7 +80,8 @@ class MinSampleMargin(keras.metrics.Metric):
           2022 (sample margin of a data set).
     """
 
-    def __init__(self, name="min_sample_margin", dtype="float32"):
+    def __init__(self, name="min_sample_margin", dtype="float32", **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
         super().__init__(name=name, dtype=dtype)
         self.minimum = self.add_variable(shape=(), initializer="zeros", name="minimum")
         self.seen = self.add_variable(shape=(), initializer="zeros", name="seen")

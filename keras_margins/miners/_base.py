@@ -9,6 +9,7 @@ Mined masks are always subsets of the label masks (``km.ops.pair_masks``).
 
 from keras import ops
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.ops._validation import as_labels
 from keras_margins.ops.pairs import pair_masks, pairwise_cosine
 
@@ -21,6 +22,8 @@ class Miner:
     subsets of the label masks (``km.ops.pair_masks``); ``masks_from_similarity(labels, sim)``
     reuses a similarity matrix a loss has already computed (``PairCircleLoss`` does this).
     ``mine(pos, neg, sim)`` receives the label masks and the float32 (N, N) similarities.
+    An unknown keyword argument is a ``TypeError`` naming the closest valid argument
+    (subclasses pass their ``**kwargs`` on to ``Miner.__init__``).
 
     Example:
 
@@ -31,6 +34,9 @@ class Miner:
     >>> np.asarray(pos).shape, np.asarray(neg).dtype
     ((5, 5), dtype('bool'))
     """
+
+    def __init__(self, **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
 
     def __call__(self, labels, embeddings):
         sim = pairwise_cosine(embeddings)

@@ -38,7 +38,8 @@ class MultiSimilarityMiner(Miner):
           Learning](https://arxiv.org/abs/1904.06627), CVPR 2019 (pair mining).
     """
 
-    def __init__(self, epsilon=0.1):
+    def __init__(self, epsilon=0.1, **kwargs):
+        super().__init__(**kwargs)
         if not epsilon >= 0:
             raise ValueError(f"`epsilon` must be >= 0; got {epsilon}.")
         self.epsilon = float(epsilon)

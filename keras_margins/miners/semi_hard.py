@@ -37,7 +37,8 @@ class SemiHardMiner(Miner):
           (semi-hard negatives).
     """
 
-    def __init__(self, margin=0.2):
+    def __init__(self, margin=0.2, **kwargs):
+        super().__init__(**kwargs)
         if not margin > 0:
             raise ValueError(f"`margin` must be > 0; got {margin}.")
         self.margin = float(margin)

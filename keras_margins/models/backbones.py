@@ -26,6 +26,7 @@ import os
 import keras
 import numpy as np
 
+from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
 from keras_margins.registry import IMAGE_ARCHITECTURES as ARCHITECTURES
 from keras_margins.registry import IMAGE_BACKBONES as BACKBONES
 
@@ -80,7 +81,8 @@ class ImagePreprocessing(keras.layers.Layer):
         mode: one of ``PIXEL_SCALINGS``: ``"raw"`` (pass through), ``"unit"`` ([0, 1]),
             ``"symmetric"`` ([−1, 1]), ``"imagenet"`` (ImageNet mean/std), ``"caffe"`` (BGR,
             ImageNet mean subtracted). Default ``"unit"``.
-        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
+        **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``, ...); any other keyword
+            is a ``TypeError`` naming the closest valid argument.
 
     Example:
         >>> import keras, numpy as np, keras_margins as km
@@ -90,6 +92,7 @@ class ImagePreprocessing(keras.layers.Layer):
     """
 
     def __init__(self, mode="unit", **kwargs):
+        reject_unknown(type(self), kwargs, accepted=LAYER_ARGUMENTS)
         super().__init__(**kwargs)
         if mode not in PIXEL_SCALINGS:
             raise ValueError(f"`mode` must be one of {PIXEL_SCALINGS}; got {mode!r}.")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
 from keras_margins._compat import scale_loss_for_distribution
 from keras_margins.losses.ensemble import LossEnsemble
 from keras_margins.metrics.last_value import LastValue
@@ -89,6 +90,8 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         normalize_by_running_mean: divide each L_k by its running mean (default True).
         compress: train the compressed embedding (default True).
         compressed_dim: its size (default None: 2·embedding_dim, the authors').
+        **kwargs: ``keras.Model`` arguments (``name``, ``trainable``, ``dtype``, ...); any other
+            keyword is a ``TypeError`` naming the closest valid argument.
 
     Example:
         >>> members = [(keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.layers.Dense(5)),
@@ -124,6 +127,7 @@ class EnsembleModel(OnePassOutputs, keras.Model):
         compressed_dim=None,
         **kwargs,
     ):
+        reject_unknown(type(self), kwargs, accepted=LAYER_ARGUMENTS)
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise ValueError(

@@ -4,6 +4,7 @@ is described in ``docs/design.md``)."""
 
 import keras
 
+from keras_margins._arguments import LAYER_ARGUMENTS, reject_unknown
 from keras_margins._compat import StateAfterBuild
 from keras_margins.losses._base import ModelLoss
 from keras_margins.metrics.last_value import LastValue
@@ -69,6 +70,8 @@ class MarginModel(OnePassOutputs, StateAfterBuild, keras.Model):
     Args:
         backbone: a Keras layer or model mapping inputs to embeddings (N, D).
         head: optional head layer mapping embeddings to (N, C) class scores.
+        **kwargs: ``keras.Model`` arguments (``name``, ``trainable``, ``dtype``, ...); any other
+            keyword is a ``TypeError`` naming the closest valid argument.
 
     Example:
         >>> model = km.models.MarginModel(backbone, km.layers.PEDCCHead(10))
@@ -77,6 +80,7 @@ class MarginModel(OnePassOutputs, StateAfterBuild, keras.Model):
     """
 
     def __init__(self, backbone, head=None, **kwargs):
+        reject_unknown(type(self), kwargs, accepted=LAYER_ARGUMENTS)
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.layers.Layer):
             raise ValueError(

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_margins._arguments import reject_unknown
 from keras_margins.ops import zero_centroid
 
 
@@ -17,6 +18,8 @@ class ZeroCentroid(keras.regularizers.Regularizer):
     Args:
         weight: λ >= 0 (default 5.0, the authors' script, ``--reg 5``, for the sum form).
         reduction: ``"sum"`` (default) or ``"mean"``.
+        **kwargs: none are accepted: an unknown keyword is a ``TypeError`` naming the closest
+            valid argument (``weigth`` -> ``weight``).
 
     Example:
 
@@ -32,7 +35,8 @@ class ZeroCentroid(keras.regularizers.Regularizer):
           2022 (zero-centroid regularisation).
     """
 
-    def __init__(self, weight=5.0, reduction="sum"):
+    def __init__(self, weight=5.0, reduction="sum", **kwargs):
+        reject_unknown(type(self), kwargs, accepted=())
         if weight < 0:
             raise ValueError(f"`weight` must be >= 0; got {weight}.")
         if reduction not in ("sum", "mean"):
