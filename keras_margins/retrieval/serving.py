@@ -28,16 +28,13 @@ Example:
 
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import uuid
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_margins.check_child import BLOCK_KERAS_MARGINS
+from keras_margins.check_child import run_without_keras_margins
 from keras_margins.models.embedding import INPUT_NAME, embedding_model
 from keras_margins.retrieval.gallery import GalleryIndex
 
@@ -203,19 +200,15 @@ def export_search_model(model, index, base_dir, version=None, threshold=None, no
 
 
 # ----------------------------------------------------------------------------- checking
-# Runs in a child interpreter in which keras_margins cannot be imported (as in TF Serving).
-_CHILD = BLOCK_KERAS_MARGINS + """
-import numpy as np, tensorflow as tf
-export_dir, x_path, k, out_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-loaded = tf.saved_model.load(export_dir)
-x = tf.constant(np.load(x_path))
-out = {"embedding": loaded.signatures["embed"](inputs=x)["embedding"].numpy()}
-found = loaded.signatures["search"](inputs=x, k=tf.constant(k, tf.int32))
+# The child's own lines (keras_margins cannot be imported there, as in TF Serving).
+_CHILD = """
+k = tf.constant(int(extra[0]), tf.int32)
+out["embedding"] = loaded.signatures["embed"](inputs=x)["embedding"].numpy()
+found = loaded.signatures["search"](inputs=x, k=k)
 out["ids"], out["scores"] = found["ids"].numpy(), found["scores"].numpy()
 match = loaded.signatures["match"](inputs=x)
 out["match_id"], out["match_score"] = match["id"].numpy(), match["score"].numpy()
 out["matched"] = match["matched"].numpy()
-np.savez(out_path, **out)
 """
 
 
@@ -224,19 +217,7 @@ def search_outputs_without_keras_margins(export_dir, x, k):
     model at ``export_dir`` on ``x`` in a fresh Python process that cannot import
     ``keras_margins``; return their outputs as NumPy arrays (``embedding``, ``ids``,
     ``scores``, ``match_id``, ``match_score``, ``matched``)."""
-    export_dir = os.fspath(export_dir)
-    if not os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
-        raise ValueError(f"`export_dir` {export_dir!r} holds no saved_model.pb.")
-    with tempfile.TemporaryDirectory() as tmp:
-        x_path, out_path = os.path.join(tmp, "x.npy"), os.path.join(tmp, "out.npz")
-        np.save(x_path, np.asarray(x, dtype="float32"))
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.run([sys.executable, "-c", _CHILD, export_dir, x_path, str(int(k)),
-                               out_path], capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"serving {export_dir} in a fresh process failed:\n{proc.stderr[-3000:]}")
-        with np.load(out_path) as out:
-            return {key: out[key] for key in out.files}
+    return run_without_keras_margins(export_dir, x, _CHILD, extra=(int(k),))
 
 
 def check_search_export(export_dir, model, index, x, k, threshold=None, atol=1e-5):
