@@ -15,6 +15,10 @@ library's own once it declares itself (``docs/extend.md``).
 * ``gather_class_vectors(class_ids)`` (optional): the (K, D) rows of ``class_ids``; default:
   columns of ``class_vectors()``. A head whose storage makes this cheap (class-major rows)
   says so by defining it.
+* ``sub_centers`` (optional, default 1): class vectors per class. A head with more than one
+  (sub-center ArcFace) declares ``class_cosines(features, class_ids)``: the (N, K) cosines of
+  the classes ``class_ids`` (its own pooling over their sub-centres); its
+  ``class_vectors()`` gives one vector per class.
 
 A bias-free ``keras.layers.Dense`` declares nothing and is read as a ``"logits"`` head whose
 class vectors are its ``kernel`` (its public attributes ``kernel`` and ``use_bias``).
@@ -25,11 +29,16 @@ class vectors are its ``kernel`` (its public attributes ``kernel`` and ``use_bia
   ``"embedding"`` (the backbone's output; pair-wise losses) or ``"model"`` (a
   ``km.losses.ModelLoss``: ``compute_model_loss(y, outputs, model, sample_weight, training)``).
 * ``score_kind``: for ``needs="scores"``, the head output it is defined on (``"cosine"``,
-  ``"log_probs"``), or None for any (Keras' own losses).
+  ``"log_probs"``), or None for any (Keras' own losses). A model-aware loss declaring
+  ``score_kind = "cosine"`` says that it reads the step's class cosines from
+  ``outputs["scores"]`` (with the labels indexing its columns), so a wrapper may hand it the
+  cosines of a sample of the classes (``km.losses.PartialFC``).
 """
 
 import keras
 from keras import ops
+
+from keras_margins.ops.cosine import cosine_similarity
 
 #: What a loss can consume (its ``needs``).
 NEEDS = ("scores", "embedding", "model")
@@ -99,6 +108,33 @@ def gather_class_vectors(head, class_ids):
     return ops.transpose(ops.take(class_vectors(head), class_ids, axis=1))
 
 
+def sub_centers(head):
+    """The class vectors per class the head declares (``sub_centers``; 1 when it says
+    nothing)."""
+    value = getattr(head, "sub_centers", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`head`: {type(head).__name__}.sub_centers must be an integer >= 1; got {value!r}."
+        )
+    return value
+
+
+def sampled_class_cosines(head, features, class_ids):
+    """(N, K) cosines between ``features`` (N, D) and the classes ``class_ids`` (K,) of a
+    cosine head: the cosines with ``gather_class_vectors`` (a row gather on class-major
+    storage), or on a head with sub-centres its own ``class_cosines(features, class_ids)``
+    (the max over each class's sub-centres in use)."""
+    if sub_centers(head) > 1:
+        pooled = getattr(head, "class_cosines", None)
+        if not callable(pooled):
+            raise ValueError(
+                f"`model.head`: {type(head).__name__} declares {head.sub_centers} sub-centres "
+                "per class but no class_cosines(features, class_ids) to pool them."
+            )
+        return pooled(features, class_ids)
+    return cosine_similarity(features, ops.transpose(gather_class_vectors(head, class_ids)))
+
+
 def require_cosine_head(head, argument="`model.head`", user="this loss"):
     """The head when it outputs cosines and gives its class vectors, else a ``ValueError``."""
     if head is None or head_score_kind(head) != "cosine" or not has_class_vectors(head):
@@ -136,6 +172,15 @@ def loss_takes_scores_of(loss, score_kind):
     """True when ``loss`` takes the head's scores (``needs="scores"``) and declares them to be
     ``score_kind`` (e.g. ``"cosine"``: what ``km.losses.PartialFC`` can wrap)."""
     return loss_needs(loss) == "scores" and loss_score_kind(loss) == score_kind
+
+
+def loss_reads_cosines(loss):
+    """True when ``loss`` is defined on a cosine head's class cosines and takes them from
+    the step's ``scores``: a ``needs="scores"`` loss with ``score_kind="cosine"``, or a
+    model-aware one (``needs="model"``) declaring ``score_kind="cosine"``. Such a loss may be
+    handed the cosines of a sample of the classes with the labels remapped to its columns
+    (what ``km.losses.PartialFC`` wraps)."""
+    return loss_needs(loss) in ("scores", "model") and loss_score_kind(loss) == "cosine"
 
 
 def wants_head(loss):

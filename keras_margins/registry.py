@@ -4,7 +4,8 @@
   ``km.tuning.MarginHyperModel(losses=...)``: a loss class, the head it trains, the
   constructor arguments a search may vary (with their ranges) and which of them ``--scale``
   and ``--margin`` set; the pair-wise recipes (``circle_pair``, ``ensemble``) are entries too.
-* ``HEADS``: the ``--head`` choices.
+* ``HEADS``: the ``--head`` choices; ``HEAD_OPTIONS``: the integer head arguments the command
+  line sets (``--sub-centers``) and the heads that take them.
 * ``IMAGE_ARCHITECTURES`` / ``IMAGE_BACKBONES``: the image backbones of
   ``km.models.image_backbone`` (and ``--backbone``).
 * ``TFDS_DATASETS``: the TFDS datasets of ``km.data.load_tfds`` (and ``--dataset``).
@@ -102,6 +103,51 @@ class Param:
         return self.column or self.name
 
 
+@dataclasses.dataclass(frozen=True)
+class HeadParam:
+    """An integer constructor argument of a recipe's head (``sub_centers`` of the cosine
+    head), searched in ``[min_value, max_value]`` and set by the command line option of the
+    same name (``--sub-centers``).
+
+    Args:
+        name: the head constructor's argument.
+        min_value: lower end of the search range (an integer).
+        max_value: upper end of the search range (an integer > ``min_value``).
+        default: the recipe's value (what ``make_head`` uses unless told otherwise; a
+            search's first trial), inside the range.
+
+    Example:
+        >>> from keras_margins.registry import HeadParam
+        >>> HeadParam("sub_centers", 1, 5, 3).option
+        '--sub-centers'
+    """
+
+    name: str
+    min_value: int
+    max_value: int
+    default: int
+
+    def __post_init__(self):
+        values = (self.min_value, self.max_value, self.default)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"HeadParam {self.name!r}: the range and default must be integers.")
+        if not self.min_value <= self.default <= self.max_value or self.min_value == self.max_value:
+            raise ValueError(
+                f"HeadParam {self.name!r}: need min_value <= default <= max_value and "
+                f"min_value < max_value; got {values}."
+            )
+
+    @property
+    def option(self):
+        """The command-line option that sets it."""
+        return "--" + self.name.replace("_", "-")
+
+
+#: Integer head arguments the command line can set (``--sub-centers``) -> the ``HEADS``
+#: entries whose class takes them.
+HEAD_OPTIONS = {"sub_centers": ("cosine",)}
+
+
 class LossFamily:
     """One training recipe: a loss, the head it trains (if any) and its searchable arguments.
 
@@ -125,6 +171,9 @@ class LossFamily:
             ``model(backbone, num_classes, **model_options) -> keras.Model`` for a recipe that
             is a model computing its own loss (the paper ensemble). Its keyword arguments are
             the recipe's ``model_options``.
+        head_params: tuple of ``HeadParam``, integer head arguments of the recipe (their
+            ``default`` is what ``make_head`` passes; a search varies them): sub-center
+            ArcFace's ``sub_centers``. Default ``()``.
 
     What the recipe trains is read from the loss's own declaration
     (``km.protocols.wants_head``): a loss on class scores (or a model-aware loss that wants a
@@ -143,7 +192,7 @@ class LossFamily:
     """
 
     def __init__(self, loss, head=None, params=(), trainable_head=True, tuned=True,
-                 train_callbacks=(), model=None):
+                 train_callbacks=(), model=None, head_params=()):
         _check_reference(loss, "loss", "a keras.losses.Loss subclass, None")
         _check_reference(head, "head", "a Keras layer class, None")
         _check_reference(model, "model", "a function, None")
@@ -156,7 +205,11 @@ class LossFamily:
         params = tuple(params)
         if not all(isinstance(p, Param) for p in params):
             raise ValueError(f"`params` must be a tuple of Param; got {params!r}.")
+        head_params = tuple(head_params)
+        if not all(isinstance(p, HeadParam) for p in head_params):
+            raise ValueError(f"`head_params` must be a tuple of HeadParam; got {head_params!r}.")
         self._loss, self._head, self._model = loss, head, model
+        self.head_params = head_params
         self._callbacks = tuple(train_callbacks)
         self.params = params
         self.trainable_head = bool(trainable_head)
@@ -164,7 +217,7 @@ class LossFamily:
 
     def __repr__(self):
         return (f"LossFamily(loss={self._loss!r}, head={self._head!r}, params={self.params!r}, "
-                f"tuned={self.tuned}, model={self._model!r})")
+                f"tuned={self.tuned}, model={self._model!r}, head_params={self.head_params!r})")
 
     # ----------------------------------------------------------------------------- what it is
     @property
@@ -179,6 +232,14 @@ class LossFamily:
     def head(self):
         """The head class (None: a bias-free ``keras.layers.Dense``)."""
         return resolve(self._head)
+
+    @property
+    def head_name(self):
+        """The ``HEADS`` entry of the recipe's head (None when it is not one of them)."""
+        for name, reference in HEADS.items():
+            if reference == self._head:
+                return name
+        return None
 
     @property
     def model(self):
@@ -264,12 +325,25 @@ class LossFamily:
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True, **kwargs)
         return self.loss(**kwargs)
 
-    def make_head(self, num_classes, name="head"):
-        """A new head layer for ``num_classes`` classes (``ValueError`` for a recipe that
-        trains no class head)."""
+    def head_arguments(self, **options):
+        """The head's keyword arguments: each ``head_params`` default, overridden by the
+        ``options`` given (None values are left out); an option the recipe's head does not
+        take raises ``ValueError`` naming it."""
+        arguments = {p.name: p.default for p in self.head_params}
+        for option, value in options.items():
+            if value is None:
+                continue
+            if option not in arguments and self.head_name not in HEAD_OPTIONS.get(option, ()):
+                raise ValueError(f"`{option}` does not apply to the head of {self.loss_name}.")
+            arguments[option] = value
+        return arguments
+
+    def make_head(self, num_classes, name="head", **options):
+        """A new head layer for ``num_classes`` classes, with ``head_arguments(**options)``
+        (``ValueError`` for a recipe that trains no class head)."""
         if not self.wants_head:
             raise ValueError(f"{self.loss_name} trains no class head.")
-        return make_head(self._head, num_classes, name)
+        return make_head(self._head, num_classes, name, **self.head_arguments(**options))
 
     def build_model(self, backbone, num_classes, head=None, name=None, **model_options):
         """The model this recipe trains on ``backbone``: ``MarginModel(backbone, head)`` (the
@@ -299,15 +373,17 @@ def _require_subclass(value, argument, what, package, base):
         raise ValueError(f"`{argument}` must be a {what}; got {value!r}.")
 
 
-def make_head(head, num_classes, name="head"):
-    """``head(num_classes, name=name)`` (``head`` a class or its import path), or a bias-free
-    ``Dense`` when ``head`` is None."""
+def make_head(head, num_classes, name="head", **options):
+    """``head(num_classes, name=name, **options)`` (``head`` a class or its import path), or a
+    bias-free ``Dense`` when ``head`` is None (which takes no options)."""
     head = resolve(head)
     if head is None:
         import keras
 
+        if options:
+            raise ValueError(f"{sorted(options)} do not apply to a Dense head.")
         return keras.layers.Dense(num_classes, use_bias=False, name=name)
-    return head(num_classes, name=name)
+    return head(num_classes, name=name, **options)
 
 
 def paper_ensemble(backbone, num_classes, head_dim=64):
@@ -391,6 +467,13 @@ FAMILIES = {
     "ensemble": LossFamily(None, None, tuned=False, model=paper_ensemble),
     # Later margin losses on the cosine head (docs/papers.md §8), searched only when asked for.
     # Their state (t, norm statistics, step counter, learned bias) lives in the model.
+    # Sub-center ArcFace: ArcFace on the cosine head with K sub-centres per class (the
+    # paper's K = 3; --sub-centers / a search over 1..5).
+    "subcenter_arcface": LossFamily(
+        "keras_margins.losses:SubCenterArcFace", _COSINE,
+        (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.5)), tuned=False,
+        head_params=(HeadParam("sub_centers", 1, 5, 3),),
+    ),
     "curricularface": LossFamily(
         "keras_margins.losses:CurricularFace", _COSINE,
         (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.5)), tuned=False,

@@ -34,7 +34,7 @@ from keras_margins.cli.datasets import (
     open_dataset,
     train_classes,
 )
-from keras_margins.registry import FAMILIES, HEADS, OPTIONS
+from keras_margins.registry import FAMILIES, HEAD_OPTIONS, HEADS, OPTIONS
 
 #: The files a run writes; a folder holding one of them holds an earlier run.
 RUN_FILES = ("model.keras", "results.json")
@@ -75,6 +75,9 @@ def add_parser(subparsers):
                    help="circle_pair and ensemble train on P×K batches without a class head")
     p.add_argument("--head", choices=tuple(HEADS), default=None,
                    help="default: the loss's own head (class-level losses only)")
+    p.add_argument("--sub-centers", type=positive_int, default=None, metavar="K",
+                   help="sub-centres per class of the cosine head (sub-center ArcFace; "
+                   "default: 3 for --loss subcenter_arcface, else 1)")
     p.add_argument("--scale", type=float, default=None,
                    help="s (gamma for circle and circle_pair); default: the loss's")
     p.add_argument("--margin", type=float, default=None,
@@ -134,6 +137,17 @@ def check_args(args):
             raise ValueError(
                 f"`--{option}` does not apply to --loss {args.loss} (it takes {', '.join(takes)})."
             )
+    for option in HEAD_OPTIONS:
+        if getattr(args, option, None) is None:
+            continue
+        head = args.head if args.head is not None else family.head_name
+        if not family.wants_head or head not in HEAD_OPTIONS[option]:
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(
+                f"`{flag}` applies to the {' / '.join(HEAD_OPTIONS[option])} head; --loss "
+                f"{args.loss} trains " + (f"the {head} head." if family.wants_head and head
+                                          else "no such head.")
+            )
     if args.head_dim is not None and "head_dim" not in family.model_options:
         raise ValueError(f"`--head-dim` applies to --loss ensemble, not to --loss {args.loss}.")
     if args.image_size is not None and args.dataset in DIGITS:
@@ -190,9 +204,11 @@ def pk_shape(batch_size, k, num_classes, dataset):
 
 
 # ----------------------------------------------------------------------------- building
-def build_loss_and_head(loss_name, head_name, num_classes, scale=None, margin=None):
+def build_loss_and_head(loss_name, head_name, num_classes, scale=None, margin=None,
+                        sub_centers=None):
     """``(loss, head, family)`` of a recipe that trains a class head; unset hyper-parameters
-    keep the loss's paper defaults."""
+    keep the loss's paper defaults (and the recipe's head arguments, e.g. sub-center
+    ArcFace's 3 sub-centres)."""
     from keras_margins.registry import make_head
 
     family = FAMILIES[loss_name]
@@ -200,9 +216,11 @@ def build_loss_and_head(loss_name, head_name, num_classes, scale=None, margin=No
         if value is not None and option not in family.option_map():
             raise ValueError(f"`--{option}` does not apply to --loss {loss_name}.")
     loss = family.make_loss(**family.loss_arguments(scale=scale, margin=margin))
-    head = family.make_head(num_classes) if head_name is None else make_head(
-        HEADS[head_name], num_classes
-    )
+    options = {} if sub_centers is None else {"sub_centers": sub_centers}
+    if head_name is None or head_name == family.head_name:
+        head = family.make_head(num_classes, **options)
+    else:
+        head = make_head(HEADS[head_name], num_classes, **options)
     return loss, head, family
 
 
@@ -285,7 +303,8 @@ def run(args):
     head = None
     if family.wants_head:
         loss, head, family = build_loss_and_head(
-            args.loss, args.head, dataset.num_classes, args.scale, args.margin
+            args.loss, args.head, dataset.num_classes, args.scale, args.margin,
+            getattr(args, "sub_centers", None),
         )
     else:
         loss = family.make_loss(**family.loss_arguments(scale=args.scale, margin=args.margin))

@@ -18,10 +18,14 @@ import uuid
 import keras
 from keras import ops
 
+from keras_margins.layers import L2Normalize
 from keras_margins.models.embedding import INPUT_NAME, embedding_model, split_head
+from keras_margins.ops.angular import feature_norm
 
 EMBEDDING_OUTPUT = "embedding"
 SCORES_OUTPUT = "scores"
+#: The output of ``serving_default`` with ``include_norm=True``: ‖f‖ before normalisation.
+NORM_OUTPUT = "norm"
 SERVING_SIGNATURE = "serving_default"
 SCORES_SIGNATURE = "scores"
 #: Backends whose functions Keras can write as a SavedModel.
@@ -128,8 +132,12 @@ def check_backend():
 
 
 # ----------------------------------------------------------------------------- export
-def _archive(embed, scorer, include_scores):
-    """The ``keras.export.ExportArchive`` with the serving functions, traced (no disk I/O)."""
+def _archive(embed, scorer, include_scores, normalizer=None):
+    """The ``keras.export.ExportArchive`` with the serving functions, traced (no disk I/O).
+
+    ``normalizer``: None (``embed`` gives the served embedding), or the L2 normalisation
+    layer (or False: none) applied after ``embed``, whose output is the un-normalised
+    embedding; ``serving_default`` then also returns its norm."""
     import tensorflow as tf
 
     in_dtype = embed.inputs[0].dtype
@@ -137,7 +145,12 @@ def _archive(embed, scorer, include_scores):
 
     def serve_embedding(inputs):
         out = embed(ops.cast(inputs, in_dtype), training=False)
-        return {EMBEDDING_OUTPUT: ops.cast(out, "float32")}
+        if normalizer is None:
+            return {EMBEDDING_OUTPUT: ops.cast(out, "float32")}
+        norm = feature_norm(ops.cast(out, "float32"))
+        if normalizer:
+            out = normalizer(out)
+        return {EMBEDDING_OUTPUT: ops.cast(out, "float32"), NORM_OUTPUT: norm}
 
     def serve_scores(inputs):
         out = scorer(ops.cast(inputs, in_dtype), training=False)
@@ -166,6 +179,7 @@ def export_embedding_model(
     input_shape=None,
     models_config=None,
     serving_root="/models",
+    include_norm=False,
 ):
     """Write the embedding part of ``model`` as a TF Serving SavedModel; return its path.
 
@@ -186,9 +200,15 @@ def export_embedding_model(
             skips it.
         serving_root: the parent folder as the server sees it (``/models`` in the docker
             image); ``None`` writes absolute local paths.
+        include_norm: also return ``norm`` from ``serving_default``: ‖f‖ of the embedding
+            before the L2 normalisation, float32 (N,) (``km.ops.feature_norm``), the quality
+            score of a model trained with ``km.losses.MagFace`` or ``AdaFace`` (Meng et al.
+            2021; Kim et al. 2022). Meaningless for a backbone that normalises its output
+            itself (always 1). Default False.
 
-    Signatures: ``serving_default``: ``inputs`` float32 -> ``embedding`` float32 (N, D);
-    ``scores``: ``inputs`` -> ``scores`` float32 (N, C).
+    Signatures: ``serving_default``: ``inputs`` float32 -> ``embedding`` float32 (N, D)
+    (and ``norm`` float32 (N,) with ``include_norm``); ``scores``: ``inputs`` -> ``scores``
+    float32 (N, C).
 
     Backends: TensorFlow, or JAX with TensorFlow installed (through ``jax2tf``); otherwise a
     ``ValueError`` before anything is written. Nothing is created on disk until the serving
@@ -198,17 +218,26 @@ def export_embedding_model(
         >>> model = keras.Sequential([backbone, km.layers.LargestMarginHead(10)])
         >>> model.compile("adam", loss=km.losses.ArcFace()); model.fit(x, y)
         >>> km.export.export_embedding_model(model, "saved_models/digits")  # .../digits/1
+        >>> # MagFace / AdaFace: the feature norm served as a quality score
+        >>> km.export.export_embedding_model(model, "saved_models/faces", include_norm=True)
     """
     from keras_margins.export.models_config import update_models_config
 
     check_backend()
     explicit_version = version is not None
     base_dir, version, _ = _version_dir(base_dir, version)
-    embed = embedding_model(model, normalize=normalize, input_shape=input_shape)
+    if not isinstance(include_norm, bool):
+        raise ValueError(f"`include_norm` must be True or False; got {include_norm!r}.")
+    normalizer = None
+    if include_norm:  # the un-normalised embedding, normalised in the serving function
+        embed = embedding_model(model, normalize=False, input_shape=input_shape)
+        normalizer = L2Normalize(name="l2_normalize", dtype="float32") if normalize else False
+    else:
+        embed = embedding_model(model, normalize=normalize, input_shape=input_shape)
     _, _, scorer = split_head(model)
     if include_scores and scorer is None:
         raise ValueError("`include_scores=True` needs a model with a class head; `model` has none.")
-    archive = _archive(embed, scorer, include_scores)
+    archive = _archive(embed, scorer, include_scores, normalizer)
     created = _make_dirs(base_dir)
     staging = os.path.join(base_dir, f".staging-{version}-{uuid.uuid4().hex}")
     try:

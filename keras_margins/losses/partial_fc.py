@@ -15,7 +15,6 @@ from keras_margins import protocols
 from keras_margins.losses._base import ModelLoss
 from keras_margins.losses.partial_fc_sharded import class_sharding, sharded_partial_cosines
 from keras_margins.ops._validation import as_labels, static_shape
-from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.sampling import sample_classes
 
 #: Spreads the user's seed over the int32 range (2³²/φ).
@@ -100,14 +99,23 @@ class PartialFC(ModelLoss):
     the step saves much less (``benchmarks/scale_classes.py --feature-major``, figures in
     ``benchmarks/RESULTS.md``).
 
+    On a head with K sub-centres per class (``LargestMarginHead(C, sub_centers=K)``,
+    sub-center ArcFace) a step gathers all K sub-centres of each sampled class and takes
+    their max (the head's ``class_cosines``); a class-split head with sub-centres is sampled
+    as a whole (not shard by shard).
+
     Under XLA, a label outside [0, C) makes the loss NaN (it is never mapped to a sampled
     column); in eager mode it raises a ``ValueError``.
 
     Args:
         loss: the loss applied to the sampled cosines: any loss that declares
-            ``needs = "scores"`` and ``score_kind = "cosine"`` (``km.losses.MarginSoftmax``
-            and its presets ``NormFace``, ``SphereFace``, ``CosFace``, ``ArcFace``;
-            ``LMSoftmax``, ``CircleLoss``, ``ProxyNCALoss``).
+            ``score_kind = "cosine"`` and takes the scores (``km.losses.MarginSoftmax`` and
+            its presets ``NormFace``, ``SphereFace``, ``CosFace``, ``ArcFace``,
+            ``SubCenterArcFace``; ``LMSoftmax``, ``CircleLoss``, ``ProxyNCALoss``), or a
+            model-aware loss declaring it (``CurricularFace``, ``MagFace``, ``AdaFace``,
+            ``ElasticFace``, ``UniFace``): PartialFC builds its state on the model, shows its
+            logs, and hands it the sampled (N, K) cosines as ``outputs["scores"]`` with the
+            remapped labels and the step's embedding (whose norms MagFace and AdaFace read).
         sample_rate: fraction of the classes kept per step, in (0, 1] (default 0.1; the
             paper's ablation shows 0.1 matching the full head on face recognition).
         seed: int seed of the class sampler (default None: a random seed drawn once, at
@@ -139,11 +147,12 @@ class PartialFC(ModelLoss):
     def __init__(self, loss, sample_rate=0.1, seed=None, name="partial_fc", **kwargs):
         if isinstance(loss, dict):
             loss = keras.saving.deserialize_keras_object(loss)
-        if not isinstance(loss, keras.losses.Loss) or not protocols.loss_takes_scores_of(loss, "cosine"):
+        if not isinstance(loss, keras.losses.Loss) or not protocols.loss_reads_cosines(loss):
             raise ValueError(
-                "`loss` must be a loss on the cosines of a cosine head (needs='scores' and "
-                "score_kind='cosine': km.losses.MarginSoftmax, NormFace, SphereFace, CosFace, "
-                f"ArcFace, LMSoftmax, CircleLoss, ProxyNCALoss...); got {loss!r}."
+                "`loss` must be a loss on the cosines of a cosine head (score_kind='cosine': "
+                "km.losses.MarginSoftmax, NormFace, SphereFace, CosFace, ArcFace, "
+                "SubCenterArcFace, LMSoftmax, CircleLoss, ProxyNCALoss, or the model-aware "
+                f"CurricularFace, MagFace, AdaFace, ElasticFace, UniFace...); got {loss!r}."
             )
         if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float))
                 or not 0.0 < sample_rate <= 1.0):
@@ -165,6 +174,10 @@ class PartialFC(ModelLoss):
         """The loss applied to the sampled cosines."""
         return [self.loss]
 
+    def logs(self, model):
+        """The wrapped model-aware loss's logs (e.g. CurricularFace's ``curricular_t``)."""
+        return self.loss.logs(model) if isinstance(self.loss, ModelLoss) else {}
+
     # ---------------------------------------------------------------- state (owned by model)
     def build_state(self, model):
         """Checks the model's head and creates the step counter that seeds the sampler."""
@@ -177,6 +190,8 @@ class PartialFC(ModelLoss):
             trainable=False,
             aggregation="only_first_replica",
         )
+        if isinstance(self.loss, ModelLoss):  # its state (t, norm statistics, bias...)
+            self.loss.build_state(model)
 
     def num_sampled(self, num_classes, batch_size):
         """K = max(⌈sample_rate·C⌉, N) (at most C) for a head of C classes and a batch of N
@@ -233,8 +248,9 @@ class PartialFC(ModelLoss):
                     sharding, embedding, labels, self.block_sampler(step))
             else:
                 class_ids, sampled = self.sample(labels, num_classes, step)
-                centers = protocols.gather_class_vectors(head, class_ids)  # (K, D)
-                cos = cosine_similarity(embedding, ops.transpose(centers))
+                # (N, K): a row gather of the sampled classes' vectors (with sub-centres,
+                # all K of each sampled class, max-pooled by the head)
+                cos = protocols.sampled_class_cosines(head, embedding, class_ids)
             value = self._wrapped(ops.maximum(sampled, 0), cos, embedding, model,
                                   sample_weight, training)
             # A class of the batch without a column (an unknown batch size above K) must

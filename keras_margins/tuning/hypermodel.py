@@ -88,7 +88,7 @@ class MarginHyperModel(keras_tuner.HyperModel):
             "learning_rate", *self.learning_rate, sampling="log",
             default=_clip(1e-3, self.learning_rate),
         )
-        loss_args = {}
+        loss_args, head_args = {}, {}
         for name in self.losses:  # register every family's hyperparameters, in its own scope
             with hp.conditional_scope("loss", [name]):
                 family = self.families[name]
@@ -99,8 +99,13 @@ class MarginHyperModel(keras_tuner.HyperModel):
                     )
                     for p in family.params
                 }
+                head_values = {  # integer head arguments (sub-center ArcFace's K)
+                    p.name: hp.Int(f"{name}_{p.name}", p.min_value, p.max_value,
+                                   default=p.default)
+                    for p in family.head_params
+                }
             if name == loss:
-                loss_args = values
+                loss_args, head_args = values, head_values
         multiplier = 1.0
         trainable = [n for n in self.losses if self.families[n].trainable_head]
         if self.head_lr_multiplier and trainable:
@@ -110,10 +115,15 @@ class MarginHyperModel(keras_tuner.HyperModel):
                     default=_clip(1.0, self.head_lr_multiplier),
                 )
             multiplier = value if loss in trainable else 1.0
-        return self.compile_model(loss, loss_args, learning_rate, multiplier, self._backbone(hp))
+        return self.compile_model(loss, loss_args, learning_rate, multiplier, self._backbone(hp),
+                                  head_args=head_args)
 
-    def compile_model(self, loss, loss_args, learning_rate, head_lr_multiplier=1.0, backbone=None):
+    def compile_model(self, loss, loss_args, learning_rate, head_lr_multiplier=1.0, backbone=None,
+                      head_args=None):
         """The compiled model for one point of the space (``build`` calls this).
+
+        ``head_args``: the head's integer arguments (``{"sub_centers": 3}``; default: the
+        family's ``head_params`` defaults).
 
         Example:
             >>> model = hm.compile_model("arcface", {"scale": 30.0, "margin": 0.4}, 1e-3)
@@ -124,7 +134,7 @@ class MarginHyperModel(keras_tuner.HyperModel):
         family = self.families[loss]
         if backbone is None:  # a backbone that takes hp gets its defaults
             backbone = self._backbone(keras_tuner.HyperParameters())
-        head = family.make_head(self.num_classes, name=HEAD_NAME)
+        head = family.make_head(self.num_classes, name=HEAD_NAME, **(head_args or {}))
         loss_object = family.make_loss(**loss_args)
         model = family.build_model(backbone, self.num_classes, head=head, name=f"{loss}_model")
         _build(model, backbone)
@@ -155,12 +165,20 @@ class MarginHyperModel(keras_tuner.HyperModel):
             if f"{loss}_{p.name}" in values
         }
 
+    def head_values(self, values):
+        """``{argument: value}`` of the head arguments in a trial's ``hyperparameters.values``
+        (``{"sub_centers": 3}`` for sub-center ArcFace; ``{}`` for most losses)."""
+        loss = values["loss"]
+        return {p.name: values[f"{loss}_{p.name}"] for p in self.families[loss].head_params
+                if f"{loss}_{p.name}" in values}
+
     def describe(self, values):
         """One line for a trial: ``ArcFace(scale=.., margin=..) lr=.. head_lr×..``."""
         loss, args = self.loss_values(values)
         text = f"{self.families[loss].loss_name}(" + ", ".join(
             f"{k}={_fmt(v)}" for k, v in args.items()
-        ) + f") learning_rate={_fmt(values['learning_rate'])}"
+        ) + ")" + "".join(f" {k}={v}" for k, v in self.head_values(values).items())
+        text += f" learning_rate={_fmt(values['learning_rate'])}"
         if "head_lr_multiplier" in values:
             text += f" head_lr_multiplier={_fmt(values['head_lr_multiplier'])}"
         return text
