@@ -112,20 +112,22 @@ class LossEnsemble(ModelLoss):
         return [max(math.sqrt(max(p / sum(prior) - floor, 0.0)), _MIN_A) for p in prior]
 
     def build_state(self, model):
-        """Create a_k (trainable) and the running means (non-trainable) on ``model``."""
+        """Create a_k (trainable) and the running means (non-trainable) on ``model``, in the
+        loss's dtype (float32 unless the ensemble was built with ``dtype="float64"``)."""
         count = len(self.members)
         self.a_variable = model.add_weight(
             shape=(count,),
+            dtype=self.dtype,
             initializer=keras.initializers.Constant(self.initial_a()),
             trainable=True,
             name="loss_ensemble_a",
         )
         self.running_mean_variable = model.add_weight(
-            shape=(count,), initializer="zeros", trainable=False,
+            shape=(count,), initializer="zeros", trainable=False, dtype=self.dtype,
             name="loss_ensemble_running_mean", aggregation="mean",
         )
         self.steps_variable = model.add_weight(
-            shape=(), initializer="zeros", trainable=False,
+            shape=(), initializer="zeros", trainable=False, dtype=self.dtype,
             name="loss_ensemble_steps", aggregation="only_first_replica",
         )
         for member in self.members:
@@ -165,7 +167,8 @@ class LossEnsemble(ModelLoss):
             mean = ops.where(self.steps_variable > 0,
                              ops.convert_to_tensor(self.running_mean_variable), current)
         mean = ops.maximum(mean, _MEAN_FLOOR)
-        return ops.stop_gradient(ops.mean(mean) / mean)
+        # sum / K, not ops.mean: Keras' JAX mean accumulates float64 in float32
+        return ops.stop_gradient(ops.sum(mean) / len(self.members) / mean)
 
     def compute_model_loss(self, y, outputs, model, sample_weight=None, training=True):
         if self.a_variable is None:
@@ -173,13 +176,14 @@ class LossEnsemble(ModelLoss):
                 "LossEnsemble has no coefficient variables: use it through "
                 "km.models.MarginModel (which calls build_state(model) at compile)."
             )
+        # Every member's value in the ensemble's dtype (float32 by default, float64 kept).
         values = ops.stack(
             [
-                ops.cast(loss_value(m, y, outputs, model, sample_weight, training), "float32")
+                ops.cast(loss_value(m, y, outputs, model, sample_weight, training), self.dtype)
                 for m in self.members
             ]
         )
-        coefficients = self.coefficients
+        coefficients = ops.cast(self.coefficients, self.dtype)
         if self.normalize_by_running_mean:
             values = values * self._normaliser(values, training)
         penalty = self.penalty_scale * self.eta * ops.square(ops.sum(coefficients) - 1.0)

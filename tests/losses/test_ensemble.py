@@ -167,13 +167,11 @@ def test_sample_weights_with_zeros_and_member_reductions():
 
 
 @pytest.mark.float64
-@pytest.mark.xfail(strict=True, reason="LossEnsemble.compute_model_loss casts every member's value "
-                   "to float32 (keras_margins/losses/ensemble.py); remove this mark once it keeps "
-                   "the loss's dtype")
 def test_float64_is_honoured():
     y, cos, emb = _cosine_outputs(6, True)
     members = [km.losses.LMSoftmax(5.0, dtype="float64"), km.losses.ArcFace(16.0, 0.3, dtype="float64")]
-    ens = km.losses.LossEnsemble(members, dtype="float64")
+    # unequal priors: with equal c_k the two normalised terms (LM-Softmax negative) cancel to ~0
+    ens = km.losses.LossEnsemble(members, prior=[1.0, 3.0], dtype="float64")
     model = _model(dim=8, classes=5)
     model.compile("sgd", loss=ens)
     a = keras.ops.convert_to_numpy(ens.a_variable).astype("float64")
@@ -181,6 +179,15 @@ def test_float64_is_honoured():
     got = ens.compute_model_loss(y, {"scores": cos, "embedding": emb}, model, training=True)
     assert keras.backend.standardize_dtype(got.dtype) == "float64"
     np.testing.assert_allclose(float(got), ref.ensemble_steps([values], a)[0][0], rtol=1e-12)
+    # the state is kept in the loss's dtype too (the running means are not rounded to float32)
+    for v in (ens.a_variable, ens.running_mean_variable, ens.steps_variable):
+        assert keras.backend.standardize_dtype(v.dtype) == "float64", v.name
+    # the default stays float32
+    default = km.losses.LossEnsemble([km.losses.LMSoftmax(5.0), km.losses.ArcFace(16.0, 0.3)])
+    _model(dim=8, classes=5).compile("sgd", loss=default)
+    cos32 = {"scores": cos.astype("float32"), "embedding": emb.astype("float32")}
+    got32 = default.compute_model_loss(y, cos32, None, training=False)
+    assert keras.backend.standardize_dtype(got32.dtype) == "float32"
 
 
 class _CoefficientsBeforeEachStep(keras.callbacks.Callback):
