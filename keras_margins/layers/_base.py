@@ -137,14 +137,20 @@ class PrototypeHead(ClassHead):
                 constraint=self.kernel_constraint,
             )
             return
+        self.storage = self._add_class_centers(self.num_classes, dim)
+
+    def _add_class_centers(self, rows, dim):
+        """The class-major variable ``class_centers`` of shape (rows, D): its initial values
+        are ``kernel_initializer``'s (D, rows) draw transposed, and the regulariser and the
+        constraint see the (D, rows) view (``OnTranspose``)."""
         initializer = self.kernel_initializer
 
         def transposed_init(shape, dtype=None):
             return ops.transpose(initializer((shape[1], shape[0]), dtype=dtype))
 
-        self.storage = self.add_weight(
+        return self.add_weight(
             name="class_centers",
-            shape=(self.num_classes, dim),
+            shape=(rows, dim),
             initializer=transposed_init,
             regularizer=None if self.kernel_regularizer is None
             else OnTranspose(self.kernel_regularizer),

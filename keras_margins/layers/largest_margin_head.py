@@ -5,7 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_margins import ops as kmops
-from keras_margins.layers._base import KERNEL_LAYOUTS, OnTranspose, PrototypeHead
+from keras_margins.layers._base import KERNEL_LAYOUTS, PrototypeHead
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -96,20 +96,7 @@ class LargestMarginHead(PrototypeHead):
         if self.sub_centers == 1:
             return super().build(input_shape)
         dim = self._feature_dim(input_shape)
-        initializer = self.kernel_initializer
-
-        def transposed_init(shape, dtype=None):
-            return ops.transpose(initializer((shape[1], shape[0]), dtype=dtype))
-
-        self.storage = self.add_weight(
-            name="class_centers",
-            shape=(self.num_classes * self.sub_centers, dim),
-            initializer=transposed_init,
-            regularizer=None if self.kernel_regularizer is None
-            else OnTranspose(self.kernel_regularizer),
-            constraint=None if self.kernel_constraint is None
-            else OnTranspose(self.kernel_constraint, transpose_back=True),
-        )
+        self.storage = self._add_class_centers(self.num_classes * self.sub_centers, dim)
         self.subcenter_mask = self.add_weight(
             name="subcenter_mask",
             shape=(self.num_classes, self.sub_centers),
