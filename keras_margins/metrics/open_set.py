@@ -23,7 +23,7 @@ the threshold's own sampling error.
 
 import numpy as np
 
-from keras_margins.metrics.retrieval import as_embeddings, pairwise_scores
+from keras_margins.metrics.retrieval import as_embeddings, as_label_vector, pairwise_scores
 
 
 def _scores(x, name):
@@ -188,20 +188,6 @@ def _bootstrap(genuine, impostor, far, rounds, confidence, seed, threshold):
     return out
 
 
-def _labels(y, n, name):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"`{name}` must have shape ({n},); got {y.shape}.")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-            raise ValueError(f"`{name}` must hold integer identity labels.")
-    elif y.dtype.kind not in "iu":
-        raise ValueError(f"`{name}` must hold integer identity labels; got dtype {y.dtype}.")
-    return y.astype("int64")
-
-
 def mated_and_non_mated(query_embeddings, query_labels, gallery_embeddings, gallery_labels,
                         rank=1, metric="cosine", chunk_size=256):
     """Per-search scores of an open-set identification run.
@@ -220,8 +206,8 @@ def mated_and_non_mated(query_embeddings, query_labels, gallery_embeddings, gall
             f"`query_embeddings` has D={queries.shape[1]} but `gallery_embeddings` has "
             f"D={gallery.shape[1]}."
         )
-    q_labels = _labels(query_labels, len(queries), "query_labels")
-    g_labels = _labels(gallery_labels, len(gallery), "gallery_labels")
+    q_labels = as_label_vector(query_labels, len(queries), "query_labels")
+    g_labels = as_label_vector(gallery_labels, len(gallery), "gallery_labels")
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
         raise ValueError(f"`rank` must be a positive integer; got {rank!r}.")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \

@@ -8,6 +8,8 @@ match matrix) plus the ranked neighbour lists.
 
 import numpy as np
 
+from keras_margins.ops._validation import integer_label_array
+
 _METRICS = ("cosine", "euclidean")
 
 
@@ -23,15 +25,13 @@ def as_embeddings(x, name):
     return x
 
 
-def _as_label_vector(y, n, name):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"`{name}` must have shape ({n},) or ({n}, 1); got {y.shape}.")
-    if y.dtype.kind == "f" and (not np.all(np.isfinite(y)) or np.any(y != np.round(y))):
-        raise ValueError(f"`{name}` must hold integer class ids.")
-    return y.astype("int64")
+def as_label_vector(y, n, name):
+    """(n,) int64 labels from (n,) or (n, 1) integer ids (``integer_label_array``); ``ValueError``
+    naming ``name`` for another length."""
+    y = integer_label_array(y, name)
+    if y.shape[0] != n:
+        raise ValueError(f"`{name}` must have shape ({n},) or ({n}, 1); got {y.shape[0]} labels.")
+    return y
 
 
 def _check_k(k):
@@ -147,7 +147,7 @@ def retrieval_scores(
           ECCV 2020, §3.2.
     """
     refs = as_embeddings(embeddings, "embeddings")
-    ref_labels = _as_label_vector(labels, len(refs), "labels")
+    ref_labels = as_label_vector(labels, len(refs), "labels")
     leave_one_out = query_embeddings is None
     if leave_one_out != (query_labels is None):
         raise ValueError("Pass both `query_embeddings` and `query_labels`, or neither.")
@@ -155,7 +155,7 @@ def retrieval_scores(
         queries, q_labels = refs, ref_labels
     else:
         queries = as_embeddings(query_embeddings, "query_embeddings")
-        q_labels = _as_label_vector(query_labels, len(queries), "query_labels")
+        q_labels = as_label_vector(query_labels, len(queries), "query_labels")
         if queries.shape[1] != refs.shape[1]:
             raise ValueError(
                 f"`query_embeddings` has D={queries.shape[1]} but `embeddings` has "
