@@ -7,6 +7,7 @@ import keras
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
 from keras_margins.ops._validation import check_positive
 from keras_margins.ops.adaface import adaface, adaface_norm_stats
+from keras_margins.ops.angular import check_momentum
 
 #: Where the authors start the running statistics of the norms (μ, σ).
 INITIAL_NORM_MEAN = 20.0
@@ -55,8 +56,7 @@ class AdaFace(CosineModelLoss):
         check_positive(h, "h")
         if not 0.0 <= margin < math.pi / 2:
             raise ValueError(f"`margin` (radians) must be in [0, π/2); got {margin}.")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1); got {momentum}.")
+        check_momentum(momentum)
         kwargs.setdefault("name", "ada_face")
         self.scale = float(scale)
         self.margin = float(margin)

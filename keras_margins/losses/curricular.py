@@ -5,7 +5,7 @@ import keras
 from keras_margins.losses._cosine_state import CosineModelLoss, scalar_weight
 from keras_margins.ops._numerics import take_target
 from keras_margins.ops._validation import as_labels, check_positive
-from keras_margins.ops.angular import check_angle
+from keras_margins.ops.angular import check_angle, check_momentum
 from keras_margins.ops.curricular import curricular_face, curricular_t
 
 
@@ -47,8 +47,7 @@ class CurricularFace(CosineModelLoss):
     def __init__(self, scale=64.0, margin=0.5, momentum=0.99, **kwargs):
         check_positive(scale, "scale")
         check_angle(margin, "margin")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"`momentum` must be in [0, 1); got {momentum}.")
+        check_momentum(momentum)
         kwargs.setdefault("name", "curricular_face")
         self.scale = float(scale)
         self.margin = float(margin)
