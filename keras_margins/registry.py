@@ -174,6 +174,9 @@ class LossFamily:
         head_params: tuple of ``HeadParam``, integer head arguments of the recipe (their
             ``default`` is what ``make_head`` passes; a search varies them): sub-center
             ArcFace's ``sub_centers``. Default ``()``.
+        norm_quality: the embedding's norm before normalisation is a quality score of the
+            input (MagFace, AdaFace): ``keras-margins train --export`` serves it as ``norm``
+            (``km.export.export_embedding_model(include_norm=True)``). Default False.
 
     What the recipe trains is read from the loss's own declaration
     (``km.protocols.wants_head``): a loss on class scores (or a model-aware loss that wants a
@@ -192,7 +195,7 @@ class LossFamily:
     """
 
     def __init__(self, loss, head=None, params=(), trainable_head=True, tuned=True,
-                 train_callbacks=(), model=None, head_params=()):
+                 train_callbacks=(), model=None, head_params=(), norm_quality=False):
         _check_reference(loss, "loss", "a keras.losses.Loss subclass, None")
         _check_reference(head, "head", "a Keras layer class, None")
         _check_reference(model, "model", "a function, None")
@@ -210,6 +213,7 @@ class LossFamily:
             raise ValueError(f"`head_params` must be a tuple of HeadParam; got {head_params!r}.")
         self._loss, self._head, self._model = loss, head, model
         self.head_params = head_params
+        self.norm_quality = bool(norm_quality)
         self._callbacks = tuple(train_callbacks)
         self.params = params
         self.trainable_head = bool(trainable_head)
@@ -482,11 +486,12 @@ FAMILIES = {
         "keras_margins.losses:MagFace", _COSINE,
         (_scale(4.0, 256.0, 30.0), Param("upper_margin", 0.5, 1.2, 0.8, column="margin"),
          Param("regularizer_weight", 5.0, 200.0, 35.0, "log")), tuned=False,
+        norm_quality=True,
     ),
     "adaface": LossFamily(
         "keras_margins.losses:AdaFace", _COSINE,
         (_scale(4.0, 256.0, 30.0), Param("margin", 0.05, 0.7, 0.4), Param("h", 0.1, 1.0, 0.333)),
-        tuned=False,
+        tuned=False, norm_quality=True,
     ),
     "elasticface": LossFamily(
         "keras_margins.losses:ElasticFace", _COSINE,

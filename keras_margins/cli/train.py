@@ -121,7 +121,8 @@ def add_parser(subparsers):
     p.add_argument("--no-jit", action="store_true", help="train without XLA")
     p.add_argument("--export", default=None, metavar="BASE_DIR",
                    help="also export the embedding model for TF Serving to BASE_DIR/<version>/ "
-                   "(with a 'scores' signature) and check it in a process without keras_margins")
+                   "(with a 'scores' signature; magface and adaface also serve the feature "
+                   "norm as 'norm') and check it in a process without keras_margins")
     p.set_defaults(func=run, check=check_args)
     return p
 
@@ -349,18 +350,21 @@ def run(args):
     print(format_table(results, title))
     print(f"model: {model_path}\nTensorBoard logs: {os.path.join(out_dir, 'logs')}")
     if args.export:
-        export_and_check(model, args.export, dataset.sample_inputs(), scores=head is not None)
+        export_and_check(model, args.export, dataset.sample_inputs(), scores=head is not None,
+                         norm=family.norm_quality)
     return 0
 
 
-def export_and_check(model, base_dir, x_test, scores=True):
-    """Export ``model``'s embedding (and, with ``scores``, its class scores) for TF Serving and
-    check it in a process without keras_margins; prints both results."""
+def export_and_check(model, base_dir, x_test, scores=True, norm=False):
+    """Export ``model``'s embedding (and, with ``scores``, its class scores; with ``norm``, the
+    embedding's norm as a quality score) for TF Serving and check it in a process without
+    keras_margins; prints both results."""
     from keras_margins import export
 
-    path = export.export_embedding_model(model, base_dir, include_scores=scores)
+    path = export.export_embedding_model(model, base_dir, include_scores=scores,
+                                         include_norm=norm)
     errors = export.check_export(path, model, x_test)
-    signatures = "serving_default: inputs -> embedding" + (
+    signatures = "serving_default: inputs -> embedding" + (" + norm" if norm else "") + (
         ", scores: inputs -> scores" if scores else "")
     print(f"exported for TF Serving: {path} (signatures {signatures})")
     print("checked in a fresh process without keras_margins: max |diff| "

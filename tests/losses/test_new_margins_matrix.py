@@ -285,6 +285,8 @@ def test_every_new_loss_is_a_registry_family_on_the_cosine_head():
         assert family.option_map()["scale"] == "scale"
         loss = family.make_loss(**family.loss_arguments(scale=8.0, margin=0.6))
         assert loss.scale == 8.0
+    # MagFace's and AdaFace's norm is a quality score: `train --export` serves it
+    assert {n for n, f in TABLE.items() if f.norm_quality} == {"magface", "adaface"}
     sub = TABLE["subcenter_arcface"]
     assert sub.make_head(C, sub_centers=2).sub_centers == 2
     assert TABLE["arcface"].make_head(C, sub_centers=2).sub_centers == 2  # a head option
