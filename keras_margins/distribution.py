@@ -110,6 +110,34 @@ class ClassParallel(keras.distribution.ModelParallel):
         return layout
 
 
+def mesh_device_names(devices, owner):
+    """The names of ``devices`` for a ``keras.distribution.DeviceMesh`` (``"cpu:0"``, ...),
+    checked: the backend is JAX (``RuntimeError`` naming ``owner``: Keras' distribution API
+    shards variables only there), and ``devices`` (``keras.distribution.list_devices()``
+    strings or JAX devices; None: all of them) is a non-empty list of distinct available
+    devices (``ValueError`` naming ``devices``)."""
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(
+            f"{owner} needs the JAX backend (KERAS_BACKEND=jax): Keras' distribution API "
+            f"shards variables only there; the backend is {keras.backend.backend()!r}."
+        )
+    available = keras.distribution.list_devices()
+    if devices is None:
+        devices = available
+    if isinstance(devices, (str, bytes)) or not hasattr(devices, "__len__"):
+        raise ValueError(f"`devices` must be a list of devices or None; got {devices!r}.")
+    devices = list(devices)
+    if not devices:
+        raise ValueError("`devices` must not be empty.")
+    names = [str(d) if isinstance(d, str) else f"{d.platform}:{d.id}" for d in devices]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`devices` lists a device twice: {names}.")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ValueError(f"`devices`: {unknown} are not among the available devices {available}.")
+    return names
+
+
 def class_parallel(devices=None, model_axis_size=None):
     """A ``keras.distribution.ModelParallel`` that shards every head's classes over devices.
 
@@ -163,27 +191,8 @@ def class_parallel(devices=None, model_axis_size=None):
         An et al., "Partial FC: Training 10 Million Identities on a Single Machine",
         ICCV Workshops 2021 (model-parallel classification layer, Sec. 3).
     """
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(
-            "km.distribution.class_parallel needs the JAX backend (KERAS_BACKEND=jax): Keras' "
-            f"distribution API shards variables only there; the backend is "
-            f"{keras.backend.backend()!r}."
-        )
-    available = keras.distribution.list_devices()
-    if devices is None:
-        devices = available
-    if isinstance(devices, (str, bytes)) or not hasattr(devices, "__len__"):
-        raise ValueError(f"`devices` must be a list of devices or None; got {devices!r}.")
-    devices = list(devices)
-    if not devices:
-        raise ValueError("`devices` must not be empty.")
-    names = [str(d) if isinstance(d, str) else f"{d.platform}:{d.id}" for d in devices]
-    if len(set(names)) != len(names):
-        raise ValueError(f"`devices` lists a device twice: {names}.")
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise ValueError(f"`devices`: {unknown} are not among the available devices {available}.")
-    count = len(devices)
+    names = mesh_device_names(devices, "km.distribution.class_parallel")
+    count = len(names)
     if model_axis_size is None:
         model_axis_size = count
     if (

@@ -10,6 +10,8 @@ the top-k), so no device ever holds more than its shard of the gallery.
 
 import keras
 
+from keras_margins.distribution import mesh_device_names
+
 #: Mesh axis of the gallery rows; the queries are replicated.
 GALLERY_AXIS = "gallery"
 BATCH_AXIS = "batch"
@@ -35,20 +37,7 @@ def gallery_parallel(devices=None):
         ...     index.add(gallery, ids)
         ...     found, scores = index.search(queries, k=10)
     """
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(
-            "km.retrieval.gallery_parallel needs the JAX backend (KERAS_BACKEND=jax): Keras' "
-            f"distribution API shards variables only there; the backend is "
-            f"{keras.backend.backend()!r}."
-        )
-    available = keras.distribution.list_devices()
-    devices = available if devices is None else list(devices)
-    names = [d if isinstance(d, str) else f"{d.platform}:{d.id}" for d in devices]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"`devices` must list distinct devices; got {devices!r}.")
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise ValueError(f"`devices`: {unknown} are not among the available devices {available}.")
+    names = mesh_device_names(devices, "km.retrieval.gallery_parallel")
     mesh = keras.distribution.DeviceMesh((1, len(names)), (BATCH_AXIS, GALLERY_AXIS), devices=names)
     layout_map = keras.distribution.LayoutMap(mesh)
     layout_map[EMBEDDINGS_PATTERN] = (GALLERY_AXIS, None)
