@@ -22,6 +22,15 @@ Papers:
     Movshovitz-Attias et al. 2017 (ICCV), "No Fuss Distance Metric Learning using Proxies".
     Yi, Lei, Liao & Li 2014 (ICPR), binomial deviance.
     Zabihzadeh et al. 2021, "Ensemble of Loss Functions ...": learned-weight ensemble.
+    Deng et al. 2020 (ECCV), "Sub-center ArcFace": max over K sub-centres.
+    Huang et al. 2020 (CVPR), "CurricularFace": N(t, cos θ_j), t's moving average.
+    Meng et al. 2021 (CVPR), "MagFace": m(a) linear on [l_a, u_a], g(a) = 1/a + a/u_a².
+    Kim, Jain & Liu 2022 (CVPR), "AdaFace": ẑ, g_angle = −m·ẑ, g_add = m·ẑ + m, μ/σ EMA.
+    Boutros et al. 2022 (CVPRW), "ElasticFace": E ~ N(m, σ²); "+": margins by rank.
+    Zhou et al. 2023 (ICCV), "UniFace": L_uce-m with a bias b̃ and λ on the negatives.
+    keras.applications' documented input preprocessing (pixel scalings).
+    Hermans et al. 2017 (batch-hard mining), Schroff et al. 2015 (semi-hard),
+        Wang et al. 2019 (CVPR), "Multi-Similarity Loss", Eq. 5-6 (pair mining).
 """
 
 import math
@@ -33,9 +42,9 @@ import numpy as np
 
 def logsumexp(values):
     """log Σ exp(v) of a non-empty sequence, stable (max shifted out)."""
-    values = [float(v) for v in values]
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
+    values = np.asarray(values, "float64")
+    top = float(np.max(values))
+    return top + math.log(float(np.sum(np.exp(values - top))))
 
 
 def softplus(v):
@@ -54,17 +63,30 @@ def unit_rows(x, floor=1e-12):
     return out
 
 
+def row_norms(x):
+    """Euclidean norm of each row of ``x`` (N, D)."""
+    return np.array([math.sqrt(sum(float(v) ** 2 for v in row)) for row in np.asarray(x, "float64")])
+
+
 def cosine(x, w, floor=1e-12):
     """cos θ_ij between feature rows x_i (N, D) and class columns w_j (D, C) (NormFace's
     normalised features and weights); norms below ``floor`` count as ``floor``, so a zero
     vector has cosine 0 with everything."""
-    x, w = np.asarray(x, "float64"), np.asarray(w, "float64")
-    out = np.zeros((x.shape[0], w.shape[1]))
-    for i in range(x.shape[0]):
-        for j in range(w.shape[1]):
-            nx, nw = max(np.linalg.norm(x[i]), floor), max(np.linalg.norm(w[:, j]), floor)
-            out[i, j] = float(x[i] @ w[:, j]) / (nx * nw)
-    return out
+    return unit_rows(x, floor) @ unit_rows(np.asarray(w, "float64").T, floor).T
+
+
+def pairwise_cosine(emb):
+    """(N, N) cosines between the rows of ``emb`` (a zero row has cosine 0 with everything)."""
+    unit = unit_rows(emb)
+    n = unit.shape[0]
+    return np.array([[float(unit[i] @ unit[j]) for j in range(n)] for i in range(n)])
+
+
+def ce_with_target(row, label, target_logit, other_logit):
+    """−log softmax of one row whose target logit is ``target_logit`` and whose other logits
+    are ``other_logit(cos θ_j)``."""
+    logits = [target_logit if j == label else other_logit(row[j]) for j in range(len(row))]
+    return logsumexp(logits) - target_logit
 
 
 def keras_reduce(per_sample, sample_weight=None, reduction="sum_over_batch_size", valid=None):
@@ -114,9 +136,21 @@ def margin_softmax(labels, cos, scale, m1=1.0, m2=0.0, m3=0.0, acos_clip=None):
     out = []
     for i, y in enumerate(labels):
         target = scale * psi(cos[i, y], m1, m2, m3, acos_clip)
-        logits = [target] + [scale * cos[i, j] for j in range(cos.shape[1]) if j != y]
+        logits = scale * cos[i]  # the other classes' logits s·cos θ_j, j ≠ y
+        logits[y] = target
         out.append(logsumexp(logits) - target)
     return np.array(out)
+
+
+def arc_target(cos_y, m):
+    """ArcFace's target cos(θ + m); past π its continuation cos θ − m·sin m (``psi`` with
+    m2 = m)."""
+    return psi(cos_y, m2=m)
+
+
+def arcface(labels, cos, scale, margin):
+    """ArcFace per sample (Deng et al. 2019): ``margin_softmax`` with m2 = ``margin``."""
+    return margin_softmax(labels, cos, scale, m2=margin)
 
 
 def lm_softmax(labels, cos, scale):
@@ -210,6 +244,53 @@ def pair_masks(labels):
             pos[i, j] = i != j and labels[i] == labels[j]
             neg[i, j] = labels[i] != labels[j]
     return pos, neg
+
+
+# ------------------------------------------------------------------------------- miners
+# Mining rules on a given (N, N) similarity matrix ``sim``; masks are subsets of ``pair_masks``.
+
+
+def batch_hard_masks(labels, sim):
+    """Per anchor with a positive and a negative: its hardest positive (lowest similarity)
+    and hardest negative (highest), ties to the lowest index (Hermans et al. 2017)."""
+    pos, neg = pair_masks(labels)
+    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
+    for a in range(len(labels)):
+        ps = [j for j in range(len(labels)) if pos[a, j]]
+        ns = [j for j in range(len(labels)) if neg[a, j]]
+        if ps and ns:
+            out_p[a, min(ps, key=lambda j: (sim[a, j], j))] = True
+            out_n[a, max(ns, key=lambda j: (sim[a, j], -j))] = True
+    return out_p, out_n
+
+
+def semi_hard_masks(labels, sim, margin=0.2):
+    """Pairs of at least one semi-hard triplet s_ap − margin < s_an < s_ap (FaceNet's
+    semi-hard negatives, on similarities)."""
+    pos, neg = pair_masks(labels)
+    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
+    n = len(labels)
+    for a in range(n):
+        for p in range(n):
+            for q in range(n):
+                if pos[a, p] and neg[a, q] and sim[a, p] - margin < sim[a, q] < sim[a, p]:
+                    out_p[a, p] = out_n[a, q] = True
+    return out_p, out_n
+
+
+def multi_similarity_masks(labels, sim, eps=0.1):
+    """Wang et al. 2019, Eq. 5-6: negative (a, n) if s_an + ε > min_p s_ap, positive (a, p)
+    if s_ap − ε < max_n s_an; an anchor without positives keeps no negatives and vice versa."""
+    pos, neg = pair_masks(labels)
+    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
+    n = len(labels)
+    for a in range(n):
+        ps = [sim[a, j] for j in range(n) if pos[a, j]]
+        ns = [sim[a, j] for j in range(n) if neg[a, j]]
+        for j in range(n):
+            out_n[a, j] = neg[a, j] and bool(ps) and sim[a, j] + eps > min(ps)
+            out_p[a, j] = pos[a, j] and bool(ns) and sim[a, j] - eps < max(ns)
+    return out_p, out_n
 
 
 # ---------------------------------------------------------- Virtual Softmax (Chen et al.)
@@ -432,3 +513,153 @@ def ensemble_steps(member_values, a, eta=100.0, penalty_scale=100.0, normalize=T
             total += c[k] * factor * float(values[k])
         out.append(total + penalty)
     return out, running
+
+
+# ------------------------------------ margin losses of later papers (sub-centres, adaptive)
+
+
+def curricular(labels, cos, t, s, m):
+    """CurricularFace per sample: target s·cos(θ_y + m); a negative with cos θ_j > the target
+    gets s·cos θ_j·(t + cos θ_j), the others s·cos θ_j (Huang et al. 2020)."""
+    cos = np.asarray(cos, "float64")
+    out = []
+    for i, y in enumerate(labels):
+        target = arc_target(cos[i, y], m)
+
+        def other(c, target=target):
+            return s * c if target - c >= 0 else s * c * (t + c)
+
+        out.append(ce_with_target(cos[i], y, s * target, other))
+    return np.array(out)
+
+
+def curricular_t(t, cos_y, momentum=0.99):
+    """CurricularFace's t ← momentum·t + (1 − momentum)·mean(cos θ_y)."""
+    return momentum * t + (1 - momentum) * sum(cos_y) / len(cos_y)
+
+
+def magface(labels, cos, norms, s=64.0, la=10.0, ua=110.0, lm=0.45, um=0.8, lam=35.0, easy=False):
+    """MagFace per sample: ArcFace with m(a) linear from lm at la to um at ua, a the feature
+    norm clipped to [la, ua], plus λ·g(a) with g(a) = 1/a + a/ua² (Meng et al. 2021).
+    ``easy``: the margin only where cos θ_y > 0 (the authors' easy margin)."""
+    cos = np.asarray(cos, "float64")
+    out = []
+    for i, y in enumerate(labels):
+        a = min(max(norms[i], la), ua)
+        m = (um - lm) / (ua - la) * (a - la) + lm
+        if easy:
+            target = math.cos(math.acos(cos[i, y]) + m) if cos[i, y] > 0 else cos[i, y]
+        else:
+            target = arc_target(cos[i, y], m)
+        out.append(ce_with_target(cos[i], y, s * target, lambda c: s * c) + lam * (1 / a + a / ua**2))
+    return np.array(out)
+
+
+def adaface_scaler(norm, mean, std, h):
+    """AdaFace's ẑ = clip(h·(||z|| − μ)/(σ + ε), −1, 1), ε = 1e-3, ||z|| clipped to [1e-3, 100]."""
+    n = min(max(norm, 1e-3), 100.0)
+    return min(max(h * (n - mean) / (std + 1e-3), -1.0), 1.0)
+
+
+def adaface(labels, cos, norms, mean, std, s=64.0, m=0.4, h=0.333):
+    """AdaFace per sample: target s·(cos(clip(θ_y + g_angle, ε, π − ε)) − g_add) with
+    g_angle = −m·ẑ, g_add = m·ẑ + m (Kim et al. 2022)."""
+    eps = 1e-3
+    cos = np.asarray(cos, "float64")
+    out = []
+    for i, y in enumerate(labels):
+        z = adaface_scaler(norms[i], mean, std, h)
+        g_angle, g_add = -m * z, m * z + m
+        theta = math.acos(min(1.0, max(-1.0, cos[i, y])))
+        theta_m = min(max(theta + g_angle, eps), math.pi - eps)
+        target = math.cos(theta_m) - g_add
+        out.append(ce_with_target(cos[i], y, s * target, lambda c: s * c))
+    return np.array(out)
+
+
+def adaface_stats(norms, mean, std, momentum=0.99):
+    """AdaFace's running μ and σ of the clipped norms (batch σ with ddof = 1)."""
+    n = [min(max(v, 1e-3), 100.0) for v in norms]
+    mu = sum(n) / len(n)
+    var = sum((v - mu) ** 2 for v in n) / max(len(n) - 1, 1)
+    return (momentum * mean + (1 - momentum) * mu, momentum * std + (1 - momentum) * math.sqrt(var))
+
+
+def elastic(labels, cos, margins, s=64.0, kind="arc"):
+    """ElasticFace per sample with the drawn per-sample ``margins``: ArcFace target (margin
+    clipped to [0, π − 1e-3]) for ``kind="arc"``, else CosFace's cos θ_y − m (Boutros et al.
+    2022)."""
+    cos = np.asarray(cos, "float64")
+    out = []
+    for i, y in enumerate(labels):
+        if kind == "arc":
+            target = arc_target(cos[i, y], min(max(margins[i], 0.0), math.pi - 1e-3))
+        else:
+            target = cos[i, y] - margins[i]
+        out.append(ce_with_target(cos[i], y, s * target, lambda c: s * c))
+    return np.array(out)
+
+
+def elastic_plus_assignment(draws, cos_y):
+    """ElasticFace+: the k-th largest target cosine gets the k-th smallest margin."""
+    ascending = sorted(draws)
+    order = sorted(range(len(cos_y)), key=lambda i: -cos_y[i])
+    out = [0.0] * len(cos_y)
+    for k, i in enumerate(order):
+        out[i] = ascending[k]
+    return np.array(out)
+
+
+def uniface(labels, cos, b, s=64.0, m=0.4, lam=1.0):
+    """UniFace's L_uce-m per sample: log(1 + e^{−(s(cos θ_y − m) − b)}) + λ Σ_{j≠y}
+    log(1 + e^{s cos θ_j − b}) (Zhou et al. 2023, with the bias b)."""
+    cos = np.asarray(cos, "float64")
+    out = []
+    for i, y in enumerate(labels):
+        value = softplus(-(s * (cos[i, y] - m) - b))
+        for j in range(cos.shape[1]):
+            if j != y:
+                value += lam * softplus(s * cos[i, j] - b)
+        out.append(value)
+    return np.array(out)
+
+
+def subcenter_max(cos, k, keep=None):
+    """Sub-center ArcFace's class cosine: the max over each class's K sub-centre columns
+    (class j owns columns j·K … j·K + K − 1); ``keep[j][q]`` False drops a sub-centre (−1)."""
+    n, ck = cos.shape
+    out = np.zeros((n, ck // k))
+    for i in range(n):
+        for j in range(ck // k):
+            values = [cos[i, j * k + q] if keep is None or keep[j][q] else -1.0 for q in range(k)]
+            out[i, j] = max(values)
+    return out
+
+
+# ------------------------------------------------------------------------ pixel scalings
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def pixel_scaling(images, mode):
+    """keras.applications' documented preprocessing of RGB pixels in [0, 255] (channels
+    last), per pixel: ``"raw"`` unchanged, ``"unit"`` x/255, ``"symmetric"`` x/127.5 − 1,
+    ``"imagenet"`` (x/255 − mean)/std, ``"caffe"`` RGB → BGR minus the BGR mean."""
+    images = np.asarray(images)
+    out = np.empty(images.shape, dtype="float64")
+    for index in np.ndindex(images.shape[:-1]):
+        rgb = images[index].astype("float64")
+        if mode == "raw":
+            out[index] = rgb
+        elif mode == "unit":
+            out[index] = rgb / 255.0
+        elif mode == "symmetric":
+            out[index] = rgb / 127.5 - 1.0
+        elif mode == "imagenet":
+            out[index] = (rgb / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        elif mode == "caffe":
+            out[index] = rgb[::-1] - np.array(CAFFE_MEAN_BGR)
+        else:
+            raise ValueError(f"unknown pixel scaling {mode!r}")
+    return out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
+from references import unit_rows as _np_normalize
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -35,15 +36,6 @@ def _backbone(name="backbone"):
 def _head_model():
     backbone = _backbone()
     return keras.Sequential([backbone, km.layers.LargestMarginHead(C)]), backbone
-
-
-def _np_normalize(e):
-    e = np.asarray(e, dtype="float64")
-    out = np.zeros_like(e)
-    for i, row in enumerate(e):
-        norm = np.sqrt(sum(v * v for v in row))
-        out[i] = row / max(norm, 1e-12)
-    return out
 
 
 def _x(n=6, seed=1):

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from references import pixel_scaling as _numpy_scaling
 
 import keras_margins as km
 
@@ -51,20 +52,6 @@ def test_named_loaders_default_to_224_and_batch():
     with tfds.testing.mock_data(num_examples=6):
         images, labels = next(iter(km.data.cars196("train", batch_size=2)))
     assert images.shape == (2, 224, 224, 3) and labels.shape == (2,)
-
-
-def _numpy_scaling(raw, scaling):
-    """The pixel scalings, written out per pixel."""
-    out = np.empty_like(raw, dtype="float64")
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    for index in np.ndindex(raw.shape[:-1]):
-        rgb = raw[index].astype("float64")
-        out[index] = {
-            "raw": rgb, "unit": rgb / 255.0, "symmetric": rgb / 127.5 - 1.0,
-            "imagenet": (rgb / 255.0 - mean) / std,
-            "caffe": rgb[::-1] - np.array([103.939, 116.779, 123.68]),
-        }[scaling]
-    return out
 
 
 @pytest.mark.parametrize("normalize", [None, *km.models.backbones.PIXEL_SCALINGS])

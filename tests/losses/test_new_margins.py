@@ -1,6 +1,6 @@
 """km.losses.SubCenterArcFace (and the sub-centre head), CurricularFace, MagFace, AdaFace,
 ElasticFace and UniFace as Keras losses: values against the NumPy references of
-``tests/new_margins_references.py`` through ``MarginModel``, their state (t, norm statistics,
+``tests/references.py`` through ``MarginModel``, their state (t, norm statistics,
 step counter, learned bias) updated as the papers say, trained under ``jit_compile=True``,
 saved and reloaded with the state, finite under mixed precision (zero-norm embeddings
 included), NaN for invalid labels under XLA, refused where they cannot work.
@@ -12,20 +12,17 @@ import os
 import keras
 import numpy as np
 import pytest
-from new_margins_references import (
-    arc_target,
-    norms_of,
-    ref_adaface,
-    ref_adaface_stats,
-    ref_arcface,
-    ref_curricular,
-    ref_curricular_t,
-    ref_elastic,
-    ref_magface,
-    ref_subcenter_max,
-    ref_uniface,
-    unit_rows,
-)
+from references import adaface as ref_adaface
+from references import adaface_stats as ref_adaface_stats
+from references import arc_target, unit_rows
+from references import arcface as ref_arcface
+from references import curricular as ref_curricular
+from references import curricular_t as ref_curricular_t
+from references import elastic as ref_elastic
+from references import magface as ref_magface
+from references import row_norms as norms_of
+from references import subcenter_max as ref_subcenter_max
+from references import uniface as ref_uniface
 
 import keras_margins as km
 from keras_margins.testing import config_roundtrip, value_and_grad_of_variables

@@ -1,5 +1,6 @@
 """Partial FC (An et al., ICCVW 2021): km.ops.sample_classes, km.losses.PartialFC and the
-class-major storage of LargestMarginHead, against NumPy references written here."""
+class-major storage of LargestMarginHead, against the NumPy references of ``tests/references.py``
+(cosines, ArcFace, NormFace) and the sampling rules of ``tests/distribution/partial_fc_reference.py``."""
 
 import importlib.util
 import math
@@ -8,6 +9,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 from keras_margins.testing import jit, value_and_grad_of_variables
@@ -16,8 +18,8 @@ from keras_margins.testing import jit, value_and_grad_of_variables
 _SPEC = importlib.util.spec_from_file_location(
     "partial_fc_reference",
     os.path.join(os.path.dirname(__file__), os.pardir, "distribution", "partial_fc_reference.py"))
-ref = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ref)
+sampling = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(sampling)
 
 C, D, N, IN = 40, 6, 12, 5
 RNG = np.random.default_rng(0)
@@ -25,25 +27,9 @@ X = RNG.normal(size=(N, IN)).astype("float32")
 Y = RNG.integers(0, C, size=N).astype("int32")
 
 
-# ------------------------------------------------------------------------ NumPy references
-def np_cosines(features, kernel):
-    f = features / np.linalg.norm(features, axis=1, keepdims=True)
-    w = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
-    return np.clip(f @ w, -1.0, 1.0)
-
-
-def np_arcface(labels, cos, scale=64.0, margin=0.5):
-    """Mean ArcFace loss, loops: target logit s·cos(θ+m) (cos θ − m·sin m past π)."""
-    losses = []
-    for i, label in enumerate(labels):
-        c = float(cos[i, label])
-        theta = math.acos(c)
-        target = math.cos(theta + margin) if theta + margin <= math.pi else c - margin * math.sin(margin)
-        logits = scale * np.asarray(cos[i], "float64")
-        logits[label] = scale * target
-        top = logits.max()
-        losses.append(top + math.log(np.exp(logits - top).sum()) - logits[label])
-    return float(np.mean(losses))
+def mean_arcface(labels, cos):
+    """Mean of the NumPy ArcFace reference with the preset's s = 64, m = 0.5."""
+    return float(np.mean(ref.arcface(labels, cos, 64.0, 0.5)))
 
 
 def check_sample(labels, ids, local, num_classes, num_sampled, offset=0):
@@ -196,7 +182,7 @@ def test_rate_one_is_the_wrapped_loss(layout, wrapped):
     if isinstance(plain, km.losses.ArcFace):  # and both equal the NumPy reference
         features = keras.ops.convert_to_numpy(model.backbone(X)).astype("float64")
         kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
-        assert value == pytest.approx(np_arcface(Y, np_cosines(features, kernel)), rel=1e-5)
+        assert value == pytest.approx(mean_arcface(Y, ref.cosine(features, kernel)), rel=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["class_major", "feature_major"])
@@ -211,9 +197,9 @@ def test_sampled_value_is_the_loss_on_the_sampled_columns(layout):
     assert len(ids) == 12 and set(Y.tolist()) <= set(ids.tolist())
     np.testing.assert_array_equal(ids[local], Y)
     kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
-    cos = np_cosines(features.astype("float64"), kernel[:, ids])
-    assert value == pytest.approx(np_arcface(local, cos), rel=1e-5)
-    full = np_arcface(Y, np_cosines(features.astype("float64"), kernel))
+    cos = ref.cosine(features.astype("float64"), kernel[:, ids])
+    assert value == pytest.approx(mean_arcface(local, cos), rel=1e-5)
+    full = mean_arcface(Y, ref.cosine(features.astype("float64"), kernel))
     assert abs(value - full) > 1e-3  # fewer negatives: a different value
 
 
@@ -223,11 +209,11 @@ def test_sgd_step_changes_only_sampled_classes(layout):
     (K, the step's seed, the exact sampler), step after step."""
     loss = km.losses.PartialFC(km.losses.ArcFace(), 0.25, seed=3)
     model = _model(loss, layout, optimizer=keras.optimizers.SGD(0.5))
-    k = ref.num_sampled(C, N, 0.25)
+    k = sampling.num_sampled(C, N, 0.25)
     assert k == max(math.ceil(0.25 * C), N)
     for step in range(3):
         before = keras.ops.convert_to_numpy(model.head.centers).copy()
-        expected = ref.exact_sample(Y, C, k, ref.step_seed(3, step))
+        expected = sampling.exact_sample(Y, C, k, sampling.step_seed(3, step))
         model.train_on_batch(X, Y)
         after = keras.ops.convert_to_numpy(model.head.centers)
         changed = set(np.flatnonzero(np.any(after != before, axis=1)).tolist())
@@ -244,16 +230,16 @@ def test_step_counter_draws_a_new_sample_each_step():
     first, second = (set(np.asarray(loss.sample(Y, C, step=s)[0]).tolist()) for s in (0, 1))
     assert first != second
     # sample() follows the documented seed rule.
-    k = ref.num_sampled(C, N, 0.6)
-    assert first == ref.exact_sample(Y, C, k, ref.step_seed(3, 0))
+    k = sampling.num_sampled(C, N, 0.6)
+    assert first == sampling.exact_sample(Y, C, k, sampling.step_seed(3, 0))
 
 
 def test_unseeded_loss_draws_its_seed_once():
     loss = km.losses.PartialFC(km.losses.ArcFace(), 0.5)
     assert loss.seed is None and 0 <= loss.effective_seed < 2**31
-    k = ref.num_sampled(C, N, 0.5)
+    k = sampling.num_sampled(C, N, 0.5)
     ids = set(np.asarray(loss.sample(Y, C, step=4)[0]).tolist())
-    assert ids == ref.exact_sample(Y, C, k, ref.step_seed(loss.effective_seed, 4))
+    assert ids == sampling.exact_sample(Y, C, k, sampling.step_seed(loss.effective_seed, 4))
     assert loss.get_config()["seed"] is None
 
 
@@ -262,16 +248,6 @@ def _rows(count, num_classes, seed=5):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(count, IN)).astype("float32")
     return x, rng.integers(0, num_classes, size=count).astype("int32")
-
-
-def np_normface(labels, cos, scale):
-    """Mean −log softmax(s·cos)[y], loops."""
-    total = 0.0
-    for row, label in zip(np.asarray(cos, "float64"), labels):
-        logits = scale * row
-        top = logits.max()
-        total += top + math.log(np.exp(logits - top).sum()) - logits[label]
-    return total / len(labels)
 
 
 @pytest.mark.parametrize("num_classes", [C, 4096])
@@ -289,7 +265,8 @@ def test_fit_and_evaluate_on_a_row_count_that_is_not_a_multiple_of_the_batch(num
     value = model.evaluate(x[:450], y[:450], batch_size=32, verbose=0)
     features = keras.ops.convert_to_numpy(model.backbone(x[:450])).astype("float64")
     kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
-    assert value == pytest.approx(np_normface(y[:450], np_cosines(features, kernel), 16.0), rel=1e-4)
+    normface = ref.margin_softmax(y[:450], ref.cosine(features, kernel), 16.0)  # s = 16, no margin
+    assert value == pytest.approx(float(np.mean(normface)), rel=1e-4)
 
 
 def test_last_smaller_batch_trains_its_sample():
@@ -305,14 +282,14 @@ def test_last_smaller_batch_trains_its_sample():
     assert int(keras.ops.convert_to_numpy(loss.step_variable)) == 2  # 32 rows, then 5
     after = keras.ops.convert_to_numpy(model.head.centers)
     changed = set(np.flatnonzero(np.any(after != before, axis=1)).tolist())
-    seeds = [ref.step_seed(8, 0), ref.step_seed(8, 1)]
+    seeds = [sampling.step_seed(8, 0), sampling.step_seed(8, 1)]
     candidates = {}
     for label, (k_full, k_last) in {
-        "static": (ref.num_sampled(num_classes, 32, rate), ref.num_sampled(num_classes, 5, rate)),
+        "static": (sampling.num_sampled(num_classes, 32, rate), sampling.num_sampled(num_classes, 5, rate)),
         "unknown batch size": (2048, 2048),
     }.items():
-        candidates[label] = (ref.exact_sample(y[:32], num_classes, k_full, seeds[0])
-                             | ref.exact_sample(y[32:], num_classes, k_last, seeds[1]))
+        candidates[label] = (sampling.exact_sample(y[:32], num_classes, k_full, seeds[0])
+                             | sampling.exact_sample(y[32:], num_classes, k_last, seeds[1]))
     matches = [label for label, rows in candidates.items() if rows == changed]
     assert matches, {k: len(v) for k, v in candidates.items()} | {"changed": len(changed)}
     if keras.backend.backend() == "jax":  # JAX compiles a step per batch size
@@ -368,7 +345,7 @@ def test_default_head_gets_a_row_sparse_gradient(layout, sparse):
         value = loss.compute_model_loss(Y, {"embedding": model.backbone(X), "scores": None}, model)
     grad = tape.gradient(value, variable)
     assert isinstance(grad, tf.IndexedSlices) is sparse
-    expected = ref.exact_sample(Y, C, ref.num_sampled(C, N, 0.25), ref.step_seed(4, 0))
+    expected = sampling.exact_sample(Y, C, sampling.num_sampled(C, N, 0.25), sampling.step_seed(4, 0))
     if sparse:
         assert set(np.asarray(grad.indices).tolist()) == expected
     else:
@@ -409,9 +386,9 @@ def test_evaluate_and_predict_use_the_full_head():
     assert scores.shape == (N, C)
     features = keras.ops.convert_to_numpy(model.backbone(X)).astype("float64")
     kernel = keras.ops.convert_to_numpy(model.head.kernel).astype("float64")
-    np.testing.assert_allclose(scores, np_cosines(features, kernel), atol=1e-5)
+    np.testing.assert_allclose(scores, ref.cosine(features, kernel), atol=1e-5)
     evaluated = model.evaluate(X, Y, verbose=0, batch_size=N)
-    assert evaluated == pytest.approx(np_arcface(Y, np_cosines(features, kernel)), rel=1e-5)
+    assert evaluated == pytest.approx(mean_arcface(Y, ref.cosine(features, kernel)), rel=1e-5)
 
 
 def test_training_step_skips_the_full_head_output():
@@ -490,7 +467,7 @@ def test_class_major_head_equals_feature_major():
     assert tuple(b.trainable_weights[0].shape) == (9, D)
     np.testing.assert_allclose(np.asarray(a.losses), np.asarray(b.losses), rtol=1e-6)
     kernel = keras.ops.convert_to_numpy(b.kernel)
-    np.testing.assert_allclose(b(x), np_cosines(x.astype("float64"), kernel), atol=1e-5)
+    np.testing.assert_allclose(b(x), ref.cosine(x.astype("float64"), kernel), atol=1e-5)
     assert float(km.ops.class_margin(b.kernel)) == pytest.approx(float(km.ops.class_margin(a.kernel)))
 
 

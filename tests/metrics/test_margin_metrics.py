@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from references import sample_margin as _ref_margins
 
 import keras_margins as km
 
@@ -21,11 +22,6 @@ def test_sample_margin_metric_mean_and_min_over_batches():
 def test_metric_config_roundtrip():
     km.testing.config_roundtrip(km.metrics.SampleMargin(name="sm"))
     km.testing.config_roundtrip(km.metrics.MinSampleMargin())
-
-
-def _ref_margins(labels, cos):
-    return np.array([cos[i, y] - max(cos[i, j] for j in range(cos.shape[1]) if j != y)
-                     for i, y in enumerate(labels)])
 
 
 def test_min_sample_margin_honours_sample_weight():

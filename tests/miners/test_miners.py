@@ -1,74 +1,23 @@
-"""km.miners: every miner equals a NumPy reference mask and trains under jit_compile=True."""
+"""km.miners: every miner equals the NumPy reference masks of ``tests/references.py`` and
+trains under jit_compile=True."""
 
 import keras
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
 
 
-def ref_sim(emb):
-    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return unit @ unit.T
-
-
-def ref_label_masks(labels):
-    n = len(labels)
-    pos = np.zeros((n, n), bool)
-    neg = np.zeros((n, n), bool)
-    for i in range(n):
-        for j in range(n):
-            pos[i, j] = i != j and labels[i] == labels[j]
-            neg[i, j] = labels[i] != labels[j]
-    return pos, neg
-
-
-def ref_all_pairs(labels, sim):
-    return ref_label_masks(labels)
-
-
-def ref_batch_hard(labels, sim):
-    pos, neg = ref_label_masks(labels)
-    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
-    for a in range(len(labels)):
-        ps = [j for j in range(len(labels)) if pos[a, j]]
-        ns = [j for j in range(len(labels)) if neg[a, j]]
-        if ps and ns:
-            out_p[a, min(ps, key=lambda j: (sim[a, j], j))] = True
-            out_n[a, max(ns, key=lambda j: (sim[a, j], -j))] = True
-    return out_p, out_n
-
-
-def ref_semi_hard(labels, sim, margin=0.2):
-    pos, neg = ref_label_masks(labels)
-    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
-    n = len(labels)
-    for a in range(n):
-        for p in range(n):
-            for q in range(n):
-                if pos[a, p] and neg[a, q] and sim[a, p] - margin < sim[a, q] < sim[a, p]:
-                    out_p[a, p] = out_n[a, q] = True
-    return out_p, out_n
-
-
-def ref_multi_similarity(labels, sim, eps=0.1):
-    pos, neg = ref_label_masks(labels)
-    out_p, out_n = np.zeros_like(pos), np.zeros_like(neg)
-    n = len(labels)
-    for a in range(n):
-        ps = [sim[a, j] for j in range(n) if pos[a, j]]
-        ns = [sim[a, j] for j in range(n) if neg[a, j]]
-        for j in range(n):
-            out_n[a, j] = neg[a, j] and bool(ps) and sim[a, j] + eps > min(ps)
-            out_p[a, j] = pos[a, j] and bool(ns) and sim[a, j] - eps < max(ns)
-    return out_p, out_n
+def all_pairs_masks(labels, sim):
+    return ref.pair_masks(labels)
 
 
 CASES = [
-    (km.miners.AllPairsMiner, ref_all_pairs),
-    (km.miners.BatchHardMiner, ref_batch_hard),
-    (km.miners.SemiHardMiner, ref_semi_hard),
-    (km.miners.MultiSimilarityMiner, ref_multi_similarity),
+    (km.miners.AllPairsMiner, all_pairs_masks),
+    (km.miners.BatchHardMiner, ref.batch_hard_masks),
+    (km.miners.SemiHardMiner, ref.semi_hard_masks),
+    (km.miners.MultiSimilarityMiner, ref.multi_similarity_masks),
 ]
 
 
@@ -84,15 +33,17 @@ def _batch(seed, n=16, classes=4, dim=6):
 def test_miner_matches_reference(miner_cls, reference, seed):
     labels, emb = _batch(seed)
     pos, neg = miner_cls()(labels, emb)
-    # compare on the float32 similarities the miner saw (avoid ties flipping by rounding)
+    # compare on the float32 similarities the miner saw (avoid ties flipping by rounding),
+    # themselves checked against the NumPy cosines
     sim = np.asarray(km.ops.pairwise_cosine(emb)).astype("float64")
+    np.testing.assert_allclose(sim, ref.pairwise_cosine(emb), atol=1e-6)
     want_pos, want_neg = reference(labels, sim)
     assert pos.shape == (16, 16) and neg.shape == (16, 16)
     assert keras.backend.standardize_dtype(pos.dtype) == "bool"
     np.testing.assert_array_equal(np.asarray(pos), want_pos)
     np.testing.assert_array_equal(np.asarray(neg), want_neg)
     # mined pairs are subsets of the label pairs; anchor 0 has no positive
-    label_pos, label_neg = ref_label_masks(labels)
+    label_pos, label_neg = ref.pair_masks(labels)
     assert not np.any(np.asarray(pos) & ~label_pos) and not np.any(np.asarray(neg) & ~label_neg)
     assert not np.asarray(pos)[0].any()
 
@@ -101,7 +52,7 @@ def test_miners_select_something_nontrivial():
     labels, emb = _batch(5, n=32, classes=4)
     for miner_cls, _ in CASES[1:]:
         pos, neg = miner_cls()(labels, emb)
-        all_pos, all_neg = ref_label_masks(labels)
+        all_pos, all_neg = ref.pair_masks(labels)
         assert 0 < np.asarray(neg).sum() < all_neg.sum(), miner_cls
 
 

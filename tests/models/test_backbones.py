@@ -4,30 +4,9 @@ trips, local weights files, and bad arguments."""
 import keras
 import numpy as np
 import pytest
+from references import pixel_scaling as _reference
 
 import keras_margins as km
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
-IMAGENET_STD = np.array([0.229, 0.224, 0.225])
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])
-
-
-def _reference(images, mode):
-    """keras.applications' documented preprocessing, written per pixel in NumPy."""
-    out = np.empty_like(images, dtype="float64")
-    for n, h, w in np.ndindex(images.shape[:3]):
-        rgb = images[n, h, w].astype("float64")
-        if mode == "unit":
-            out[n, h, w] = rgb / 255.0
-        elif mode == "raw":
-            out[n, h, w] = rgb
-        elif mode == "symmetric":
-            out[n, h, w] = rgb / 127.5 - 1.0
-        elif mode == "imagenet":
-            out[n, h, w] = (rgb / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-        else:  # caffe: RGB -> BGR, ImageNet mean (BGR) subtracted, no scaling
-            out[n, h, w] = rgb[::-1] - CAFFE_MEAN_BGR
-    return out
 
 
 @pytest.mark.parametrize("mode", ["unit", "raw", "symmetric", "imagenet", "caffe"])

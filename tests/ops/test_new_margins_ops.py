@@ -17,17 +17,15 @@ import math
 import keras
 import numpy as np
 import pytest
-from new_margins_references import (  # noqa: E402  (tests/ is on sys.path)
-    ref_adaface,
-    ref_adaface_stats,
-    ref_curricular,
-    ref_curricular_t,
-    ref_elastic,
-    ref_magface,
-    ref_plus_assignment,
-    ref_subcenter_max,
-    ref_uniface,
-)
+from references import adaface as ref_adaface  # (tests/ is on sys.path)
+from references import adaface_stats as ref_adaface_stats
+from references import curricular as ref_curricular
+from references import curricular_t as ref_curricular_t
+from references import elastic as ref_elastic
+from references import elastic_plus_assignment as ref_plus_assignment
+from references import magface as ref_magface
+from references import subcenter_max as ref_subcenter_max
+from references import uniface as ref_uniface
 
 import keras_margins as km
 from keras_margins.testing import finite_difference_grad, jit, value_and_grad
