@@ -128,17 +128,9 @@ def test_invalid_label_under_xla_makes_loss_and_weights_nan(name, bad):
 
 # ------------------------------------------------------------- benchmarks/cosine_check.py
 def _load_benchmark():
-    import importlib.util
-    import pathlib
-    import sys
+    from repo_scripts import BENCHMARKS, load_script
 
-    bench = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-    if str(bench) not in sys.path:
-        sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location("cosine_check", bench / "cosine_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "cosine_check.py", "cosine_check", on_path=True)
 
 
 @pytest.mark.tf_only  # the step_time.py harness (tf.function)

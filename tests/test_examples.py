@@ -6,22 +6,15 @@ folder, so nothing is written into the repository. Examples with a test module o
 ``test_every_example_has_a_smoke_run`` fails for a new example that nobody runs.
 """
 
-import importlib.util
-import pathlib
 import sys
 
 import numpy as np
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
+from repo_scripts import EXAMPLES, ROOT, load_script
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 @pytest.fixture

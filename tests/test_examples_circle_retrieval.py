@@ -1,10 +1,10 @@
 """Smoke test of examples/circle_retrieval.py (tiny step counts) and checks of its pieces."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from repo_scripts import load_script
 
 import keras_margins as km
 
@@ -16,10 +16,7 @@ _KEYS = {"precision_at_1", "recall_at_5", "map_at_r", "r_precision"}
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("circle_retrieval_example", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(_PATH, "circle_retrieval_example")
 
 
 def test_table_with_validation(example, capsys):

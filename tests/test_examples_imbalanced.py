@@ -1,20 +1,17 @@
 """Smoke test of examples/imbalanced.py (--smoke: one seed, ratio 10, a few steps)."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from repo_scripts import load_script
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "imbalanced.py"
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("imbalanced_example", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(_PATH, "imbalanced_example")
 
 
 def test_smoke_run_prints_the_table_and_draws_the_figure(example, tmp_path, capsys):

@@ -1,20 +1,14 @@
 """Smoke runs of examples/noisy_labels.py and examples/quality_norms.py (1 seed, 2 epochs;
 slow: each trains three models under XLA)."""
 
-import importlib.util
-import pathlib
 
 import numpy as np
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+from repo_scripts import EXAMPLES, load_script
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 @pytest.mark.slow

@@ -2,25 +2,14 @@
 (default suite), its evaluation checked against a NumPy nearest-neighbour search, and (slow)
 the README's figures of the runs that were measured."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from repo_scripts import BENCHMARKS, load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _bench():
-    path = os.path.join(ROOT, "benchmarks", "glyphs.py")
-    spec = importlib.util.spec_from_file_location("glyphs_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
+bench = load_script(BENCHMARKS / "glyphs.py", "glyphs_bench")
 
 
 def _fonts_missing(fonts):

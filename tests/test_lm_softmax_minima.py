@@ -5,11 +5,11 @@ s = 5 and s = 10, and even spacing is the minimum at s = 3 (and for NormFace).
 Every loss value is recomputed here from the returned angles by an explicit loop over the
 classes on unit vectors, not with the script's own formula."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
 import pytest
+from repo_scripts import load_script
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "lm_softmax_minima.py"
 
@@ -22,10 +22,7 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def minima():
-    spec = importlib.util.spec_from_file_location("lm_softmax_minima_example", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(_PATH, "lm_softmax_minima_example")
 
 
 def _unit(angle):

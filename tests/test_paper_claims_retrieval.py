@@ -12,13 +12,13 @@ beside ``tests/test_paper_claims.py``.
 """
 
 import contextlib
-import importlib.util
 import io
 import pathlib
 import re
 
 import numpy as np
 import pytest
+from repo_scripts import load_script
 
 pytestmark = [pytest.mark.tf_only, pytest.mark.slow]  # tf.data pipelines; minutes of training
 
@@ -53,9 +53,7 @@ README = {
 @pytest.fixture(scope="module")
 def retrieval():
     """(per-seed scores returned by ``main``, its printed output) of the default protocol."""
-    spec = importlib.util.spec_from_file_location("circle_retrieval_claims", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(_PATH, "circle_retrieval_claims")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         table = module.main(["--seeds", *map(str, SEEDS)])

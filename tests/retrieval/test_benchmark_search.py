@@ -1,23 +1,15 @@
 """benchmarks/search.py at tiny sizes, so the script never rots: it reports every case, the
 bars and a markdown section."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import keras
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from repo_scripts import BENCHMARKS, load_script
 
 
 def test_search_benchmark_smoke(tmp_path):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("search_benchmark", BENCH / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(BENCHMARKS / "search.py", "search_benchmark", on_path=True)
     argv = ["--sizes", "3000", "--queries", "100", "--batch", "16", "--nprobes", "2", "64",
             "--lists", "64", "--kmeans-iterations", "2", "--chunk-size", "512", "--repeats", "2",
             "--warmup", "1", "--out-dir", str(tmp_path / "results"),

@@ -1,20 +1,14 @@
 """examples/search_and_match.py runs end to end (few epochs) and its numbers hang together."""
 
-import importlib.util
 import os
 
 import keras
 import pytest
-
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       "examples", "search_and_match.py")
+from repo_scripts import EXAMPLES, load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("search_and_match", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / "search_and_match.py", "search_and_match")
 
 
 def test_example_runs_and_calibrates(tmp_path):
