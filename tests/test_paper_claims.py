@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import references as ref
 from repo_scripts import load_script
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "margin_study.py"
@@ -50,13 +51,8 @@ def runs(study, data):
 
 
 def _np_losses(cos, labels, s):
-    """Per-sample LM-Softmax and NormFace in plain NumPy loops (the reference)."""
-    lm, nf = [], []
-    for row, y in zip(cos, labels):
-        negatives = sum(math.exp(s * c) for j, c in enumerate(row) if j != y)
-        lm.append(math.log(negatives) - s * row[y])
-        nf.append(math.log(negatives + math.exp(s * row[y])) - s * row[y])
-    return np.array(lm), np.array(nf)
+    """Per-sample LM-Softmax and NormFace (the NumPy loop references of tests/references.py)."""
+    return ref.lm_softmax(labels, cos, s), ref.margin_softmax(labels, cos, s)
 
 
 def test_loss_gradient_matches_finite_differences_and_the_softplus_relation(study):
