@@ -10,8 +10,6 @@ the top-k), so no device ever holds more than its shard of the gallery.
 
 import keras
 
-from keras_margins.distribution import mesh_device_names
-
 #: Mesh axis of the gallery rows; the queries are replicated.
 GALLERY_AXIS = "gallery"
 BATCH_AXIS = "batch"
@@ -37,6 +35,9 @@ def gallery_parallel(devices=None):
         ...     index.add(gallery, ids)
         ...     found, scores = index.search(queries, k=10)
     """
+    # km.distribution loads on first access (tests/test_light_imports.py), not with km.retrieval.
+    from keras_margins.distribution import mesh_device_names
+
     names = mesh_device_names(devices, "km.retrieval.gallery_parallel")
     mesh = keras.distribution.DeviceMesh((1, len(names)), (BATCH_AXIS, GALLERY_AXIS), devices=names)
     layout_map = keras.distribution.LayoutMap(mesh)

@@ -22,7 +22,7 @@ def test_training_and_inference_outputs():
     x, _ = _data()
     head = km.layers.VirtualSoftmaxHead(5)
     inference = np.asarray(head(x))
-    w = head.kernel.numpy()
+    w = keras.ops.convert_to_numpy(head.kernel)
     np.testing.assert_allclose(inference, _log_softmax(x @ w), atol=1e-5)
     np.testing.assert_array_equal(inference.argmax(1), (x @ w).argmax(1))
     # training: the same class log-probabilities (what compiled metrics see) ...
