@@ -8,6 +8,7 @@ cannot jit-compile Keras' multi-replica step when the replicas are logical CPU d
 Dense + sparse-CE classifier fails the same way, so this is not specific to our losses.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 
 pytestmark = pytest.mark.tf_only  # tf.distribute
 
-CHILD = textwrap.dedent(
+#: First lines of every child: TensorFlow with two logical CPUs, then Keras and the library.
+TWO_CPUS = textwrap.dedent(
     """
     import os, json
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
@@ -27,6 +29,25 @@ CHILD = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     import keras_margins as km
+    """
+)
+
+
+def run_child(script):
+    """Run ``TWO_CPUS + script`` in a fresh TensorFlow process; return the JSON it printed after
+    ``RESULT`` on its last such line (and its stdout)."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow")
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_CPUS + script], capture_output=True, text=True, env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT"):]), proc.stdout
+
+
+CHILD = textwrap.dedent(
+    """
 
     (x, y), (xt, yt) = km.data.digits_classification()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -57,15 +78,7 @@ CHILD = textwrap.dedent(
 
 
 def test_mirrored_strategy_two_logical_cpus():
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    results = json.loads(line[len("RESULT"):])
+    results, _ = run_child(CHILD)
     assert results["replicas"] == 2
     for name in ("arcface", "lm_softmax", "cosface"):
         losses = results[name]["loss"]
@@ -76,13 +89,6 @@ def test_mirrored_strategy_two_logical_cpus():
 
 STEP_CHILD = textwrap.dedent(
     """
-    import os, json
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
-    import keras_margins as km
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 12)).astype("float32")
@@ -165,18 +171,10 @@ def test_one_mirrored_step_equals_one_device_step():
     """The same global batch of 16, split 8 + 8 over two replicas: the logged loss and every
     weight's gradient (plain SGD, learning rate 1) equal those of one device's step, for
     losses in a keras.Sequential and in a MarginModel, with and without sample weights."""
-    env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    proc = subprocess.run(
-        [sys.executable, "-c", STEP_CHILD], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    results = json.loads(line[len("RESULT"):])
+    results, stdout = run_child(STEP_CHILD)
     assert results.pop("replicas") == 2
     # the single device's loss call saw the 16 rows, each replica's call its 8
-    assert sorted(results.pop("rows_seen")) == [8, 8, 16], proc.stdout[-2000:]
+    assert sorted(results.pop("rows_seen")) == [8, 8, 16], stdout[-2000:]
     assert len(results) == 5
     for name, result in results.items():
         single, mirrored = result["loss"]
