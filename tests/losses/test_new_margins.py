@@ -408,21 +408,17 @@ def test_subcenter_dropping_survives_save_and_load(tmp_path):
                                   np.eye(3)[report.dominant])
 
 
-def test_partial_fc_never_trains_a_subcenter_head_on_one_vector_per_class():
-    """PartialFC gathers one vector per class: on a sub-centre head that would drop the other
-    sub-centres silently, so the head refuses (a loud error until Partial FC samples through
-    ``head.class_cosines``)."""
+def test_partial_fc_samples_a_subcenter_head_through_its_pooled_cosines():
+    """PartialFC on a sub-centre head gathers all K sub-centres of each sampled class (the
+    head's ``class_cosines``), never one vector per class (``gather_class_vectors`` refuses);
+    values against the references: ``test_new_margins_matrix.py``."""
     x, y = data()
-    single = km.models.MarginModel(keras.Sequential([keras.Input((F,)), keras.layers.Dense(D)]),
-                                   km.layers.LargestMarginHead(20))
-    single.compile("sgd", loss=km.losses.PartialFC(km.losses.SubCenterArcFace(16.0), sample_rate=0.5))
-    assert np.isfinite(single.fit(x, y, batch_size=N, verbose=0).history["loss"][-1])
-    # (last: on JAX a step that raised while tracing leaves Keras unable to trace the next one)
-    backbone = keras.Sequential([keras.Input((F,)), keras.layers.Dense(D)])
-    model = km.models.MarginModel(backbone, km.layers.LargestMarginHead(20, sub_centers=3))
+    head = km.layers.LargestMarginHead(20, sub_centers=3)
+    model = km.models.MarginModel(keras.Sequential([keras.Input((F,)), keras.layers.Dense(D)]), head)
     model.compile("sgd", loss=km.losses.PartialFC(km.losses.SubCenterArcFace(16.0), sample_rate=0.5))
+    assert np.isfinite(model.fit(x, y, batch_size=N, verbose=0).history["loss"][-1])
     with pytest.raises(ValueError, match="sub-centres"):
-        model.fit(x, y, batch_size=N, verbose=0)
+        head.gather_class_vectors(keras.ops.convert_to_tensor([0, 1]))
 
 
 def test_arc_target_reference_continues_past_pi():
