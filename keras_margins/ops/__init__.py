@@ -1,12 +1,7 @@
 """Functional core of keras_margins: pure ``keras.ops`` functions, one formula each."""
 
-from keras_margins.ops.adaface import (
-    adaface,
-    adaface_margin_scaler,
-    adaface_norm_stats,
-    adaface_target,
-)
-from keras_margins.ops.angular import angular_margin_target, feature_norm, stateless_normal
+from keras_margins.ops.adaface import adaface, adaface_norm_stats
+from keras_margins.ops.angular import feature_norm, stateless_normal
 from keras_margins.ops.circle import circle_class_level, circle_from_similarity, circle_pairwise
 from keras_margins.ops.cosine import cosine_similarity
 from keras_margins.ops.curricular import curricular_face, curricular_t

@@ -66,8 +66,9 @@ def adaface_margin_scaler(norms, mean, std, h=0.333):
 
     Example:
 
-    >>> import numpy as np, keras_margins as km
-    >>> print(np.round(np.asarray(km.ops.adaface_margin_scaler(np.array([10.0, 20.0, 90.0]), 20.0, 10.0)), 4))
+    >>> import numpy as np
+    >>> from keras_margins.ops.adaface import adaface_margin_scaler
+    >>> print(np.round(np.asarray(adaface_margin_scaler(np.array([10.0, 20.0, 90.0]), 20.0, 10.0)), 4))
     [-0.333  0.     1.   ]
     """
     norms = ops.clip(ops.stop_gradient(ops.cast(norms, "float32")), *NORM_RANGE)

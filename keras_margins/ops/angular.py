@@ -64,8 +64,9 @@ def angular_margin_target(cos_y, margin):
 
     Example:
 
-    >>> import numpy as np, keras_margins as km
-    >>> out = km.ops.angular_margin_target(np.array([1.0, 0.5, -1.0]), np.array([0.5, 0.5, 0.2]))
+    >>> import numpy as np
+    >>> from keras_margins.ops.angular import angular_margin_target
+    >>> out = angular_margin_target(np.array([1.0, 0.5, -1.0]), np.array([0.5, 0.5, 0.2]))
     >>> print(np.round(np.asarray(out), 4))
     [ 0.8776  0.0236 -1.0397]
 
