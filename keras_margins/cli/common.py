@@ -58,20 +58,13 @@ def check_export_target(base_dir, option="--export"):
     installed: ``km.export``), ``base_dir`` must not be a file, and the folder (or its nearest
     existing ancestor) and its parent (where ``models.config`` goes) must be writable. Called
     before training, so a bad path never costs a training run."""
-    from keras_margins.export.saved_model import check_backend
+    from keras_margins.export.saved_model import check_backend, creatable_dir
 
     try:
         check_backend()
     except ValueError as err:
         raise ValueError(f"`{option}`: {err}") from None
-    path = os.path.abspath(os.fspath(base_dir))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"`{option}` {base_dir!r} exists and is not a directory.")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"`{option}` {base_dir!r}: {existing!r} is a file, not a directory.")
+    path, existing = creatable_dir(base_dir, option)
     # The version folder is staged inside BASE_DIR and models.config written beside it.
     folders = (path, os.path.dirname(path)) if os.path.isdir(path) else (existing,)
     for folder in folders:

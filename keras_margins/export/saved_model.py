@@ -41,6 +41,20 @@ def versions(base_dir):
     return sorted(int(n) for n in os.listdir(base_dir) if _VERSION_RE.match(n))
 
 
+def creatable_dir(path, name="base_dir"):
+    """``(absolute path, its nearest existing ancestor)``; ``ValueError`` naming ``name`` when
+    ``path`` is a file or an ancestor on the way to it is (the folder could not be created)."""
+    absolute = os.path.abspath(os.fspath(path))
+    if os.path.exists(absolute) and not os.path.isdir(absolute):
+        raise ValueError(f"`{name}` {path!r} exists and is not a directory.")
+    existing = absolute
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"cannot create `{name}` {path!r}: {existing!r} is a file, not a directory.")
+    return absolute, existing
+
+
 def _version_dir(base_dir, version):
     """``(absolute base_dir, version, target folder)`` for an export, checked; creates nothing.
 
@@ -49,14 +63,7 @@ def _version_dir(base_dir, version):
     """
     if not isinstance(base_dir, (str, os.PathLike)) or not str(base_dir).strip():
         raise ValueError(f"`base_dir` must be a non-empty path; got {base_dir!r}.")
-    base_dir = os.path.abspath(os.fspath(base_dir))
-    if os.path.exists(base_dir) and not os.path.isdir(base_dir):
-        raise ValueError(f"`base_dir` {base_dir!r} exists and is not a directory.")
-    existing = base_dir
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"cannot create `base_dir` {base_dir!r}: {existing!r} is a file.")
+    base_dir, _ = creatable_dir(base_dir)
     if version is None:
         version = (versions(base_dir) or [0])[-1] + 1
     elif isinstance(version, bool) or not isinstance(version, int) or version < 1:
