@@ -142,6 +142,21 @@ def value_and_grad_of_variables(fn, variables):
     return value_and_grad(stateless, *[v.value for v in variables])
 
 
+def assert_finite_training_step(model, x, y, what=None):
+    """One training-mode forward pass and loss of a built ``model`` on ``(x, y)``: the loss and
+    every gradient of its trainable weights are finite, and some gradient is non-zero (the
+    loss reaches the weights). ``what`` names the case in the assertion messages."""
+
+    def step():
+        return model.compute_loss(x, y, model(x, training=True), training=True)
+
+    value, grads = value_and_grad_of_variables(step, model.trainable_weights)
+    assert np.isfinite(value), (what, value)
+    assert all(np.all(np.isfinite(g)) for g in grads), what
+    assert any(np.any(g != 0) for g in grads), what
+    return value, grads
+
+
 def _scalar(value):
     if tuple(value.shape) != ():
         raise ValueError(f"value_and_grad: `fn` must return a scalar; got shape {tuple(value.shape)}.")

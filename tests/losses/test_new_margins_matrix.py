@@ -34,7 +34,7 @@ from references import uniface as ref_uniface
 from references import unit_rows
 
 import keras_margins as km
-from keras_margins.testing import value_and_grad_of_variables
+from keras_margins.testing import assert_finite_training_step, value_and_grad_of_variables
 
 N, D, C, K = 8, 6, 20, 3  # batch, embedding, classes, sub-centres of the sub-centre head
 RATE = 0.25  # Partial FC keeps max(ceil(0.25·20), 8) = 8 of the 20 classes
@@ -226,14 +226,7 @@ def test_partial_fc_under_mixed_precision_gives_finite_loss_and_gradients(name, 
     backbone = keras.Sequential([keras.Input((D,)), keras.layers.Dense(D)])
     model = partial_fc_model(name, backbone=backbone, jit_compile=False)
     x = embeddings()  # a zero input: a zero-norm embedding
-
-    def step():
-        return model.compute_loss(x, LABELS, model(x, training=True), training=True)
-
-    value, grads = value_and_grad_of_variables(step, model.trainable_weights)
-    assert np.isfinite(value), (name, policy)
-    assert all(np.all(np.isfinite(g)) for g in grads), (name, policy)
-    assert any(np.any(g != 0) for g in grads)
+    assert_finite_training_step(model, x, LABELS, (name, policy))
 
 
 def test_partial_fc_still_refuses_losses_not_on_cosines():
