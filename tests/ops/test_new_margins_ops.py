@@ -1,15 +1,8 @@
 """km.ops of sub-center ArcFace, CurricularFace, MagFace, AdaFace, ElasticFace and UniFace
-against plain NumPy loop references written here from the papers (random and hand-made
-cases, the edges cos = ±1 and θ + m > π), the relations the papers state between them and
-ArcFace / CosFace, finite gradients, and NaN for invalid labels under XLA.
-
-Papers:
-    Deng et al. 2020 (ECCV), "Sub-center ArcFace": max over K sub-centres.
-    Huang et al. 2020 (CVPR), "CurricularFace": N(t, cos θ_j), t's moving average.
-    Meng et al. 2021 (CVPR), "MagFace": m(a) linear on [l_a, u_a], g(a) = 1/a + a/u_a².
-    Kim, Jain & Liu 2022 (CVPR), "AdaFace": ẑ, g_angle = −m·ẑ, g_add = m·ẑ + m, μ/σ EMA.
-    Boutros et al. 2022 (CVPRW), "ElasticFace": E ~ N(m, σ²); "+": margins by rank.
-    Zhou et al. 2023 (ICCV), "UniFace": L_uce-m with a bias b̃ and λ on the negatives.
+against the plain NumPy loop references of tests/references.py, written from the papers
+(listed there; random and hand-made cases, the edges cos = ±1 and θ + m > π), the relations the
+papers state between them and ArcFace / CosFace, finite gradients, and NaN for invalid labels
+under XLA.
 """
 
 import math
