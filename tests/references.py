@@ -408,15 +408,20 @@ def triplet_semi_hard(labels, emb, margin, squared=True, per_anchor=False):
     return float(np.sum(sums) / count) if count else 0.0
 
 
-def tfa_semi_hard(labels, emb, margin):
-    """TF Addons' ``triplet_semihard_loss`` with ``distance_metric="squared-L2"`` on the raw
-    rows ||x_a||² + ||x_b||² − 2 x_a·x_b (floored at 0, diagonal 0)."""
+def tfa_semi_hard(labels, emb, margin, metric="squared-L2"):
+    """TF Addons' ``triplet_semihard_loss`` on the raw rows: ``distance_metric="squared-L2"``
+    ||x_a||² + ||x_b||² − 2 x_a·x_b (floored at 0, diagonal 0), or ``"L2"``, its square root
+    (TF Addons' default since v0.10)."""
+    if metric not in ("squared-L2", "L2"):
+        raise ValueError(metric)
     x = np.asarray(emb, "float64")
     n = len(labels)
     d = np.zeros((n, n))
     for a in range(n):
         for b in range(n):
             d[a, b] = 0.0 if a == b else max(float(x[a] @ x[a] + x[b] @ x[b] - 2 * x[a] @ x[b]), 0.0)
+            if metric == "L2":
+                d[a, b] = np.sqrt(d[a, b])
     total, count = 0.0, 0
     for a in range(n):
         negatives = [d[a, q] for q in range(n) if labels[q] != labels[a]]

@@ -12,36 +12,9 @@ hinges over all ordered positive pairs divided by their number).
 
 import numpy as np
 import pytest
+import references as ref
 
 import keras_margins as km
-
-
-def _tfa_distances(x, metric):
-    x = np.asarray(x, "float64")
-    sq = np.sum(x**2, axis=1)
-    d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
-    if metric == "L2":
-        d = np.sqrt(d)
-    elif metric != "squared-L2":
-        raise ValueError(metric)
-    np.fill_diagonal(d, 0.0)
-    return d
-
-
-def _tfa_semi_hard(labels, x, margin, metric):
-    d = _tfa_distances(x, metric)
-    n = len(labels)
-    total, pairs = 0.0, 0
-    for a in range(n):
-        negatives = [d[a, q] for q in range(n) if labels[q] != labels[a]]
-        for p in range(n):
-            if p == a or labels[p] != labels[a]:
-                continue
-            pairs += 1
-            farther = [v for v in negatives if v > d[a, p]]
-            d_neg = min(farther) if farther else (max(negatives) if negatives else 0.0)
-            total += max(margin + d[a, p] - d_neg, 0.0)
-    return total / pairs
 
 
 def _batch(seed, n=16, dim=8, classes=4):
@@ -56,8 +29,8 @@ def _batch(seed, n=16, dim=8, classes=4):
 @pytest.mark.parametrize("margin", [1.0, 0.2])
 def test_semi_hard_default_is_tf_addons_squared_l2_not_its_l2_default(seed, margin):
     labels, x = _batch(seed)
-    squared = _tfa_semi_hard(labels, x, margin, "squared-L2")
-    euclidean = _tfa_semi_hard(labels, x, margin, "L2")
+    squared = ref.tfa_semi_hard(labels, x, margin, "squared-L2")
+    euclidean = ref.tfa_semi_hard(labels, x, margin, "L2")
     got = float(km.losses.TripletMarginLoss(margin, miner=km.miners.SemiHardMiner())(labels, x))
     np.testing.assert_allclose(got, squared, rtol=2e-5, atol=1e-6)
     # the two TF Addons definitions differ on these batches by far more than the tolerance
@@ -69,7 +42,7 @@ def test_semi_hard_default_is_tf_addons_squared_l2_not_its_l2_default(seed, marg
 def test_squared_false_is_tf_addons_l2(seed):
     labels, x = _batch(seed)
     loss = km.losses.TripletMarginLoss(1.0, miner=km.miners.SemiHardMiner(), squared=False)
-    np.testing.assert_allclose(float(loss(labels, x)), _tfa_semi_hard(labels, x, 1.0, "L2"),
+    np.testing.assert_allclose(float(loss(labels, x)), ref.tfa_semi_hard(labels, x, 1.0, "L2"),
                                rtol=2e-5, atol=1e-6)
 
 
@@ -91,8 +64,8 @@ def test_hand_made_batch_where_the_two_metrics_part():
     want_sq, want_l2 = want(sq), want(np.sqrt(sq))
     np.testing.assert_allclose(want_sq, 0.3054 / 4, atol=1e-4)    # one hinge active: (2, 3)
     np.testing.assert_allclose(want_l2, 2.0429 / 4, atol=1e-4)    # all four active
-    np.testing.assert_allclose(_tfa_semi_hard(labels, x, 1.0, "squared-L2"), want_sq, rtol=1e-12)
-    np.testing.assert_allclose(_tfa_semi_hard(labels, x, 1.0, "L2"), want_l2, rtol=1e-12)
+    np.testing.assert_allclose(ref.tfa_semi_hard(labels, x, 1.0, "squared-L2"), want_sq, rtol=1e-12)
+    np.testing.assert_allclose(ref.tfa_semi_hard(labels, x, 1.0, "L2"), want_l2, rtol=1e-12)
     x32 = x.astype("float32")
     semi_hard = km.miners.SemiHardMiner()
     np.testing.assert_allclose(float(km.losses.TripletMarginLoss(1.0, miner=semi_hard)(labels, x32)),
