@@ -16,6 +16,21 @@ GATHER_BYTES = 2 * 2**20
 ASSIGN_BATCH = 16384
 #: Gallery rows sampled (as stand-in queries) to size the default scan budget.
 BUDGET_SAMPLE = 2048
+#: ``search`` reads a list this many rows at a time (rounded to whole blocks; one slice of
+#: the store, see ``kernels.ivf_scan``) ...
+SCAN_ROWS = 128
+#: ... and scores them against this many of the queries probing that list at once.
+SCAN_GROUP = 4
+
+
+class ScanPlan:
+    """Host-side plan of ``kernels.ivf_scan`` (runs of each list), rebuilt after every edit;
+    a plain object, out of Keras' attribute tracking."""
+
+    def __init__(self):
+        self.arrays = None
+        self.tensors = None
+        self.longest = 0
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -75,11 +90,6 @@ class IVFIndex(GalleryIndex):
     True
     """
 
-    #: On TensorFlow the search runs as a graph without XLA: the scan gathers blocks of rows,
-    #: and TensorFlow's gather kernel copies them faster than XLA's CPU code. JAX compiles
-    #: it with XLA.
-    search_with_xla = False
-
     def __init__(self, dim, num_lists=256, nprobe=8, metric="cosine", k=1, block_size=32,
                  max_scan_blocks=None, capacity=None, names=None, **kwargs):
         super().__init__(dim, metric=metric, k=k, names=names, **kwargs)
@@ -95,8 +105,16 @@ class IVFIndex(GalleryIndex):
         rows = capacity or 0
         self.num_blocks = 1 + self.num_lists + math.ceil(rows / self.block_size)
         self.table_width = max(1, math.ceil(rows / self.block_size / self.num_lists))
+        self.plan = ScanPlan()
         self.allocate({})
         self.built = True
+
+    @property
+    def search_with_xla(self):
+        """``search`` compiles with XLA on every backend, except the budgeted block scan
+        (``max_scan_blocks``) on TensorFlow: it gathers blocks of rows, and TensorFlow's
+        gather kernel copies them faster than XLA's CPU code."""
+        return self.max_scan_blocks is None or keras.backend.backend() != "tensorflow"
 
     @property
     def nprobe(self):
@@ -359,6 +377,11 @@ class IVFIndex(GalleryIndex):
     def refresh(self):
         """Recompute the scan budgets from the lists (after every edit or nprobe change)."""
         blocks = self.host("ivf_list_blocks").astype("int64")
+        rows_in_lists = self.host("ivf_list_rows")
+        self.plan.arrays = kernels.scan_runs(self.host("ivf_table"), blocks, rows_in_lists,
+                                             self.block_size, self.window() // self.block_size)
+        self.plan.tensors = None
+        self.plan.longest = int(rows_in_lists.max()) if rows_in_lists.size else 0
         self.largest_lists_blocks = max(1, int(np.sort(blocks)[::-1][: self.nprobe].sum()))
         self.sampled_scan_blocks = self.largest_lists_blocks
         ids = self.host("ivf_block_ids")
@@ -401,7 +424,15 @@ class IVFIndex(GalleryIndex):
         return self.kernel(queries, k, None if self.dynamic_budget() else budget,
                            self.query_chunk(budget), self.state_values())
 
+    def window(self):
+        """Rows per slice of ``search``'s scan: ``SCAN_ROWS`` rounded to whole blocks, within
+        the store."""
+        blocks = max(1, SCAN_ROWS // self.block_size)
+        return self.block_size * min(blocks, self.num_blocks)
+
     def search_function(self, k):
+        if self.max_scan_blocks is None:
+            return self.scan_function(k)
         budget = self.scan_blocks()
         scanned = None if self.dynamic_budget() else budget
 
@@ -410,6 +441,27 @@ class IVFIndex(GalleryIndex):
             return self.kernel(queries, k, scanned, chunk, state)
 
         return ("ivf", k, budget, self.nprobe, scanned is None), fn, self.state_values()
+
+    def scan_function(self, k):
+        """``search``'s default: every probed list read once per batch, in full
+        (``kernels.ivf_scan``)."""
+        if self.plan.arrays is None:
+            self.refresh()
+        window = self.window()
+        group = SCAN_GROUP
+        width = kernels.round_up(2 * window + self.plan.longest, 32)
+        if self.plan.tensors is None:
+            self.plan.tensors = tuple(ops.convert_to_tensor(a) for a in self.plan.arrays)
+        runs = self.plan.arrays[0].shape[1]
+
+        def fn(queries, *state):
+            return kernels.ivf_scan(queries, *state, k=k, nprobe=self.nprobe,
+                                    rows_per_block=self.block_size, window=window,
+                                    group=group, width=width)
+
+        state = (self.ivf_centroids.value, self.ivf_table.value, self.ivf_blocks.value,
+                 self.ivf_block_ids.value) + self.plan.tensors
+        return ("ivf-scan", k, self.nprobe, window, group, width, runs), fn, state
 
     def search(self, queries, k=None):
         if not self.trained:

@@ -235,6 +235,137 @@ def ivf_search(queries, centroids, list_blocks, table, blocks, block_ids, k, npr
     return found[:n_queries], scores[:n_queries]
 
 
+def scan_runs(table, list_blocks, list_rows, rows_per_block, window_blocks):
+    """Host-side plan of :func:`ivf_scan` (NumPy): each list cut into *runs*, stretches of at
+    most ``window_blocks`` blocks with consecutive numbers in the store, so that a run is one
+    contiguous slice of rows.
+
+    Returns ``(first, offset, rows, count)``: (L, M') int32 first block, position in the list
+    of its first row and rows in use of run j of list l; (L,) int32 runs per list.
+    """
+    table = np.asarray(table, "int64")
+    blocks = np.asarray(list_blocks, "int64")
+    used_rows = np.asarray(list_rows, "int64")
+    lists, width = table.shape
+    j = np.arange(width)[None, :]
+    inside = j < blocks[:, None]
+    follows = np.zeros_like(inside)
+    follows[:, 1:] = table[:, 1:] == table[:, :-1] + 1
+    stretch = np.where(inside & ~follows, j, 0)
+    stretch = np.maximum.accumulate(stretch, axis=1)  # first block of each block's stretch
+    starts = inside & (~follows | ((j - stretch) % window_blocks == 0))
+    count = starts.sum(axis=1)
+    runs = max(1, int(count.max()) if lists else 1)
+    first = np.zeros((lists, runs), "int32")
+    offset = np.zeros((lists, runs), "int32")
+    rows = np.zeros((lists, runs), "int32")
+    which, where = np.nonzero(starts)
+    slot = np.arange(len(which)) - np.searchsorted(which, which, side="left")
+    # The run starting at block j ends before the next start in its list (or at its last block).
+    nxt = np.where(starts, j, width)
+    nxt = np.minimum.accumulate(nxt[:, ::-1], axis=1)[:, ::-1]
+    end = np.concatenate([nxt[:, 1:], np.full((lists, 1), width)], axis=1)
+    end = np.minimum(end, blocks[:, None])
+    first[which, slot] = table[which, where]
+    offset[which, slot] = where * rows_per_block
+    rows[which, slot] = np.minimum(end[which, where] * rows_per_block, used_rows[which]) \
+        - where * rows_per_block
+    return first, offset, np.maximum(rows, 0), count.astype("int32")
+
+
+def ivf_scan(queries, centroids, table, rows, row_ids, run_first, run_offset, run_rows,
+             run_count, k, nprobe, rows_per_block, window, group, width):
+    """Inverted-file top-k that reads each probed list once per batch of queries.
+
+    The (query, probed list) pairs of the batch are sorted by list, so the queries probing a
+    list are neighbours; each list is read run by run (:func:`scan_runs`: ``window`` rows at
+    a time, one contiguous slice of the store, no gather) and scored against ``group`` of its
+    queries at once by a matrix product — faiss' query grouping by list, with the rows shared
+    by the queries of a group. The scores of each pair go to its row of a (pairs, ``width``)
+    buffer at the rows' positions in the list; the pairs' best ``k`` are merged per query.
+    Every probed list is scanned in full, as by faiss' ``IndexIVFFlat``.
+
+    Args:
+        queries: (Q, D) float32. centroids: (L, D). table: (L, M) block numbers of each list.
+        rows: (B·R, D) the block store; row_ids: (B·R,) int32 ids (-1 on free rows).
+        run_first, run_offset, run_rows, run_count: the plan of :func:`scan_runs`.
+        k, nprobe, rows_per_block (R), window (rows per slice, a multiple of R and at most
+        the store's rows), group (queries scored together), width (buffer columns, a
+        multiple of 32 and at least 2·window + the longest list): static ints.
+
+    Returns:
+        ``(ids (Q, k) int32, scores (Q, k) float32)``; -1 / -inf where the probed lists hold
+        fewer than ``k`` rows.
+    """
+    dim = rows.shape[-1]
+    n_queries = queries.shape[0]
+    pairs = n_queries * nprobe
+    runs = run_first.shape[1]
+    total_rows = rows.shape[0]
+    _, lists = ops.top_k(ops.matmul(queries, ops.transpose(centroids)), nprobe)
+    flat = ops.reshape(ops.cast(lists, "int32"), (-1,))
+    order = ops.cast(ops.argsort(flat), "int32")
+    sorted_lists = ops.take(flat, order, axis=0)                                  # (QP,)
+    pair_queries = ops.take(queries, order // nprobe, axis=0)
+    pair_queries = ops.concatenate([pair_queries, ops.zeros((group, dim), queries.dtype)], 0)
+    # Pairs of one list form a segment; its first pair of every `group` heads a group.
+    position = ops.arange(pairs, dtype="int32")
+    new = ops.concatenate([ops.ones((1,), "int32"),
+                           ops.cast(sorted_lists[1:] != sorted_lists[:-1], "int32")], 0)
+    segment = ops.cumsum(new) - 1
+    sizes = ops.segment_sum(ops.ones((pairs,), "int32"), segment, num_segments=pairs)
+    seg_first = ops.take(ops.cumsum(sizes) - sizes, segment, axis=0)
+    seg_end = seg_first + ops.take(sizes, segment, axis=0)
+    head = ops.equal((position - seg_first) % group, 0)
+    members = ops.minimum(group, seg_end - position)
+    # Work items: (group head, run of its list); item t belongs to the head whose range holds t.
+    items = ops.where(head, ops.take(run_count, sorted_lists, axis=0), 0)
+    ends = ops.cumsum(items)
+    total = ends[-1]
+    slots = pairs * runs
+    marks = ops.scatter(ops.expand_dims(ops.minimum(ends, slots), 1),
+                        ops.ones((pairs,), "int32"), (slots + 1,))
+    owner = ops.minimum(ops.cumsum(marks)[:slots], pairs - 1)                     # (T,)
+    run = ops.arange(slots, dtype="int32") - ops.take(ends - items, owner, axis=0)
+    run = ops.clip(run, 0, runs - 1)
+    cell = ops.take(sorted_lists, owner, axis=0) * runs + run
+    start = ops.take(ops.reshape(run_first, (-1,)), cell, axis=0) * rows_per_block
+    begin = ops.minimum(start, total_rows - window)  # a slice may not leave the store
+    shift = start - begin
+    column = window + ops.take(ops.reshape(run_offset, (-1,)), cell, axis=0) - shift
+    length = ops.take(ops.reshape(run_rows, (-1,)), cell, axis=0)
+    count = ops.take(members, owner, axis=0)
+    offsets = ops.arange(window, dtype="int32")
+    slots_in_group = ops.arange(group, dtype="int32")
+
+    def body(item, buffer):
+        pair, row0, col = owner[item], begin[item], column[item]
+        zero = pair * 0
+        block = ops.slice(rows, (row0, zero), (window, dim))
+        q = ops.slice(pair_queries, (pair, zero), (group, dim))
+        scores = ops.matmul(q, ops.transpose(block))                             # (group, window)
+        valid = ((offsets >= shift[item]) & (offsets < shift[item] + length[item]))[None, :] \
+            & (slots_in_group < count[item])[:, None]
+        old = ops.slice(buffer, (pair, col), (group, window))
+        return ops.slice_update(buffer, (pair, col), ops.where(valid, scores, old))
+
+    buffer = ops.full((pairs + group, width), NEG_INF, dtype="float32")
+    buffer = ops.fori_loop(0, total, body, buffer)
+    top, where = chunk_top_k(buffer[:pairs], k, block=32)                        # (QP, k)
+    place = ops.maximum(where - window, 0)
+    table_width = table.shape[1]
+    block_of = ops.take(ops.reshape(table, (-1,)),
+                        ops.expand_dims(sorted_lists, 1) * table_width
+                        + ops.minimum(place // rows_per_block, table_width - 1), axis=0)
+    found = ops.take(row_ids, block_of * rows_per_block + place % rows_per_block, axis=0)
+    found = ops.where(top > NEG_INF, found, -1)
+    back = ops.argsort(order)                                                    # pairs by query
+    top = ops.reshape(ops.take(top, back, axis=0), (n_queries, nprobe * k))
+    found = ops.reshape(ops.take(found, back, axis=0), (n_queries, nprobe * k))
+    best, pick = ops.top_k(top, k)
+    return ops.take_along_axis(found, pick, axis=1), best
+
+
 # ----------------------------------------------------------------------------- k-means
 def assign_sums(sample, centroids, chunk, bias=0.0):
     """One Lloyd step's statistics: per centroid, the sum and count of the ``sample`` rows
